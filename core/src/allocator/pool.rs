@@ -1,0 +1,231 @@
+//! Free pools per stream, best fit, split, coalesce, and page accounting.
+//!
+//! Blocks of a segment tile its virtual range. A free block sits in its segment's stream pool,
+//! ordered by `(size, address)` for best fit (PyTorch's `BlockComparatorSize`); free large-pool
+//! blocks are also indexed by address so that stitching can find the block under a page.
+//!
+//! Pages (granules) of large-pool segments count the allocated or lent blocks that overlap them.
+//! When a page goes from unused to used or back, every stitched block that maps it learns of it,
+//! so a cached stitched block is known to be reusable exactly when all its pages are unused.
+
+use super::types::*;
+use super::{Allocator, FIT_PROBES};
+use crate::device::Device;
+use crate::stats::PoolKind;
+
+impl<D: Device> Allocator<D> {
+    fn pool_set(&mut self, b: BlockId) -> &mut alloc::collections::BTreeSet<(u64, u64, BlockId)> {
+        let seg = &self.segments[self.blocks[b].seg];
+        let pools = &mut self.pools[seg.stream as usize];
+        match seg.pool {
+            PoolKind::Small => &mut pools.small,
+            PoolKind::Large => &mut pools.large,
+        }
+    }
+
+    /// Puts a block into its pool as free.
+    pub(super) fn insert_free(&mut self, b: BlockId) {
+        let blk = &self.blocks[b];
+        let (key, addr, size) = ((blk.size, blk.addr, b), blk.addr, blk.size);
+        let split = blk.prev.is_some() || blk.next.is_some();
+        let pool = self.segments[blk.seg].pool;
+        self.pool_set(b).insert(key);
+        if pool == PoolKind::Large {
+            self.large_by_addr.insert(addr, b);
+        }
+        let blk = &mut self.blocks[b];
+        blk.state = BlockState::Free;
+        blk.counted_split = split;
+        if split {
+            self.stats.inactive_split.update(pool, 1);
+            self.stats.inactive_split_bytes.update(pool, size as i64);
+        }
+    }
+
+    /// Takes a free block out of its pool (its state is left for the caller to set).
+    pub(super) fn remove_free(&mut self, b: BlockId) {
+        let blk = &self.blocks[b];
+        let (key, addr, size, split) = ((blk.size, blk.addr, b), blk.addr, blk.size, blk.counted_split);
+        let pool = self.segments[blk.seg].pool;
+        self.pool_set(b).remove(&key);
+        if pool == PoolKind::Large {
+            self.large_by_addr.remove(&addr);
+        }
+        if split {
+            self.stats.inactive_split.update(pool, -1);
+            self.stats.inactive_split_bytes.update(pool, -(size as i64));
+        }
+    }
+
+    /// The smallest free block of at least `rounded` bytes usable on stream `s`: first among the
+    /// stream's own pool, then among other streams' blocks whose last use has completed.
+    pub(super) fn best_fit(&mut self, pool: PoolKind, s: StreamIdx, rounded: u64) -> Option<BlockId> {
+        let pick = |set: &alloc::collections::BTreeSet<(u64, u64, BlockId)>,
+                    blocks: &super::arena::Arena<Block>,
+                    ok: &dyn Fn(Fence) -> bool| {
+            set.range((rounded, 0, 0)..).take(FIT_PROBES).map(|k| k.2).find(|&b| ok(blocks[b].fence))
+        };
+        let own = &self.pools[s as usize];
+        let set = if pool == PoolKind::Small { &own.small } else { &own.large };
+        let streams = &self.streams;
+        if let Some(b) = pick(set, &self.blocks, &|f| streams.safe_for(f, s)) {
+            return Some(b);
+        }
+        if self.pools.len() < 2 {
+            return None;
+        }
+        self.advance_other_streams(s);
+        for t in 0..self.pools.len() {
+            if t == s as usize {
+                continue;
+            }
+            let p = &self.pools[t];
+            let set = if pool == PoolKind::Small { &p.small } else { &p.large };
+            let streams = &self.streams;
+            if let Some(b) = pick(set, &self.blocks, &|f| streams.safe_for(f, s)) {
+                self.stats.num_cross_stream_reuses += 1;
+                return Some(b);
+            }
+        }
+        None
+    }
+
+    /// Splits `b` at `at` (inside it); the new upper block copies state and fence and is returned.
+    /// Neither part is put into a pool.
+    fn split_off(&mut self, b: BlockId, at: u64) -> BlockId {
+        let blk = &self.blocks[b];
+        let upper = Block {
+            addr: at,
+            size: blk.end() - at,
+            seg: blk.seg,
+            prev: Some(b),
+            next: blk.next,
+            state: blk.state,
+            fence: blk.fence,
+            counted_split: false,
+        };
+        let next = blk.next;
+        let u = self.blocks.insert(upper);
+        if let Some(n) = next {
+            self.blocks[n].prev = Some(u);
+        }
+        let blk = &mut self.blocks[b];
+        blk.next = Some(u);
+        blk.size = at - blk.addr;
+        u
+    }
+
+    /// Hands the first `rounded` bytes of the free block `b` out; the rest stays free.
+    pub(super) fn allocate_block(&mut self, b: BlockId, rounded: u64) {
+        self.remove_free(b);
+        let blk = &self.blocks[b];
+        if blk.size > rounded {
+            let tail = self.split_off(b, blk.addr + rounded);
+            self.insert_free(tail);
+        }
+        self.blocks[b].state = BlockState::Allocated;
+        let blk = &self.blocks[b];
+        self.page_use(blk.seg, blk.addr, blk.size, true);
+    }
+
+    /// Carves `[addr, addr + len)` out of the free block `b`, which contains it; the carved block
+    /// takes `state` (lent or hole) and is returned; what is left on either side stays free.
+    pub(super) fn carve(&mut self, b: BlockId, addr: u64, len: u64, state: BlockState) -> BlockId {
+        self.remove_free(b);
+        let mut mid = b;
+        if addr > self.blocks[b].addr {
+            mid = self.split_off(b, addr);
+            self.insert_free(b);
+        }
+        if self.blocks[mid].end() > addr + len {
+            let tail = self.split_off(mid, addr + len);
+            self.insert_free(tail);
+        }
+        self.blocks[mid].state = state;
+        if let BlockState::Lent(_) = state {
+            let seg = self.blocks[mid].seg;
+            self.page_use(seg, addr, len, true);
+        }
+        mid
+    }
+
+    /// Returns a block (allocated, lent or a hole put back) to its pool, merging it with free
+    /// neighbours whose fences allow (PyTorch's `free_block` / `try_merge_blocks`).
+    pub(super) fn release_block(&mut self, b: BlockId, fence: Fence) {
+        let blk = &self.blocks[b];
+        if matches!(blk.state, BlockState::Allocated | BlockState::Lent(_)) {
+            self.page_use(blk.seg, blk.addr, blk.size, false);
+        }
+        let mut b = b;
+        let mut fence = fence;
+        if let Some(p) = self.blocks[b].prev {
+            if self.blocks[p].state == BlockState::Free {
+                if let Some(f) = self.streams.merge(self.blocks[p].fence, fence) {
+                    self.remove_free(p);
+                    self.absorb(p, b);
+                    b = p;
+                    fence = f;
+                }
+            }
+        }
+        if let Some(n) = self.blocks[b].next {
+            if self.blocks[n].state == BlockState::Free {
+                if let Some(f) = self.streams.merge(self.blocks[n].fence, fence) {
+                    self.remove_free(n);
+                    self.absorb(b, n);
+                    fence = f;
+                }
+            }
+        }
+        self.blocks[b].fence = fence;
+        self.insert_free(b);
+    }
+
+    /// Merges `upper` into `lower`, its lower neighbour; `upper`'s id dies.
+    fn absorb(&mut self, lower: BlockId, upper: BlockId) {
+        let Some(u) = self.blocks.remove(upper) else { return };
+        if let Some(n) = u.next {
+            self.blocks[n].prev = Some(lower);
+        }
+        let l = &mut self.blocks[lower];
+        l.size += u.size;
+        l.next = u.next;
+    }
+
+    /// Counts a block of `[addr, addr + size)` in segment `seg` coming into use (`up`) or going
+    /// out of use, page by page, and keeps the stitched blocks mapping those pages informed.
+    pub(super) fn page_use(&mut self, seg: SegId, addr: u64, size: u64, up: bool) {
+        let segm = &mut self.segments[seg];
+        if segm.pages.is_empty() || size == 0 {
+            return;
+        }
+        let first = ((addr - segm.va) / self.gran) as usize;
+        let last = ((addr + size - 1 - segm.va) / self.gran) as usize;
+        for page in &mut segm.pages[first..=last] {
+            let edge = if up {
+                page.users += 1;
+                page.users == 1
+            } else {
+                page.users -= 1;
+                page.users == 0
+            };
+            if !edge {
+                continue;
+            }
+            for &sid in &page.aliases {
+                let st = &mut self.stitched[sid];
+                if up {
+                    st.busy += 1;
+                    if st.busy == 1 && !st.active {
+                        self.reusable.remove(&(st.size, sid));
+                    }
+                } else {
+                    st.busy -= 1;
+                    if st.busy == 0 && !st.active {
+                        self.reusable.insert((st.size, sid));
+                    }
+                }
+            }
+        }
+    }
+}

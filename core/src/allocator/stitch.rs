@@ -1,0 +1,293 @@
+//! Virtual memory stitching (GMLake, ASPLOS 2024: the sPool, Stitch and StitchFree).
+//!
+//! A stitched block maps whole free pages of several free blocks back to back into a new virtual
+//! range. While it is handed out, the bytes it uses are *lent* out of those free blocks (carved out
+//! as lent blocks, so no primitive allocation can land there); its unused tail pages stay free for
+//! anyone. When it is freed it stays cached with its mappings, and serves a later request again if
+//! all its pages are still unused: stitching then costs no driver call. Cached stitched blocks are
+//! destroyed least recently freed first when their virtual bytes or mappings pass the configured
+//! bounds (StitchFree), and all of them on `empty_cache`; never while work that used them may run.
+
+use super::types::*;
+use super::{Allocator, FIT_PROBES};
+use crate::device::{Device, DriverCall};
+use alloc::vec::Vec;
+
+/// A run of whole free pages inside one free block.
+#[derive(Clone, Copy)]
+struct Candidate {
+    pages: u64,
+    start: u64,
+    seg: SegId,
+}
+
+impl<D: Device> Allocator<D> {
+    /// Whole free pages usable by stream `s`, over all free large-pool blocks.
+    pub(super) fn stitchable_pages(&self, s: StreamIdx) -> u64 {
+        self.candidates(s).iter().map(|c| c.pages).sum()
+    }
+
+    fn candidates(&self, s: StreamIdx) -> Vec<Candidate> {
+        let g = self.gran;
+        let mut out = Vec::new();
+        for &b in self.large_by_addr.values() {
+            let blk = &self.blocks[b];
+            if !self.streams.safe_for(blk.fence, s) {
+                continue;
+            }
+            let start = blk.addr.div_ceil(g) * g;
+            let end = blk.end() / g * g;
+            if end > start {
+                out.push(Candidate { pages: (end - start) / g, start, seg: blk.seg });
+            }
+        }
+        out
+    }
+
+    /// Stitches free pages into a new block for a request of `rounded` bytes on stream `s`, claims
+    /// it, and returns it; `None` if the free pages do not suffice or the device refused (then
+    /// nothing changed).
+    pub(super) fn stitch(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
+        let g = self.gran;
+        let need = rounded.div_ceil(g);
+        let mut cands = self.candidates(s);
+        if cands.iter().map(|c| c.pages).sum::<u64>() < need || cands.len() < 2 {
+            // One candidate large enough would have been found by best fit.
+            return None;
+        }
+        // Largest first (fewest mappings), and for the last part the smallest run that covers
+        // what is left (GMLake takes the largest here and splits it).
+        cands.sort_unstable_by(|a, b| b.pages.cmp(&a.pages).then(a.start.cmp(&b.start)));
+        let mut chosen = Vec::new();
+        let mut left = need;
+        let mut i = 0;
+        while left > 0 {
+            if cands[i].pages >= left {
+                let j = i + cands[i..].partition_point(|c| c.pages >= left) - 1;
+                chosen.push(Candidate { pages: left, ..cands[j] });
+                left = 0;
+            } else {
+                chosen.push(cands[i]);
+                left -= cands[i].pages;
+                i += 1;
+            }
+        }
+        let pieces = self.pieces_of(&chosen);
+        let sid = match self.map_stitched(&pieces, need * g) {
+            Some(sid) => sid,
+            None => {
+                // The device refused address space or a mapping: make room and try once more.
+                if !self.gc_stitched(true) {
+                    return None;
+                }
+                self.map_stitched(&pieces, need * g)?
+            }
+        };
+        self.stats.num_stitches += 1;
+        let claimed = self.claim(sid, rounded, s);
+        debug_assert!(claimed, "a new stitched block lies on free pages");
+        self.enforce_stitch_bounds();
+        Some(sid)
+    }
+
+    /// Cuts page runs at chunk boundaries: one mapping per piece.
+    fn pieces_of(&self, chosen: &[Candidate]) -> Vec<Piece> {
+        let g = self.gran;
+        let mut pieces = Vec::new();
+        for c in chosen {
+            let segm = &self.segments[c.seg];
+            let mut off = c.start - segm.va;
+            let end = off + c.pages * g;
+            while off < end {
+                let chunk = &segm.chunks[segm.chunk_at(off)];
+                let run_end = end.min(chunk.offset + chunk.size);
+                pieces.push(Piece { seg: c.seg, first_page: (off / g) as u32, pages: ((run_end - off) / g) as u32 });
+                off = run_end;
+            }
+        }
+        pieces
+    }
+
+    /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
+    /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
+    fn map_stitched(&mut self, pieces: &[Piece], size: u64) -> Option<StitchId> {
+        let g = self.gran;
+        let va = self.call(DriverCall::ReserveRange, |d| d.reserve_range(size)).ok()?;
+        let mut off = 0;
+        for p in pieces {
+            let segm = &self.segments[p.seg];
+            let seg_off = p.first_page as u64 * g;
+            let chunk = &segm.chunks[segm.chunk_at(seg_off)];
+            let (handle, handle_off, len) = (chunk.handle, seg_off - chunk.offset, p.pages as u64 * g);
+            if self.call(DriverCall::Map, |d| d.map(va + off, len, handle, handle_off)).is_err() {
+                self.undo_range(va, size, off);
+                return None;
+            }
+            off += len;
+        }
+        if self.call(DriverCall::SetAccess, |d| d.set_access(va, size)).is_err() {
+            self.undo_range(va, size, size);
+            return None;
+        }
+        let sid = self.stitched.insert(Stitched {
+            va,
+            size,
+            pieces: pieces.to_vec(),
+            active: false,
+            lent: Vec::new(),
+            busy: 0,
+            last_free: 0,
+            fence: Fence::NONE,
+        });
+        let mut busy = 0;
+        for p in pieces {
+            let segm = &mut self.segments[p.seg];
+            for page in &mut segm.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
+                page.aliases.push(sid);
+                busy += u32::from(page.users > 0);
+            }
+        }
+        self.stitched[sid].busy = busy;
+        self.stats.stitched_bytes.update(size as i64);
+        self.stats.stitched_blocks.update(1);
+        self.stats.stitch_mappings.update(pieces.len() as i64);
+        Some(sid)
+    }
+
+    /// The free block containing `[addr, addr + len)` whose last use stream `s` may follow.
+    fn free_block_under(&self, addr: u64, len: u64, s: StreamIdx) -> Option<BlockId> {
+        let (_, &b) = self.large_by_addr.range(..=addr).next_back()?;
+        let blk = &self.blocks[b];
+        (blk.end() >= addr + len && self.streams.safe_for(blk.fence, s)).then_some(b)
+    }
+
+    /// Hands the inactive stitched block `sid` out for `bytes` on stream `s`: lends the bytes it
+    /// will use out of the free blocks under its first pages. `false`, changing nothing, if some
+    /// of those bytes are not free for `s`.
+    fn claim(&mut self, sid: StitchId, bytes: u64, s: StreamIdx) -> bool {
+        let g = self.gran;
+        let mut runs = Vec::new();
+        let mut left = bytes;
+        for p in &self.stitched[sid].pieces {
+            if left == 0 {
+                break;
+            }
+            let len = left.min(p.pages as u64 * g);
+            runs.push((p.seg, self.segments[p.seg].va + p.first_page as u64 * g, len));
+            left -= len;
+        }
+        if runs.iter().any(|&(_, addr, len)| self.free_block_under(addr, len, s).is_none()) {
+            return false;
+        }
+        let st = &mut self.stitched[sid];
+        let (size, last_free) = (st.size, st.last_free);
+        st.active = true;
+        self.reusable.remove(&(size, sid));
+        self.stitch_lru.remove(&(last_free, sid));
+        let mut lent = Vec::with_capacity(runs.len());
+        for (_, addr, len) in runs {
+            if let Some(b) = self.free_block_under(addr, len, s) {
+                lent.push(self.carve(b, addr, len, BlockState::Lent(sid)));
+            }
+        }
+        self.stitched[sid].lent = lent;
+        true
+    }
+
+    /// A freed stitched block: its lent bytes go back to their pools; it stays cached.
+    pub(super) fn unclaim(&mut self, sid: StitchId, fence: Fence) {
+        self.tick += 1;
+        let tick = self.tick;
+        let st = &mut self.stitched[sid];
+        st.active = false;
+        st.fence = fence;
+        st.last_free = tick;
+        let lent = core::mem::take(&mut st.lent);
+        if st.busy == 0 {
+            self.reusable.insert((st.size, sid));
+        }
+        self.stitch_lru.insert((tick, sid));
+        for b in lent {
+            self.release_block(b, fence);
+        }
+    }
+
+    /// Reuses the smallest cached stitched block of at least `rounded` and at most
+    /// `rounded * reuse_limit` bytes whose pages are free for stream `s`.
+    pub(super) fn reuse_stitched(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
+        if self.reusable.is_empty() {
+            return None;
+        }
+        let max = (rounded as f64 * self.cfg.reuse_limit) as u64;
+        let cands: Vec<StitchId> = self
+            .reusable
+            .range((rounded, 0)..)
+            .take_while(|&&(size, _)| size <= max)
+            .take(FIT_PROBES)
+            .map(|&(_, sid)| sid)
+            .collect();
+        for sid in cands {
+            if self.claim(sid, rounded, s) {
+                self.stats.num_stitch_reuses += 1;
+                return Some(sid);
+            }
+        }
+        None
+    }
+
+    /// Garbage-collects free stitched blocks past the configured bounds.
+    fn enforce_stitch_bounds(&mut self) {
+        if self.over_stitch_bounds() {
+            self.gc_stitched(false);
+        }
+    }
+
+    fn over_stitch_bounds(&self) -> bool {
+        let bytes_limit = self.cfg.stitched_bytes_limit.unwrap_or(2 * self.dev.total_memory());
+        self.stats.stitched_bytes.current as u64 > bytes_limit
+            || self.stats.stitch_mappings.current as u64 > self.cfg.max_stitch_mappings
+    }
+
+    /// Destroys free stitched blocks, least recently freed first, whose last use has completed:
+    /// all of them with `all`, else until back within bounds. Returns whether any was destroyed.
+    pub(super) fn gc_stitched(&mut self, all: bool) -> bool {
+        let order: Vec<StitchId> = self.stitch_lru.iter().map(|&(_, sid)| sid).collect();
+        let mut any = false;
+        for sid in order {
+            if !all && !self.over_stitch_bounds() {
+                break;
+            }
+            let fence = self.stitched[sid].fence;
+            if self.try_complete(fence) && self.destroy_stitched(sid) {
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Unmaps and frees a free stitched block and forgets it. `false` if the device refused to
+    /// unmap (it then stays cached).
+    fn destroy_stitched(&mut self, sid: StitchId) -> bool {
+        let (va, size) = (self.stitched[sid].va, self.stitched[sid].size);
+        if self.call(DriverCall::Unmap, |d| d.unmap(va, size)).is_err() {
+            return false;
+        }
+        if self.call(DriverCall::FreeRange, |d| d.free_range(va, size)).is_err() {
+            self.deferred.push(Deferred::UnmapAndFree { va, size, mapped: 0 });
+        }
+        let Some(st) = self.stitched.remove(sid) else { return false };
+        for p in &st.pieces {
+            let segm = &mut self.segments[p.seg];
+            for page in &mut segm.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
+                page.aliases.retain(|&x| x != sid);
+            }
+        }
+        self.reusable.remove(&(st.size, sid));
+        self.stitch_lru.remove(&(st.last_free, sid));
+        self.stats.stitched_bytes.update(-(st.size as i64));
+        self.stats.stitched_blocks.update(-1);
+        self.stats.stitch_mappings.update(-(st.pieces.len() as i64));
+        self.stats.num_stitch_gc += 1;
+        true
+    }
+}

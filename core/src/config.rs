@@ -1,0 +1,262 @@
+//! Allocator configuration: a struct, and a parser for PyTorch-style strings such as
+//! `frag_limit:64MB,reuse_limit:10,defrag_level:0` that also accepts GMLake's environment names
+//! (`vmmDefragment`, `fragLimit`, `reuseLimit`, `defragLevel`, `autoGC`).
+
+use alloc::string::{String, ToString};
+use core::fmt;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// How the allocator behaves. [`Config::default`] is meant to serve every workload untuned.
+///
+/// Sizes are bytes. Thread-safety: a plain value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Whether free blocks may be stitched into new virtual ranges (GMLake's `vmmDefragment`).
+    /// Default `true`. With `false`, gmlake behaves like a best-fit caching allocator on VMM
+    /// segments that still grows only by what a request lacks.
+    pub stitching: bool,
+    /// Smallest rounded request, in bytes, that may be served by stitching (GMLake's `fragLimit`,
+    /// whose default was 512 MiB). Default 2 MiB: stitching pays for itself on any request that
+    /// spans a granule, because the alternative, new physical memory, costs a driver call too.
+    pub frag_limit: u64,
+    /// A cached stitched block of size `s` may serve a request of `r` bytes only if
+    /// `s <= r * reuse_limit` (GMLake's `reuseLimit`). Default 10, as in GMLake: the unused tail
+    /// of a reused stitched block stays available to other allocations, so only virtual space is
+    /// pinned.
+    pub reuse_limit: f64,
+    /// How eagerly to stitch (GMLake's `defragLevel`): 0 stitches before asking the device for new
+    /// memory; 1 only when the device refuses new memory; 2 only after releasing cached memory.
+    /// Default 0.
+    pub defrag_level: u32,
+    /// Bound on the virtual bytes of all stitched blocks; past it the least recently used free
+    /// stitched blocks are garbage-collected (GMLake's `autoGC`, given there in GiB). `None` (the
+    /// default) means twice the device's total memory.
+    pub stitched_bytes_limit: Option<u64>,
+    /// Bound on the number of live mappings made for stitched blocks; past it the least recently
+    /// used free stitched blocks are garbage-collected. Default 65,536.
+    pub max_stitch_mappings: u64,
+    /// Largest physical handle, in bytes (rounded to the granularity). Growing by `n` bytes creates
+    /// `ceil(n / max_handle_size)` handles of equal size. Default 1 GiB; see `docs/design.md` for
+    /// the measurements behind it.
+    pub max_handle_size: u64,
+    /// Requests of at most this many bytes go to the small pool (PyTorch's `kSmallSize`).
+    /// Default 1 MiB.
+    pub small_size: u64,
+    /// Fraction of the device's memory this allocator may reserve (PyTorch's
+    /// `per_process_memory_fraction`), in `(0, 1]`. Default: no limit.
+    pub memory_fraction: Option<f64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stitching: true,
+            frag_limit: 2 * MIB,
+            reuse_limit: 10.0,
+            defrag_level: 0,
+            stitched_bytes_limit: None,
+            max_stitch_mappings: 65_536,
+            max_handle_size: GIB,
+            small_size: MIB,
+            memory_fraction: None,
+        }
+    }
+}
+
+/// A refused configuration string: the offending part and the valid keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// What was wrong, naming the key and value.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; valid keys: {}", self.message, VALID_KEYS)
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// The keys [`Config::parse`] accepts, as listed in its errors.
+pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
+defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
+max_handle_size, small_size, per_process_memory_fraction";
+
+fn err(message: String) -> ConfigError {
+    ConfigError { message }
+}
+
+/// Parses a byte size: a number with an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
+/// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (all binary, as in PyTorch's `max_split_size_mb`), case-insensitive.
+/// A unitless number is multiplied by `unitless`.
+///
+/// # Errors
+/// When the text is not such a size or overflows `u64`.
+pub fn parse_size(text: &str, unitless: u64) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => unitless,
+        "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(err(alloc::format!("unknown size unit `{other}` in `{text}`"))),
+    };
+    if num.is_empty() {
+        return Err(err(alloc::format!("`{text}` is not a size")));
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult).ok_or_else(|| err(alloc::format!("size `{text}` overflows")));
+    }
+    let f: f64 = num.parse().map_err(|_| err(alloc::format!("`{text}` is not a size")))?;
+    let bytes = f * mult as f64;
+    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
+        return Err(err(alloc::format!("size `{text}` is out of range")));
+    }
+    Ok(bytes as u64)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(err(alloc::format!("`{key}` takes true/false or 1/0, not `{v}`"))),
+    }
+}
+
+fn parse_f64(key: &str, v: &str) -> Result<f64, ConfigError> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| err(alloc::format!("`{key}` takes a number, not `{v}`")))
+}
+
+impl Config {
+    /// Parses `key:value` pairs separated by commas (PyTorch's `PYTORCH_CUDA_ALLOC_CONF` style;
+    /// `key=value` is accepted too), starting from the defaults. Keys are those of [`VALID_KEYS`];
+    /// GMLake's names map to ours with GMLake's units (`fragLimit` in bytes, `autoGC` in GiB).
+    /// GMLake's `vmmDefragment` may be an integer (`<= 0` turns stitching off). Blank input gives
+    /// the defaults.
+    ///
+    /// # Errors
+    /// An unknown key, a malformed pair or a value out of range; the message lists the valid keys.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once(':')
+                .or_else(|| pair.split_once('='))
+                .ok_or_else(|| err(alloc::format!("`{pair}` is not a key:value pair")))?;
+            cfg.set(key.trim(), value.trim())?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Sets one key (see [`Config::parse`] for the names and units).
+    ///
+    /// # Errors
+    /// An unknown key or a bad value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "stitching" => self.stitching = parse_bool(key, value)?,
+            "vmmDefragment" => {
+                let v: i64 = value.parse().map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?;
+                self.stitching = v > 0;
+            }
+            "frag_limit" | "fragLimit" => self.frag_limit = parse_size(value, 1)?,
+            "reuse_limit" | "reuseLimit" => self.reuse_limit = parse_f64(key, value)?,
+            "defrag_level" | "defragLevel" => {
+                self.defrag_level =
+                    value.parse().map_err(|_| err(alloc::format!("`{key}` takes 0, 1 or 2, not `{value}`")))?
+            }
+            "stitched_bytes_limit" | "autoGC" => self.stitched_bytes_limit = Some(parse_size(value, GIB)?),
+            "max_stitch_mappings" => {
+                self.max_stitch_mappings =
+                    value.parse().map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
+            }
+            "max_handle_size" => self.max_handle_size = parse_size(value, 1)?,
+            "small_size" => self.small_size = parse_size(value, 1)?,
+            "per_process_memory_fraction" | "memory_fraction" => {
+                self.memory_fraction = Some(parse_f64(key, value)?)
+            }
+            _ => return Err(err(alloc::format!("unknown key `{key}`"))),
+        }
+        Ok(())
+    }
+
+    /// Checks that values are in range.
+    ///
+    /// # Errors
+    /// `reuse_limit < 1`, `defrag_level > 2`, a zero `max_handle_size`, `small_size` above 64 MiB,
+    /// or a memory fraction outside `(0, 1]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.reuse_limit >= 1.0) {
+            return Err(err(alloc::format!("reuse_limit must be at least 1, not {}", self.reuse_limit)));
+        }
+        if self.defrag_level > 2 {
+            return Err(err(alloc::format!("defrag_level must be 0, 1 or 2, not {}", self.defrag_level)));
+        }
+        if self.max_handle_size == 0 {
+            return Err(err("max_handle_size must be positive".to_string()));
+        }
+        if self.small_size > 64 * MIB {
+            return Err(err(alloc::format!("small_size must be at most 64 MiB, not {}", self.small_size)));
+        }
+        if let Some(f) = self.memory_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(err(alloc::format!("per_process_memory_fraction must be in (0, 1], not {f}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pytorch_and_gmlake_names() {
+        let c = Config::parse("frag_limit:64MB,reuse_limit:4,defrag_level:1").unwrap();
+        assert_eq!(c.frag_limit, 64 * MIB);
+        assert_eq!(c.reuse_limit, 4.0);
+        assert_eq!(c.defrag_level, 1);
+        let g = Config::parse("vmmDefragment=0, fragLimit=536870912, reuseLimit=2.5, defragLevel=2, autoGC=80").unwrap();
+        assert!(!g.stitching);
+        assert_eq!(g.frag_limit, 512 * MIB);
+        assert_eq!(g.reuse_limit, 2.5);
+        assert_eq!(g.stitched_bytes_limit, Some(80 * GIB));
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values_listing_valid_keys() {
+        let e = Config::parse("frag_limt:1").unwrap_err();
+        assert!(e.message.contains("frag_limt"));
+        assert!(e.to_string().contains("reuse_limit"));
+        assert!(Config::parse("frag_limit:lots").is_err());
+        assert!(Config::parse("reuse_limit:0.5").is_err());
+        assert!(Config::parse("defrag_level:7").is_err());
+        assert!(Config::parse("per_process_memory_fraction:1.5").is_err());
+        assert!(Config::parse("stitching").is_err());
+        assert!(Config::parse("frag_limit:99999999999T").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("3", 1).unwrap(), 3);
+        assert_eq!(parse_size("2KiB", 1).unwrap(), 2048);
+        assert_eq!(parse_size("1.5gb", 1).unwrap(), 3 * GIB / 2);
+        assert_eq!(parse_size("10", GIB).unwrap(), 10 * GIB);
+        assert!(parse_size("MB", 1).is_err());
+        assert!(parse_size("4 parsecs", 1).is_err());
+    }
+}
