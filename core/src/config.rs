@@ -41,6 +41,14 @@ pub struct Config {
     /// `ceil(n / max_handle_size)` handles of equal size. Default 1 GiB; see `docs/design.md` for
     /// the measurements behind it.
     pub max_handle_size: u64,
+    /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
+    /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch
+    /// grows by 20 MiB, `kLargeBuffer`, for requests under 10 MiB). Default 4 MiB: see
+    /// `docs/design.md` for the measured trade-off between driver calls and utilization.
+    pub min_growth: u64,
+    /// Virtual address space is reserved from the device in arenas of at least this many bytes,
+    /// from which segments and stitched blocks take their ranges. Default 64 GiB.
+    pub va_arena_size: u64,
     /// Requests of at most this many bytes go to the small pool (PyTorch's `kSmallSize`).
     /// Default 1 MiB.
     pub small_size: u64,
@@ -59,6 +67,8 @@ impl Default for Config {
             stitched_bytes_limit: None,
             max_stitch_mappings: 65_536,
             max_handle_size: GIB,
+            min_growth: 4 * MIB,
+            va_arena_size: 64 * GIB,
             small_size: MIB,
             memory_fraction: None,
         }
@@ -83,7 +93,7 @@ impl core::error::Error for ConfigError {}
 /// The keys [`Config::parse`] accepts, as listed in its errors.
 pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
 defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
-max_handle_size, small_size, per_process_memory_fraction";
+max_handle_size, min_growth, va_arena_size, small_size, per_process_memory_fraction";
 
 fn err(message: String) -> ConfigError {
     ConfigError { message }
@@ -97,7 +107,9 @@ fn err(message: String) -> ConfigError {
 /// When the text is not such a size or overflows `u64`.
 pub fn parse_size(text: &str, unitless: u64) -> Result<u64, ConfigError> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" => unitless,
@@ -106,15 +118,23 @@ pub fn parse_size(text: &str, unitless: u64) -> Result<u64, ConfigError> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        other => return Err(err(alloc::format!("unknown size unit `{other}` in `{text}`"))),
+        other => {
+            return Err(err(alloc::format!(
+                "unknown size unit `{other}` in `{text}`"
+            )))
+        }
     };
     if num.is_empty() {
         return Err(err(alloc::format!("`{text}` is not a size")));
     }
     if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(mult).ok_or_else(|| err(alloc::format!("size `{text}` overflows")));
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| err(alloc::format!("size `{text}` overflows")));
     }
-    let f: f64 = num.parse().map_err(|_| err(alloc::format!("`{text}` is not a size")))?;
+    let f: f64 = num
+        .parse()
+        .map_err(|_| err(alloc::format!("`{text}` is not a size")))?;
     let bytes = f * mult as f64;
     if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
         return Err(err(alloc::format!("size `{text}` is out of range")));
@@ -126,7 +146,9 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "on" | "yes" => Ok(true),
         "0" | "false" | "off" | "no" => Ok(false),
-        _ => Err(err(alloc::format!("`{key}` takes true/false or 1/0, not `{v}`"))),
+        _ => Err(err(alloc::format!(
+            "`{key}` takes true/false or 1/0, not `{v}`"
+        ))),
     }
 }
 
@@ -168,21 +190,29 @@ impl Config {
         match key {
             "stitching" => self.stitching = parse_bool(key, value)?,
             "vmmDefragment" => {
-                let v: i64 = value.parse().map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?;
+                let v: i64 = value
+                    .parse()
+                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?;
                 self.stitching = v > 0;
             }
             "frag_limit" | "fragLimit" => self.frag_limit = parse_size(value, 1)?,
             "reuse_limit" | "reuseLimit" => self.reuse_limit = parse_f64(key, value)?,
             "defrag_level" | "defragLevel" => {
-                self.defrag_level =
-                    value.parse().map_err(|_| err(alloc::format!("`{key}` takes 0, 1 or 2, not `{value}`")))?
+                self.defrag_level = value
+                    .parse()
+                    .map_err(|_| err(alloc::format!("`{key}` takes 0, 1 or 2, not `{value}`")))?
             }
-            "stitched_bytes_limit" | "autoGC" => self.stitched_bytes_limit = Some(parse_size(value, GIB)?),
+            "stitched_bytes_limit" | "autoGC" => {
+                self.stitched_bytes_limit = Some(parse_size(value, GIB)?)
+            }
             "max_stitch_mappings" => {
-                self.max_stitch_mappings =
-                    value.parse().map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
+                self.max_stitch_mappings = value
+                    .parse()
+                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
             }
             "max_handle_size" => self.max_handle_size = parse_size(value, 1)?,
+            "min_growth" => self.min_growth = parse_size(value, 1)?,
+            "va_arena_size" => self.va_arena_size = parse_size(value, 1)?,
             "small_size" => self.small_size = parse_size(value, 1)?,
             "per_process_memory_fraction" | "memory_fraction" => {
                 self.memory_fraction = Some(parse_f64(key, value)?)
@@ -199,20 +229,34 @@ impl Config {
     /// or a memory fraction outside `(0, 1]`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.reuse_limit >= 1.0) {
-            return Err(err(alloc::format!("reuse_limit must be at least 1, not {}", self.reuse_limit)));
+            return Err(err(alloc::format!(
+                "reuse_limit must be at least 1, not {}",
+                self.reuse_limit
+            )));
         }
         if self.defrag_level > 2 {
-            return Err(err(alloc::format!("defrag_level must be 0, 1 or 2, not {}", self.defrag_level)));
+            return Err(err(alloc::format!(
+                "defrag_level must be 0, 1 or 2, not {}",
+                self.defrag_level
+            )));
+        }
+        if self.va_arena_size == 0 {
+            return Err(err("va_arena_size must be positive".to_string()));
         }
         if self.max_handle_size == 0 {
             return Err(err("max_handle_size must be positive".to_string()));
         }
         if self.small_size > 64 * MIB {
-            return Err(err(alloc::format!("small_size must be at most 64 MiB, not {}", self.small_size)));
+            return Err(err(alloc::format!(
+                "small_size must be at most 64 MiB, not {}",
+                self.small_size
+            )));
         }
         if let Some(f) = self.memory_fraction {
             if !(f > 0.0 && f <= 1.0) {
-                return Err(err(alloc::format!("per_process_memory_fraction must be in (0, 1], not {f}")));
+                return Err(err(alloc::format!(
+                    "per_process_memory_fraction must be in (0, 1], not {f}"
+                )));
             }
         }
         Ok(())
@@ -229,7 +273,10 @@ mod tests {
         assert_eq!(c.frag_limit, 64 * MIB);
         assert_eq!(c.reuse_limit, 4.0);
         assert_eq!(c.defrag_level, 1);
-        let g = Config::parse("vmmDefragment=0, fragLimit=536870912, reuseLimit=2.5, defragLevel=2, autoGC=80").unwrap();
+        let g = Config::parse(
+            "vmmDefragment=0, fragLimit=536870912, reuseLimit=2.5, defragLevel=2, autoGC=80",
+        )
+        .unwrap();
         assert!(!g.stitching);
         assert_eq!(g.frag_limit, 512 * MIB);
         assert_eq!(g.reuse_limit, 2.5);

@@ -171,14 +171,28 @@ pub struct DeviceError {
 
 impl DeviceError {
     /// Builds an error.
-    pub fn new(call: DriverCall, kind: DeviceErrorKind, code: i64, message: impl Into<String>) -> Self {
-        DeviceError { call, kind, code, message: message.into() }
+    pub fn new(
+        call: DriverCall,
+        kind: DeviceErrorKind,
+        code: i64,
+        message: impl Into<String>,
+    ) -> Self {
+        DeviceError {
+            call,
+            kind,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for DeviceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed ({:?}, code {}): {}", self.call, self.kind, self.code, self.message)
+        write!(
+            f,
+            "{} failed ({:?}, code {}): {}",
+            self.call, self.kind, self.code, self.message
+        )
     }
 }
 

@@ -106,7 +106,10 @@ impl fmt::Display for Error {
         match self {
             Error::ZeroSize => f.write_str("a request of zero bytes"),
             Error::TooLarge { size, max } => {
-                write!(f, "a request of {size} bytes is larger than the {max} bytes any device can hold")
+                write!(
+                    f,
+                    "a request of {size} bytes is larger than the {max} bytes any device can hold"
+                )
             }
             Error::NotAllocated { addr } => write!(
                 f,

@@ -32,11 +32,14 @@ pub mod stats;
 mod sync;
 
 pub use allocator::{
-    Allocator, BlockInfo, BlockStateInfo, ChunkInfo, PieceInfo, SegmentInfo, Snapshot, StitchedInfo, MAX_REQUEST,
-    MIN_BLOCK_SIZE,
+    Allocator, BlockInfo, BlockStateInfo, ChunkInfo, PieceInfo, SegmentInfo, Snapshot,
+    StitchedInfo, MAX_REQUEST, MIN_BLOCK_SIZE,
 };
 pub use config::Config;
-pub use device::{Device, DeviceError, DeviceErrorKind, DriverCall, DriverCallCounts, EventHandle, PhysHandle, StreamHandle};
+pub use device::{
+    Device, DeviceError, DeviceErrorKind, DriverCall, DriverCallCounts, EventHandle, PhysHandle,
+    StreamHandle,
+};
 pub use error::{Error, OomInfo, Result};
 pub use stats::{PoolKind, Stat, StatArray, Stats};
 pub use sync::SharedAllocator;

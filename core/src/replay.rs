@@ -121,6 +121,8 @@ pub struct ReplayReport {
     pub end_mappings: u64,
     /// Events held after the teardown (must be 0).
     pub end_events: u64,
+    /// The allocator's statistics at the end of the trace, before the teardown.
+    pub stats: crate::stats::Stats,
 }
 
 /// Drives an allocator through trace events and measures it against the trace's native figures.
@@ -179,10 +181,14 @@ impl<D: Device> Replayer<D> {
                     self.report.native_estimated_driver_us += self.native_malloc.at(ev.size);
                 }
                 self.native_reserved += ev.size as i64;
-                self.report.native_peak_reserved_bytes =
-                    self.report.native_peak_reserved_bytes.max(self.native_reserved.max(0) as u64);
+                self.report.native_peak_reserved_bytes = self
+                    .report
+                    .native_peak_reserved_bytes
+                    .max(self.native_reserved.max(0) as u64);
             }
-            TraceAction::SegmentFree | TraceAction::SegmentUnmap => self.native_reserved -= ev.size as i64,
+            TraceAction::SegmentFree | TraceAction::SegmentUnmap => {
+                self.native_reserved -= ev.size as i64
+            }
             TraceAction::FreeCompleted | TraceAction::Oom | TraceAction::Snapshot => {}
         }
     }
@@ -191,7 +197,10 @@ impl<D: Device> Replayer<D> {
         self.report.allocs += 1;
         if self.live.contains_key(&ev.addr) || self.failed.contains(&ev.addr) {
             self.report.duplicate_allocs += 1;
-            self.on_free(&TraceEvent { action: TraceAction::FreeRequested, ..*ev });
+            self.on_free(&TraceEvent {
+                action: TraceAction::FreeRequested,
+                ..*ev
+            });
         }
         self.trace_live.insert(ev.addr, ev.size);
         self.trace_live_bytes += ev.size;
@@ -243,6 +252,7 @@ impl<D: Device> Replayer<D> {
         r.num_stitch_reuses = stats.num_stitch_reuses;
         r.num_stitch_gc = stats.num_stitch_gc;
         r.estimated_driver_us = before;
+        r.stats = stats;
         self.alloc.release_all().map_err(|e| match e {
             Error::Device(d) => Error::Device(d),
             other => other,
@@ -271,7 +281,11 @@ fn ratio(a: u64, b: u64) -> f64 {
 ///
 /// # Errors
 /// As [`Replayer::new`] and [`Replayer::finish`].
-pub fn replay<D: Device>(dev: D, cfg: Config, events: impl IntoIterator<Item = TraceEvent>) -> Result<ReplayReport> {
+pub fn replay<D: Device>(
+    dev: D,
+    cfg: Config,
+    events: impl IntoIterator<Item = TraceEvent>,
+) -> Result<ReplayReport> {
     let mut r = Replayer::new(dev, cfg)?;
     for ev in events {
         r.step(&ev);

@@ -8,8 +8,8 @@
 //! `&mut self` like any [`Device`].
 
 use crate::device::{
-    Device, DeviceBooks, DeviceError, DeviceErrorKind, DeviceResult, DriverCall, DriverCallCounts, EventHandle,
-    PhysHandle, StreamHandle,
+    Device, DeviceBooks, DeviceError, DeviceErrorKind, DeviceResult, DriverCall, DriverCallCounts,
+    EventHandle, PhysHandle, StreamHandle,
 };
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -39,7 +39,10 @@ impl SizeCurve {
                     return pts[0].1;
                 }
                 let x = log2(bytes);
-                let seg = pts.windows(2).position(|w| bytes <= w[1].0).unwrap_or(n - 2);
+                let seg = pts
+                    .windows(2)
+                    .position(|w| bytes <= w[1].0)
+                    .unwrap_or(n - 2);
                 let (a, b) = (pts[seg], pts[seg + 1]);
                 let (xa, xb) = (log2(a.0), log2(b.0));
                 let t = if xb > xa { (x - xa) / (xb - xa) } else { 0.0 };
@@ -91,8 +94,16 @@ pub struct CostTable {
 impl Default for CostTable {
     fn default() -> Self {
         CostTable {
-            create_handle: SizeCurve(alloc::vec![(2 * MIB, 14.4), (20 * MIB, 14.3), (512 * MIB, 23.2)]),
-            release_handle: SizeCurve(alloc::vec![(2 * MIB, 15.1), (20 * MIB, 30.5), (512 * MIB, 292.0)]),
+            create_handle: SizeCurve(alloc::vec![
+                (2 * MIB, 14.4),
+                (20 * MIB, 14.3),
+                (512 * MIB, 23.2)
+            ]),
+            release_handle: SizeCurve(alloc::vec![
+                (2 * MIB, 15.1),
+                (20 * MIB, 30.5),
+                (512 * MIB, 292.0)
+            ]),
             reserve_range: 25.0,
             free_range: 10.0,
             map: 3.6,
@@ -100,8 +111,16 @@ impl Default for CostTable {
             unmap_per_handle: 15.0,
             event: [2.0, 2.0, 2.0, 1.0],
             synchronize: 10.0,
-            native_malloc: SizeCurve(alloc::vec![(2 * MIB, 52.0), (20 * MIB, 59.0), (512 * MIB, 92.0)]),
-            native_free: SizeCurve(alloc::vec![(2 * MIB, 41.0), (20 * MIB, 55.0), (512 * MIB, 335.0)]),
+            native_malloc: SizeCurve(alloc::vec![
+                (2 * MIB, 52.0),
+                (20 * MIB, 59.0),
+                (512 * MIB, 92.0)
+            ]),
+            native_free: SizeCurve(alloc::vec![
+                (2 * MIB, 41.0),
+                (20 * MIB, 55.0),
+                (512 * MIB, 335.0)
+            ]),
         }
     }
 }
@@ -250,7 +269,12 @@ impl SimulatedDevice {
         let n = self.calls.get(call);
         if let Some(pos) = self.faults.iter().position(|&(c, k)| c == call && k == n) {
             self.faults.swap_remove(pos);
-            return Err(DeviceError::new(call, DeviceErrorKind::Other, -1, alloc::format!("injected fault on call #{n}")));
+            return Err(DeviceError::new(
+                call,
+                DeviceErrorKind::Other,
+                -1,
+                alloc::format!("injected fault on call #{n}"),
+            ));
         }
         Ok(())
     }
@@ -296,14 +320,21 @@ impl Device for SimulatedDevice {
         self.enter(call)?;
         self.estimated_us += self.costs.create_handle.at(size);
         if size == 0 || !self.aligned(size) {
-            return Err(Self::invalid(call, alloc::format!("handle size {size} is not a positive multiple of the granularity")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("handle size {size} is not a positive multiple of the granularity"),
+            ));
         }
         if self.used.saturating_add(size) > self.capacity {
             return Err(DeviceError::new(
                 call,
                 DeviceErrorKind::OutOfMemory,
                 2,
-                alloc::format!("{size} bytes requested, {} of {} bytes in use", self.used, self.capacity),
+                alloc::format!(
+                    "{size} bytes requested, {} of {} bytes in use",
+                    self.used,
+                    self.capacity
+                ),
             ));
         }
         let id = self.next_handle;
@@ -317,10 +348,16 @@ impl Device for SimulatedDevice {
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
         let call = DriverCall::ReleaseHandle;
         self.enter(call)?;
-        let h = self.handles.get(&handle.0).ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
+        let h = self
+            .handles
+            .get(&handle.0)
+            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
         self.estimated_us += self.costs.release_handle.at(h.size);
         if h.mappings != 0 {
-            return Err(Self::invalid(call, alloc::format!("handle {} is still mapped {} times", handle.0, h.mappings)));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("handle {} is still mapped {} times", handle.0, h.mappings),
+            ));
         }
         self.used -= h.size;
         self.handles.remove(&handle.0);
@@ -332,13 +369,21 @@ impl Device for SimulatedDevice {
         self.enter(call)?;
         self.estimated_us += self.costs.reserve_range;
         if size == 0 || !self.aligned(size) {
-            return Err(Self::invalid(call, alloc::format!("range size {size} is not a positive multiple of the granularity")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("range size {size} is not a positive multiple of the granularity"),
+            ));
         }
         let va = self.next_va;
         // Leave one granule between ranges so that no two ranges are adjacent by accident.
-        self.next_va = va
-            .checked_add(size + self.granularity)
-            .ok_or_else(|| DeviceError::new(call, DeviceErrorKind::OutOfMemory, 2, "address space exhausted"))?;
+        self.next_va = va.checked_add(size + self.granularity).ok_or_else(|| {
+            DeviceError::new(
+                call,
+                DeviceErrorKind::OutOfMemory,
+                2,
+                "address space exhausted",
+            )
+        })?;
         self.ranges.insert(va, size);
         Ok(va)
     }
@@ -348,10 +393,16 @@ impl Device for SimulatedDevice {
         self.enter(call)?;
         self.estimated_us += self.costs.free_range;
         if self.ranges.get(&addr) != Some(&size) {
-            return Err(Self::invalid(call, alloc::format!("no range of {size} bytes was reserved at {addr:#x}")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("no range of {size} bytes was reserved at {addr:#x}"),
+            ));
         }
         if self.mappings.range(addr..addr + size).next().is_some() {
-            return Err(Self::invalid(call, alloc::format!("range at {addr:#x} still has mappings")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("range at {addr:#x} still has mappings"),
+            ));
         }
         self.ranges.remove(&addr);
         Ok(())
@@ -362,30 +413,67 @@ impl Device for SimulatedDevice {
         self.enter(call)?;
         self.estimated_us += self.costs.map;
         if size == 0 || !self.aligned(addr) || !self.aligned(size) || !self.aligned(offset) {
-            return Err(Self::invalid(call, alloc::format!("map of {size} bytes at {addr:#x}, offset {offset}: not aligned")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("map of {size} bytes at {addr:#x}, offset {offset}: not aligned"),
+            ));
         }
-        let inside = self.ranges.range(..=addr).next_back().is_some_and(|(&va, &len)| addr + size <= va + len);
+        let inside = self
+            .ranges
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&va, &len)| addr + size <= va + len);
         if !inside {
-            return Err(Self::invalid(call, alloc::format!("{addr:#x}+{size} is not inside a reserved range")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("{addr:#x}+{size} is not inside a reserved range"),
+            ));
         }
-        let overlaps_before = self.mappings.range(..addr).next_back().is_some_and(|(&va, m)| va + m.size > addr);
+        let overlaps_before = self
+            .mappings
+            .range(..addr)
+            .next_back()
+            .is_some_and(|(&va, m)| va + m.size > addr);
         let overlaps_inside = self.mappings.range(addr..addr + size).next().is_some();
         if overlaps_before || overlaps_inside {
-            return Err(Self::invalid(call, alloc::format!("{addr:#x}+{size} overlaps a mapping")));
+            return Err(Self::invalid(
+                call,
+                alloc::format!("{addr:#x}+{size} overlaps a mapping"),
+            ));
         }
-        let h = self.handles.get_mut(&handle.0).ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
+        let h = self
+            .handles
+            .get_mut(&handle.0)
+            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
         if offset.checked_add(size).is_none_or(|end| end > h.size) {
-            return Err(Self::invalid(call, alloc::format!("offset {offset} + {size} exceeds handle of {} bytes", h.size)));
+            return Err(Self::invalid(
+                call,
+                alloc::format!(
+                    "offset {offset} + {size} exceeds handle of {} bytes",
+                    h.size
+                ),
+            ));
         }
         h.mappings += 1;
-        self.mappings.insert(addr, SimMapping { size, handle: handle.0 });
+        self.mappings.insert(
+            addr,
+            SimMapping {
+                size,
+                handle: handle.0,
+            },
+        );
         Ok(())
     }
 
     fn unmap(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::Unmap;
         self.enter(call)?;
-        let keys = self.tiling(addr, size).ok_or_else(|| Self::invalid(call, alloc::format!("{addr:#x}+{size} is not covered by whole mappings")))?;
+        let keys = self.tiling(addr, size).ok_or_else(|| {
+            Self::invalid(
+                call,
+                alloc::format!("{addr:#x}+{size} is not covered by whole mappings"),
+            )
+        })?;
         self.estimated_us += self.costs.unmap_per_handle * keys.len() as f64;
         for k in keys {
             if let Some(m) = self.mappings.remove(&k) {
@@ -400,7 +488,9 @@ impl Device for SimulatedDevice {
     fn set_access(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::SetAccess;
         self.enter(call)?;
-        let keys = self.tiling(addr, size).ok_or_else(|| Self::invalid(call, alloc::format!("{addr:#x}+{size} is not fully mapped")))?;
+        let keys = self.tiling(addr, size).ok_or_else(|| {
+            Self::invalid(call, alloc::format!("{addr:#x}+{size} is not fully mapped"))
+        })?;
         self.estimated_us += self.costs.set_access_per_handle * keys.len() as f64;
         Ok(())
     }
@@ -418,7 +508,10 @@ impl Device for SimulatedDevice {
         let call = DriverCall::DestroyEvent;
         self.enter(call)?;
         self.estimated_us += self.costs.event[1];
-        self.events.remove(&event.0).map(|_| ()).ok_or_else(|| Self::invalid(call, alloc::format!("unknown event {}", event.0)))
+        self.events
+            .remove(&event.0)
+            .map(|_| ())
+            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown event {}", event.0)))
     }
 
     fn record_event(&mut self, event: EventHandle, _stream: StreamHandle) -> DeviceResult<()> {
@@ -426,7 +519,10 @@ impl Device for SimulatedDevice {
         self.enter(call)?;
         self.estimated_us += self.costs.event[2];
         let latency = self.event_latency;
-        let e = self.events.get_mut(&event.0).ok_or_else(|| Self::invalid(call, alloc::format!("unknown event {}", event.0)))?;
+        let e = self
+            .events
+            .get_mut(&event.0)
+            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown event {}", event.0)))?;
         e.recorded = true;
         e.queries_left = latency;
         Ok(())
@@ -436,7 +532,10 @@ impl Device for SimulatedDevice {
         let call = DriverCall::QueryEvent;
         self.enter(call)?;
         self.estimated_us += self.costs.event[3];
-        let e = self.events.get_mut(&event.0).ok_or_else(|| Self::invalid(call, alloc::format!("unknown event {}", event.0)))?;
+        let e = self
+            .events
+            .get_mut(&event.0)
+            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown event {}", event.0)))?;
         if e.queries_left > 0 {
             e.queries_left -= 1;
             return Ok(false);
@@ -488,8 +587,14 @@ mod tests {
     fn refuses_impossible_calls() {
         let mut d = SimulatedDevice::new(8 * G);
         let h = d.create_handle(2 * G).unwrap();
-        assert_eq!(d.create_handle(G + 1).unwrap_err().kind, DeviceErrorKind::InvalidValue);
-        assert_eq!(d.create_handle(7 * G).unwrap_err().kind, DeviceErrorKind::OutOfMemory);
+        assert_eq!(
+            d.create_handle(G + 1).unwrap_err().kind,
+            DeviceErrorKind::InvalidValue
+        );
+        assert_eq!(
+            d.create_handle(7 * G).unwrap_err().kind,
+            DeviceErrorKind::OutOfMemory
+        );
         let va = d.reserve_range(4 * G).unwrap();
         d.map(va, 2 * G, h, 0).unwrap();
         // Mapping over a mapping, past the handle, outside a range.

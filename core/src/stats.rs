@@ -89,7 +89,11 @@ impl StatArray {
 
     /// `(suffix, stat)` pairs: `all`, `small_pool`, `large_pool`.
     pub fn parts(&self) -> [(&'static str, &Stat); 3] {
-        [("all", &self.all), ("small_pool", &self.small_pool), ("large_pool", &self.large_pool)]
+        [
+            ("all", &self.all),
+            ("small_pool", &self.small_pool),
+            ("large_pool", &self.large_pool),
+        ]
     }
 
     fn each(&mut self, f: impl Fn(&mut Stat)) {

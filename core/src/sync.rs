@@ -16,7 +16,9 @@ pub struct SharedAllocator<D: Device> {
 impl<D: Device> SharedAllocator<D> {
     /// Wraps an allocator.
     pub fn new(allocator: Allocator<D>) -> Self {
-        SharedAllocator { inner: spin::Mutex::new(allocator) }
+        SharedAllocator {
+            inner: spin::Mutex::new(allocator),
+        }
     }
 
     /// Runs `f` with the allocator locked. Do not call back into the same `SharedAllocator` from

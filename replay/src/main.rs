@@ -53,16 +53,27 @@ struct Args {
 }
 
 fn parse_fault(text: &str) -> Result<(DriverCall, u64)> {
-    let (kind, n) = text.split_once(':').context("--inject-fault takes KIND:N")?;
-    let call = DriverCall::from_name(kind).with_context(|| format!("unknown driver call kind `{kind}`"))?;
-    let n: u64 = n.parse().with_context(|| format!("`{n}` is not a call number"))?;
+    let (kind, n) = text
+        .split_once(':')
+        .context("--inject-fault takes KIND:N")?;
+    let call = DriverCall::from_name(kind)
+        .with_context(|| format!("unknown driver call kind `{kind}`"))?;
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("`{n}` is not a call number"))?;
     if n == 0 {
         bail!("call numbers start at 1");
     }
     Ok((call, n))
 }
 
-fn replay_one(path: &PathBuf, args: &Args, cfg: &Config, capacity: u64, faults: &[(DriverCall, u64)]) -> Result<Row> {
+fn replay_one(
+    path: &PathBuf,
+    args: &Args,
+    cfg: &Config,
+    capacity: u64,
+    faults: &[(DriverCall, u64)],
+) -> Result<Row> {
     let events = gmlake_trace::read_trace(path, args.device)?;
     let mut dev = SimulatedDevice::new(capacity);
     for &(call, n) in faults {
@@ -71,7 +82,9 @@ fn replay_one(path: &PathBuf, args: &Args, cfg: &Config, capacity: u64, faults: 
     let mut replayer = Replayer::new(dev, cfg.clone())?;
     let bar = if std::io::stderr().is_terminal() && events.len() > 100_000 {
         let bar = ProgressBar::new(events.len() as u64);
-        bar.set_style(ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events ({eta})")?);
+        bar.set_style(ProgressStyle::with_template(
+            "{msg} {bar:40} {pos}/{len} events ({eta})",
+        )?);
         bar.set_message(path.display().to_string());
         Some(bar)
     } else {
@@ -90,8 +103,13 @@ fn replay_one(path: &PathBuf, args: &Args, cfg: &Config, capacity: u64, faults: 
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let report = replayer.finish().with_context(|| format!("{}: teardown failed", path.display()))?;
-    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let report = replayer
+        .finish()
+        .with_context(|| format!("{}: teardown failed", path.display()))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     Ok(Row::new(name, report, elapsed, &args.config))
 }
 
@@ -102,7 +120,11 @@ fn main() -> Result<()> {
         Some(c) => parse_size(c, 1)?,
         None => H200_TOTAL_BYTES,
     };
-    let faults = args.inject_fault.iter().map(|f| parse_fault(f)).collect::<Result<Vec<_>>>()?;
+    let faults = args
+        .inject_fault
+        .iter()
+        .map(|f| parse_fault(f))
+        .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     for path in &args.traces {
         rows.push(replay_one(path, &args, &cfg, capacity, &faults)?);

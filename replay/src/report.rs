@@ -42,6 +42,8 @@ pub struct Row {
     pub end_ranges: u64,
     pub end_mappings: u64,
     pub end_events: u64,
+    /// Segments created in the small and large pools.
+    pub segments_created: [u64; 2],
 }
 
 impl Row {
@@ -65,14 +67,26 @@ impl Row {
             num_stitches: r.num_stitches,
             num_stitch_reuses: r.num_stitch_reuses,
             num_stitch_gc: r.num_stitch_gc,
-            driver_calls: r.driver_calls.iter().map(|(c, n)| (c.name().to_string(), n)).collect(),
+            driver_calls: r
+                .driver_calls
+                .iter()
+                .map(|(c, n)| (c.name().to_string(), n))
+                .collect(),
             estimated_driver_us: r.estimated_driver_us,
             teardown_driver_us: r.teardown_driver_us,
-            replay_ns_per_op: if r.ops == 0 { 0.0 } else { elapsed.as_nanos() as f64 / r.ops as f64 },
+            replay_ns_per_op: if r.ops == 0 {
+                0.0
+            } else {
+                elapsed.as_nanos() as f64 / r.ops as f64
+            },
             end_handles: r.end_handles,
             end_ranges: r.end_ranges,
             end_mappings: r.end_mappings,
             end_events: r.end_events,
+            segments_created: [
+                r.stats.segment.small_pool.allocated,
+                r.stats.segment.large_pool.allocated,
+            ],
         }
     }
 }
@@ -87,8 +101,20 @@ pub fn table(rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "{:<24} {:>9} {:>10} {:>12} {:>8} {:>12} {:>8} {:>5} {:>8} {:>7} {:>11} {:>11} {:>7} {:>9}",
-        "trace", "allocs", "peak GB", "gmlake GB", "util", "native GB", "native", "ooms", "stitches", "reuses",
-        "driver ms", "native ms", "ns/op", "leaks h/r/m"
+        "trace",
+        "allocs",
+        "peak GB",
+        "gmlake GB",
+        "util",
+        "native GB",
+        "native",
+        "ooms",
+        "stitches",
+        "reuses",
+        "driver ms",
+        "native ms",
+        "ns/op",
+        "leaks h/r/m"
     );
     for r in rows {
         let _ = writeln!(

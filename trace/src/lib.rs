@@ -50,11 +50,18 @@ pub enum TraceError {
 /// # Errors
 /// [`TraceError`] naming the file, and the line for text traces.
 pub fn read_trace(path: &Path, device: Option<usize>) -> Result<Vec<TraceEvent>, TraceError> {
-    let io = |source| TraceError::Io { path: path.to_path_buf(), source };
+    let io = |source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut raw = BufReader::new(file);
     let gz = raw.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gz { Box::new(MultiGzDecoder::new(raw)) } else { Box::new(raw) };
+    let reader: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     // Pickles (protocol 2 and later) start with the PROTO opcode 0x80.
     if reader.fill_buf().map_err(io)?.first() == Some(&0x80) {
@@ -70,21 +77,43 @@ pub fn read_trace(path: &Path, device: Option<usize>) -> Result<Vec<TraceEvent>,
 pub fn parse_text(reader: impl BufRead, path: &Path) -> Result<Vec<TraceEvent>, TraceError> {
     let mut events = Vec::new();
     for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
+        let line = line.map_err(|source| TraceError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let err = |message: String| TraceError::Parse { path: path.to_path_buf(), line: i as u64 + 1, message };
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(action), Some(addr), Some(size), Some(stream), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(err(format!("expected `action addr size stream`, got `{line}`")));
+        let err = |message: String| TraceError::Parse {
+            path: path.to_path_buf(),
+            line: i as u64 + 1,
+            message,
         };
-        let action = TraceAction::parse(action).ok_or_else(|| err(format!("unknown action `{action}`")))?;
-        let num = |what: &str, s: &str| s.parse::<u64>().map_err(|_| err(format!("{what} `{s}` is not a non-negative integer")));
-        events.push(TraceEvent { action, addr: num("address", addr)?, size: num("size", size)?, stream: num("stream", stream)? });
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(action), Some(addr), Some(size), Some(stream), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err(err(format!(
+                "expected `action addr size stream`, got `{line}`"
+            )));
+        };
+        let action =
+            TraceAction::parse(action).ok_or_else(|| err(format!("unknown action `{action}`")))?;
+        let num = |what: &str, s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| err(format!("{what} `{s}` is not a non-negative integer")))
+        };
+        events.push(TraceEvent {
+            action,
+            addr: num("address", addr)?,
+            size: num("size", size)?,
+            stream: num("stream", stream)?,
+        });
     }
     Ok(events)
 }
@@ -96,11 +125,18 @@ mod tests {
     #[test]
     fn text_errors_name_file_and_line() {
         let p = Path::new("t.txt");
-        let ok = parse_text("# header\nalloc 1 10 0\n\nfree_requested 1 10 0\n".as_bytes(), p).unwrap();
+        let ok = parse_text(
+            "# header\nalloc 1 10 0\n\nfree_requested 1 10 0\n".as_bytes(),
+            p,
+        )
+        .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].action, TraceAction::FreeRequested);
         let e = parse_text("# h\nalloc 1 10 0\nalloc x 10 0\n".as_bytes(), p).unwrap_err();
-        assert_eq!(e.to_string(), "t.txt:3: address `x` is not a non-negative integer");
+        assert_eq!(
+            e.to_string(),
+            "t.txt:3: address `x` is not a non-negative integer"
+        );
         let e = parse_text("malloc 1 2 3\n".as_bytes(), p).unwrap_err();
         assert!(e.to_string().starts_with("t.txt:1: unknown action"));
         let e = parse_text("alloc 1 2\n".as_bytes(), p).unwrap_err();

@@ -12,7 +12,11 @@ pub(crate) struct Arena<T> {
 
 impl<T> Default for Arena<T> {
     fn default() -> Self {
-        Arena { items: Vec::new(), free: Vec::new(), len: 0 }
+        Arena {
+            items: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 }
 
@@ -35,21 +39,16 @@ impl<T> Arena<T> {
         Some(v)
     }
 
-    pub(crate) fn get(&self, id: u32) -> Option<&T> {
-        self.items.get(id as usize)?.as_ref()
-    }
-
-    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut T> {
-        self.items.get_mut(id as usize)?.as_mut()
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Live `(id, value)` pairs in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        self.items.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (i as u32, v)))
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (i as u32, v)))
     }
 
     pub(crate) fn ids(&self) -> Vec<u32> {
@@ -61,12 +60,16 @@ impl<T> core::ops::Index<u32> for Arena<T> {
     type Output = T;
     /// Panics on a dead id: that is an internal bug of the allocator, never caused by input.
     fn index(&self, id: u32) -> &T {
-        self.items[id as usize].as_ref().expect("gmlake internal error: dead arena id")
+        self.items[id as usize]
+            .as_ref()
+            .expect("gmlake internal error: dead arena id")
     }
 }
 
 impl<T> core::ops::IndexMut<u32> for Arena<T> {
     fn index_mut(&mut self, id: u32) -> &mut T {
-        self.items[id as usize].as_mut().expect("gmlake internal error: dead arena id")
+        self.items[id as usize]
+            .as_mut()
+            .expect("gmlake internal error: dead arena id")
     }
 }

@@ -45,7 +45,12 @@ impl<D: Device> Allocator<D> {
     /// Takes a free block out of its pool (its state is left for the caller to set).
     pub(super) fn remove_free(&mut self, b: BlockId) {
         let blk = &self.blocks[b];
-        let (key, addr, size, split) = ((blk.size, blk.addr, b), blk.addr, blk.size, blk.counted_split);
+        let (key, addr, size, split) = (
+            (blk.size, blk.addr, b),
+            blk.addr,
+            blk.size,
+            blk.counted_split,
+        );
         let pool = self.segments[blk.seg].pool;
         self.pool_set(b).remove(&key);
         if pool == PoolKind::Large {
@@ -59,14 +64,26 @@ impl<D: Device> Allocator<D> {
 
     /// The smallest free block of at least `rounded` bytes usable on stream `s`: first among the
     /// stream's own pool, then among other streams' blocks whose last use has completed.
-    pub(super) fn best_fit(&mut self, pool: PoolKind, s: StreamIdx, rounded: u64) -> Option<BlockId> {
+    pub(super) fn best_fit(
+        &mut self,
+        pool: PoolKind,
+        s: StreamIdx,
+        rounded: u64,
+    ) -> Option<BlockId> {
         let pick = |set: &alloc::collections::BTreeSet<(u64, u64, BlockId)>,
                     blocks: &super::arena::Arena<Block>,
                     ok: &dyn Fn(Fence) -> bool| {
-            set.range((rounded, 0, 0)..).take(FIT_PROBES).map(|k| k.2).find(|&b| ok(blocks[b].fence))
+            set.range((rounded, 0, 0)..)
+                .take(FIT_PROBES)
+                .map(|k| k.2)
+                .find(|&b| ok(blocks[b].fence))
         };
         let own = &self.pools[s as usize];
-        let set = if pool == PoolKind::Small { &own.small } else { &own.large };
+        let set = if pool == PoolKind::Small {
+            &own.small
+        } else {
+            &own.large
+        };
         let streams = &self.streams;
         if let Some(b) = pick(set, &self.blocks, &|f| streams.safe_for(f, s)) {
             return Some(b);
@@ -80,7 +97,11 @@ impl<D: Device> Allocator<D> {
                 continue;
             }
             let p = &self.pools[t];
-            let set = if pool == PoolKind::Small { &p.small } else { &p.large };
+            let set = if pool == PoolKind::Small {
+                &p.small
+            } else {
+                &p.large
+            };
             let streams = &self.streams;
             if let Some(b) = pick(set, &self.blocks, &|f| streams.safe_for(f, s)) {
                 self.stats.num_cross_stream_reuses += 1;
@@ -183,7 +204,9 @@ impl<D: Device> Allocator<D> {
 
     /// Merges `upper` into `lower`, its lower neighbour; `upper`'s id dies.
     fn absorb(&mut self, lower: BlockId, upper: BlockId) {
-        let Some(u) = self.blocks.remove(upper) else { return };
+        let Some(u) = self.blocks.remove(upper) else {
+            return;
+        };
         if let Some(n) = u.next {
             self.blocks[n].prev = Some(lower);
         }

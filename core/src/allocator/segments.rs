@@ -22,7 +22,10 @@ impl<D: Device> Allocator<D> {
     /// free block. Everything is undone if any call fails.
     pub(super) fn grow(&mut self, s: StreamIdx, pool: PoolKind, bytes: u64) -> Result<SegId, Miss> {
         let reserved = self.stats.reserved_bytes.all.current as u64;
-        if self.limit.is_some_and(|l| reserved.saturating_add(bytes) > l) {
+        if self
+            .limit
+            .is_some_and(|l| reserved.saturating_add(bytes) > l)
+        {
             return Err(Miss::NoMemory);
         }
         let max_handle = (self.cfg.max_handle_size.div_ceil(self.gran) * self.gran).max(self.gran);
@@ -43,7 +46,7 @@ impl<D: Device> Allocator<D> {
                 }
             }
         }
-        let va = match self.call(DriverCall::ReserveRange, |d| d.reserve_range(bytes)) {
+        let va = match self.va_alloc(bytes) {
             Ok(va) => va,
             Err(e) => {
                 self.undo_handles(&handles);
@@ -68,7 +71,12 @@ impl<D: Device> Allocator<D> {
         let mut chunks = Vec::with_capacity(handles.len());
         let mut offset = 0;
         for &(handle, size) in &handles {
-            chunks.push(Chunk { offset, size, handle, released: false });
+            chunks.push(Chunk {
+                offset,
+                size,
+                handle,
+                released: false,
+            });
             offset += size;
         }
         let pages = match pool {
@@ -105,35 +113,56 @@ impl<D: Device> Allocator<D> {
     /// Releases handles created by a growth that failed; a refused release is queued.
     fn undo_handles(&mut self, handles: &[(PhysHandle, u64)]) {
         for &(handle, size) in handles {
-            if self.call(DriverCall::ReleaseHandle, |d| d.release_handle(handle)).is_err() {
-                self.deferred.push(Deferred::Release { handle, size, reserved: None });
+            if self
+                .call(DriverCall::ReleaseHandle, |d| d.release_handle(handle))
+                .is_err()
+            {
+                self.deferred.push(Deferred::Release {
+                    handle,
+                    size,
+                    reserved: None,
+                });
             }
         }
     }
 
-    /// Unmaps the first `mapped` bytes of a range and frees it; a refused call is queued.
+    /// Unmaps the first `mapped` bytes of a virtual range and returns the range to its arena; a
+    /// refused unmap is queued (the range stays out of use until it succeeds).
     pub(super) fn undo_range(&mut self, va: u64, size: u64, mapped: u64) {
-        if mapped > 0 && self.call(DriverCall::Unmap, |d| d.unmap(va, mapped)).is_err() {
-            self.deferred.push(Deferred::UnmapAndFree { va, size, mapped });
+        if mapped > 0
+            && self
+                .call(DriverCall::Unmap, |d| d.unmap(va, mapped))
+                .is_err()
+        {
+            self.deferred.push(Deferred::Unmap { va, size, mapped });
             return;
         }
-        if self.call(DriverCall::FreeRange, |d| d.free_range(va, size)).is_err() {
-            self.deferred.push(Deferred::UnmapAndFree { va, size, mapped: 0 });
-        }
+        self.va_free(va, size);
     }
 
     /// Retries queued cleanups; those refused again stay queued.
     pub(super) fn run_deferred(&mut self) {
         for job in core::mem::take(&mut self.deferred) {
             match job {
-                Deferred::UnmapAndFree { va, size, mapped } => self.undo_range(va, size, mapped),
-                Deferred::Release { handle, size, reserved } => {
-                    if self.call(DriverCall::ReleaseHandle, |d| d.release_handle(handle)).is_ok() {
+                Deferred::Unmap { va, size, mapped } => self.undo_range(va, size, mapped),
+                Deferred::Release {
+                    handle,
+                    size,
+                    reserved,
+                } => {
+                    if self
+                        .call(DriverCall::ReleaseHandle, |d| d.release_handle(handle))
+                        .is_ok()
+                    {
                         if let Some(pool) = reserved {
                             self.stats.reserved_bytes.update(pool, -(size as i64));
                         }
                     } else {
-                        self.deferred.push(Deferred::Release { handle, size, reserved });
+                        self.deferred.push(Deferred::Release {
+                            handle,
+                            size,
+                            reserved,
+                        });
                     }
                 }
             }
@@ -148,6 +177,7 @@ impl<D: Device> Allocator<D> {
         self.run_deferred();
         self.gc_stitched(true);
         self.release_free_chunks();
+        self.release_idle_arenas();
         Ok(())
     }
 
@@ -165,7 +195,10 @@ impl<D: Device> Allocator<D> {
                 if !segm.pages.is_empty() {
                     let first = (c.offset / self.gran) as usize;
                     let last = first + (size / self.gran) as usize;
-                    if segm.pages[first..last].iter().any(|p| !p.aliases.is_empty() || p.users > 0) {
+                    if segm.pages[first..last]
+                        .iter()
+                        .any(|p| !p.aliases.is_empty() || p.users > 0)
+                    {
                         continue;
                     }
                 }
@@ -195,7 +228,10 @@ impl<D: Device> Allocator<D> {
         let (start, size, handle, pool) = (segm.va + c.offset, c.size, c.handle, segm.pool);
         let fence = self.blocks[b].fence;
         let hole = self.carve(b, start, size, BlockState::Hole);
-        if self.call(DriverCall::Unmap, |d| d.unmap(start, size)).is_err() {
+        if self
+            .call(DriverCall::Unmap, |d| d.unmap(start, size))
+            .is_err()
+        {
             // Still mapped: keep it as cached free memory.
             self.release_block(hole, fence);
             return;
@@ -203,16 +239,25 @@ impl<D: Device> Allocator<D> {
         let segm = &mut self.segments[seg];
         segm.chunks[ci].released = true;
         segm.live_chunks -= 1;
-        if self.call(DriverCall::ReleaseHandle, |d| d.release_handle(handle)).is_ok() {
+        if self
+            .call(DriverCall::ReleaseHandle, |d| d.release_handle(handle))
+            .is_ok()
+        {
             self.stats.reserved_bytes.update(pool, -(size as i64));
         } else {
-            self.deferred.push(Deferred::Release { handle, size, reserved: Some(pool) });
+            self.deferred.push(Deferred::Release {
+                handle,
+                size,
+                reserved: Some(pool),
+            });
         }
     }
 
     /// Frees the virtual range of a segment whose chunks are all released, and forgets it.
     fn remove_segment(&mut self, seg: SegId) {
-        let Some(segm) = self.segments.remove(seg) else { return };
+        let Some(segm) = self.segments.remove(seg) else {
+            return;
+        };
         let mut b = Some(segm.first_block);
         while let Some(id) = b {
             b = self.blocks[id].next;

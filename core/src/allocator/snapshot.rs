@@ -129,14 +129,24 @@ impl<D: Device> Allocator<D> {
                 let (req, state) = match blk.state {
                     BlockState::Free => (0, BlockStateInfo::Inactive),
                     BlockState::Hole => (0, BlockStateInfo::Released),
-                    BlockState::Lent(sid) => (0, BlockStateInfo::Lent { stitched_address: self.stitched[sid].va }),
+                    BlockState::Lent(sid) => (
+                        0,
+                        BlockStateInfo::Lent {
+                            stitched_address: self.stitched[sid].va,
+                        },
+                    ),
                     BlockState::Allocated => match requested.get(&LiveKind::Block(id)) {
                         Some(&(r, true)) => (r, BlockStateInfo::ActivePendingFree),
                         Some(&(r, false)) => (r, BlockStateInfo::ActiveAllocated),
                         None => (0, BlockStateInfo::ActiveAllocated),
                     },
                 };
-                blocks.push(BlockInfo { address: blk.addr, size: blk.size, requested_size: req, state });
+                blocks.push(BlockInfo {
+                    address: blk.addr,
+                    size: blk.size,
+                    requested_size: req,
+                    state,
+                });
                 b = blk.next;
             }
             snap.segments.push(SegmentInfo {
@@ -147,7 +157,12 @@ impl<D: Device> Allocator<D> {
                 chunks: seg
                     .chunks
                     .iter()
-                    .map(|c| ChunkInfo { handle: c.handle.0, offset: c.offset, size: c.size, released: c.released })
+                    .map(|c| ChunkInfo {
+                        handle: c.handle.0,
+                        offset: c.offset,
+                        size: c.size,
+                        released: c.released,
+                    })
                     .collect(),
                 blocks,
             });
@@ -171,7 +186,13 @@ impl<D: Device> Allocator<D> {
                 })
                 .collect();
             let req = requested.get(&LiveKind::Stitched(sid)).map_or(0, |r| r.0);
-            snap.stitched.push(StitchedInfo { address: st.va, size: st.size, active: st.active, requested_size: req, pieces });
+            snap.stitched.push(StitchedInfo {
+                address: st.va,
+                size: st.size,
+                active: st.active,
+                requested_size: req,
+                pieces,
+            });
         }
         snap
     }

@@ -38,7 +38,11 @@ impl<D: Device> Allocator<D> {
             let start = blk.addr.div_ceil(g) * g;
             let end = blk.end() / g * g;
             if end > start {
-                out.push(Candidate { pages: (end - start) / g, start, seg: blk.seg });
+                out.push(Candidate {
+                    pages: (end - start) / g,
+                    start,
+                    seg: blk.seg,
+                });
             }
         }
         out
@@ -64,7 +68,10 @@ impl<D: Device> Allocator<D> {
         while left > 0 {
             if cands[i].pages >= left {
                 let j = i + cands[i..].partition_point(|c| c.pages >= left) - 1;
-                chosen.push(Candidate { pages: left, ..cands[j] });
+                chosen.push(Candidate {
+                    pages: left,
+                    ..cands[j]
+                });
                 left = 0;
             } else {
                 chosen.push(cands[i]);
@@ -101,7 +108,11 @@ impl<D: Device> Allocator<D> {
             while off < end {
                 let chunk = &segm.chunks[segm.chunk_at(off)];
                 let run_end = end.min(chunk.offset + chunk.size);
-                pieces.push(Piece { seg: c.seg, first_page: (off / g) as u32, pages: ((run_end - off) / g) as u32 });
+                pieces.push(Piece {
+                    seg: c.seg,
+                    first_page: (off / g) as u32,
+                    pages: ((run_end - off) / g) as u32,
+                });
                 off = run_end;
             }
         }
@@ -112,20 +123,29 @@ impl<D: Device> Allocator<D> {
     /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
     fn map_stitched(&mut self, pieces: &[Piece], size: u64) -> Option<StitchId> {
         let g = self.gran;
-        let va = self.call(DriverCall::ReserveRange, |d| d.reserve_range(size)).ok()?;
+        let va = self.va_alloc(size).ok()?;
         let mut off = 0;
         for p in pieces {
             let segm = &self.segments[p.seg];
             let seg_off = p.first_page as u64 * g;
             let chunk = &segm.chunks[segm.chunk_at(seg_off)];
-            let (handle, handle_off, len) = (chunk.handle, seg_off - chunk.offset, p.pages as u64 * g);
-            if self.call(DriverCall::Map, |d| d.map(va + off, len, handle, handle_off)).is_err() {
+            let (handle, handle_off, len) =
+                (chunk.handle, seg_off - chunk.offset, p.pages as u64 * g);
+            if self
+                .call(DriverCall::Map, |d| {
+                    d.map(va + off, len, handle, handle_off)
+                })
+                .is_err()
+            {
                 self.undo_range(va, size, off);
                 return None;
             }
             off += len;
         }
-        if self.call(DriverCall::SetAccess, |d| d.set_access(va, size)).is_err() {
+        if self
+            .call(DriverCall::SetAccess, |d| d.set_access(va, size))
+            .is_err()
+        {
             self.undo_range(va, size, size);
             return None;
         }
@@ -173,10 +193,17 @@ impl<D: Device> Allocator<D> {
                 break;
             }
             let len = left.min(p.pages as u64 * g);
-            runs.push((p.seg, self.segments[p.seg].va + p.first_page as u64 * g, len));
+            runs.push((
+                p.seg,
+                self.segments[p.seg].va + p.first_page as u64 * g,
+                len,
+            ));
             left -= len;
         }
-        if runs.iter().any(|&(_, addr, len)| self.free_block_under(addr, len, s).is_none()) {
+        if runs
+            .iter()
+            .any(|&(_, addr, len)| self.free_block_under(addr, len, s).is_none())
+        {
             return false;
         }
         let st = &mut self.stitched[sid];
@@ -243,7 +270,10 @@ impl<D: Device> Allocator<D> {
     }
 
     fn over_stitch_bounds(&self) -> bool {
-        let bytes_limit = self.cfg.stitched_bytes_limit.unwrap_or(2 * self.dev.total_memory());
+        let bytes_limit = self
+            .cfg
+            .stitched_bytes_limit
+            .unwrap_or(2 * self.dev.total_memory());
         self.stats.stitched_bytes.current as u64 > bytes_limit
             || self.stats.stitch_mappings.current as u64 > self.cfg.max_stitch_mappings
     }
@@ -272,10 +302,10 @@ impl<D: Device> Allocator<D> {
         if self.call(DriverCall::Unmap, |d| d.unmap(va, size)).is_err() {
             return false;
         }
-        if self.call(DriverCall::FreeRange, |d| d.free_range(va, size)).is_err() {
-            self.deferred.push(Deferred::UnmapAndFree { va, size, mapped: 0 });
-        }
-        let Some(st) = self.stitched.remove(sid) else { return false };
+        self.va_free(va, size);
+        let Some(st) = self.stitched.remove(sid) else {
+            return false;
+        };
         for p in &st.pieces {
             let segm = &mut self.segments[p.seg];
             for page in &mut segm.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {

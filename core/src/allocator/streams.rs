@@ -53,14 +53,20 @@ impl Streams {
     pub fn free_fence(&mut self, s: StreamIdx) -> Fence {
         let st = &mut self.list[s as usize];
         st.dirty = true;
-        Fence { stream: s, epoch: st.epoch }
+        Fence {
+            stream: s,
+            epoch: st.epoch,
+        }
     }
 
     /// The fence of two adjacent free blocks merged, or `None` if neither covers the other (two
     /// streams' work, both still pending).
     pub fn merge(&self, a: Fence, b: Fence) -> Option<Fence> {
         if a.stream == b.stream {
-            Some(Fence { stream: a.stream, epoch: a.epoch.max(b.epoch) })
+            Some(Fence {
+                stream: a.stream,
+                epoch: a.epoch.max(b.epoch),
+            })
         } else if self.done(a) {
             Some(b)
         } else if self.done(b) {
@@ -189,7 +195,9 @@ impl<D: Device> Allocator<D> {
             return Ok(Fence { stream: x, epoch });
         }
         let handle = self.streams.list[x as usize].handle;
-        self.call(DriverCall::SynchronizeStream, |d| d.synchronize_stream(handle))?;
+        self.call(DriverCall::SynchronizeStream, |d| {
+            d.synchronize_stream(handle)
+        })?;
         let st = &mut self.streams.list[x as usize];
         st.completed = st.completed.max(epoch + 1);
         st.epoch = st.epoch.max(epoch + 1);
@@ -234,7 +242,10 @@ impl<D: Device> Allocator<D> {
     /// destroy stays pooled.
     pub(super) fn destroy_pooled_events(&mut self) {
         for ev in core::mem::take(&mut self.streams.free_events) {
-            if self.call(DriverCall::DestroyEvent, |d| d.destroy_event(ev)).is_err() {
+            if self
+                .call(DriverCall::DestroyEvent, |d| d.destroy_event(ev))
+                .is_err()
+            {
                 self.streams.free_events.push(ev);
             }
         }

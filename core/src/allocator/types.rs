@@ -20,7 +20,10 @@ pub(crate) struct Fence {
 
 impl Fence {
     /// Memory never used by any work (fresh from the device).
-    pub const NONE: Fence = Fence { stream: StreamIdx::MAX, epoch: 0 };
+    pub const NONE: Fence = Fence {
+        stream: StreamIdx::MAX,
+        epoch: 0,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,9 +152,13 @@ pub(crate) struct PendingFree {
 /// Cleanup that failed once and is retried later, so that nothing leaks.
 #[derive(Clone, Debug)]
 pub(crate) enum Deferred {
-    /// Unmap `[va, va + mapped)` if `mapped > 0`, then free the range `[va, va + size)`.
-    UnmapAndFree { va: u64, size: u64, mapped: u64 },
+    /// Unmap `[va, va + mapped)`, then return the virtual range `[va, va + size)` to the arena.
+    Unmap { va: u64, size: u64, mapped: u64 },
     /// Release a handle that nothing maps; `reserved` says whether it is still counted in
     /// `reserved_bytes` (and of which pool).
-    Release { handle: PhysHandle, size: u64, reserved: Option<PoolKind> },
+    Release {
+        handle: PhysHandle,
+        size: u64,
+        reserved: Option<PoolKind>,
+    },
 }
