@@ -39,6 +39,10 @@ impl<T> Arena<T> {
         Some(v)
     }
 
+    pub(crate) fn get(&self, id: u32) -> Option<&T> {
+        self.items.get(id as usize)?.as_ref()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -22,6 +22,7 @@
 //! [`crate::SharedAllocator`], which locks it.
 
 mod arena;
+mod check;
 mod pool;
 mod segments;
 mod snapshot;

@@ -202,6 +202,28 @@ impl<D: Device> Allocator<D> {
         self.insert_free(b);
     }
 
+    /// Merges adjacent free blocks of a segment that were kept apart because different streams'
+    /// work was pending on them, where their fences now allow.
+    pub(super) fn coalesce_segment(&mut self, seg: SegId) {
+        let mut b = Some(self.segments[seg].first_block);
+        while let Some(id) = b {
+            let next = self.blocks[id].next;
+            if let Some(n) = next {
+                if self.blocks[id].state == BlockState::Free && self.blocks[n].state == BlockState::Free {
+                    if let Some(f) = self.streams.merge(self.blocks[id].fence, self.blocks[n].fence) {
+                        self.remove_free(id);
+                        self.remove_free(n);
+                        self.absorb(id, n);
+                        self.blocks[id].fence = f;
+                        self.insert_free(id);
+                        continue;
+                    }
+                }
+            }
+            b = next;
+        }
+    }
+
     /// Merges `upper` into `lower`, its lower neighbour; `upper`'s id dies.
     fn absorb(&mut self, lower: BlockId, upper: BlockId) {
         let Some(u) = self.blocks.remove(upper) else {

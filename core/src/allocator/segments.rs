@@ -184,6 +184,7 @@ impl<D: Device> Allocator<D> {
     /// Returns each chunk that no allocated, lent or stitched block uses to the device.
     fn release_free_chunks(&mut self) {
         for seg in self.segments.ids() {
+            self.coalesce_segment(seg);
             let n = self.segments[seg].chunks.len();
             for ci in 0..n {
                 let segm = &self.segments[seg];

@@ -1,0 +1,208 @@
+//! A full consistency check of the allocator's books, for tests and debugging.
+
+use super::types::*;
+use super::Allocator;
+use crate::device::Device;
+use crate::stats::PoolKind;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+impl<D: Device> Allocator<D> {
+    /// Checks every internal invariant and the statistics against a recount: blocks tile their
+    /// segments; exactly the free blocks are in the pools; page use counts, stitched-block aliases
+    /// and busy counts match a recount; the reusable and LRU sets hold exactly the right stitched
+    /// blocks; byte and count statistics match the live allocations and held chunks; and no two
+    /// live allocations share a byte of physical memory. O(everything held): for tests.
+    ///
+    /// # Errors
+    /// A description of the first inconsistency found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let g = self.gran;
+        let mut free_blocks = 0usize;
+        let mut reserved = [0i64; 2];
+        let pidx = |p: PoolKind| (p == PoolKind::Large) as usize;
+        for (sid, seg) in self.segments.iter() {
+            let mut users = vec![0u32; seg.pages.len()];
+            let mut at = seg.va;
+            let mut prev = None;
+            let mut b = Some(seg.first_block);
+            while let Some(id) = b {
+                let blk = &self.blocks[id];
+                if blk.addr != at || blk.seg != sid || blk.prev != prev || blk.size == 0 {
+                    return Err(format!("segment {sid}: block {id} breaks the tiling at {at:#x}"));
+                }
+                match blk.state {
+                    BlockState::Free => {
+                        free_blocks += 1;
+                        let pools = &self.pools[seg.stream as usize];
+                        let set = if seg.pool == PoolKind::Small { &pools.small } else { &pools.large };
+                        if !set.contains(&(blk.size, blk.addr, id)) {
+                            return Err(format!("free block {id} is not in its pool"));
+                        }
+                        if seg.pool == PoolKind::Large && self.large_by_addr.get(&blk.addr) != Some(&id) {
+                            return Err(format!("free block {id} is not indexed by address"));
+                        }
+                    }
+                    BlockState::Allocated | BlockState::Lent(_) if !seg.pages.is_empty() => {
+                        let first = ((blk.addr - seg.va) / g) as usize;
+                        let last = ((blk.end() - 1 - seg.va) / g) as usize;
+                        for u in &mut users[first..=last] {
+                            *u += 1;
+                        }
+                    }
+                    _ => {}
+                }
+                if let BlockState::Lent(st) = blk.state {
+                    if !self.stitched.get(st).is_some_and(|s| s.active && s.lent.contains(&id)) {
+                        return Err(format!("lent block {id} does not belong to active stitched block {st}"));
+                    }
+                }
+                at = blk.end();
+                prev = Some(id);
+                b = blk.next;
+            }
+            if at != seg.va + seg.size {
+                return Err(format!("segment {sid}: blocks end at {at:#x}, not at its end"));
+            }
+            for (p, (page, &u)) in seg.pages.iter().zip(&users).enumerate() {
+                if page.users != u {
+                    return Err(format!("segment {sid} page {p}: {} users counted, {u} found", page.users));
+                }
+            }
+            let live = seg.chunks.iter().filter(|c| !c.released).count() as u32;
+            if live != seg.live_chunks {
+                return Err(format!("segment {sid}: live chunk count is off"));
+            }
+            reserved[pidx(seg.pool)] += seg.chunks.iter().filter(|c| !c.released).map(|c| c.size as i64).sum::<i64>();
+        }
+        for d in &self.deferred {
+            if let Deferred::Release { size, reserved: Some(pool), .. } = d {
+                reserved[pidx(*pool)] += *size as i64;
+            }
+        }
+        let pooled: usize = self.pools.iter().map(|p| p.small.len() + p.large.len()).sum();
+        if pooled != free_blocks {
+            return Err(format!("{pooled} blocks in pools, {free_blocks} free blocks in segments"));
+        }
+        if self.stats.reserved_bytes.small_pool.current != reserved[0]
+            || self.stats.reserved_bytes.large_pool.current != reserved[1]
+        {
+            return Err(format!("reserved_bytes {:?} != held chunks {reserved:?}", self.stats.reserved_bytes));
+        }
+
+        // Stitched blocks: aliases, busy counts, pool membership.
+        let (mut bytes, mut maps) = (0i64, 0i64);
+        for (sid, st) in self.stitched.iter() {
+            let mut busy = 0;
+            let mut size = 0;
+            for p in &st.pieces {
+                let seg = &self.segments[p.seg];
+                for page in &seg.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
+                    if page.aliases.iter().filter(|&&x| x == sid).count() != 1 {
+                        return Err(format!("stitched block {sid} is not aliased exactly once by its page"));
+                    }
+                    busy += u32::from(page.users > 0);
+                }
+                size += p.pages as u64 * g;
+            }
+            if size != st.size || busy != st.busy {
+                return Err(format!("stitched block {sid}: size or busy count is off ({busy} vs {})", st.busy));
+            }
+            let reusable = self.reusable.contains(&(st.size, sid));
+            let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
+            if st.active == in_lru || reusable != (!st.active && st.busy == 0) {
+                return Err(format!("stitched block {sid} is in the wrong sets"));
+            }
+            bytes += st.size as i64;
+            maps += st.pieces.len() as i64;
+        }
+        for seg in self.segments.iter().map(|(_, s)| s) {
+            for page in &seg.pages {
+                if page.aliases.iter().any(|&a| self.stitched.get(a).is_none()) {
+                    return Err(String::from("a page aliases a dead stitched block"));
+                }
+            }
+        }
+        if self.reusable.len() > self.stitched.len() || self.stitch_lru.len() > self.stitched.len() {
+            return Err(String::from("stitched sets hold dead blocks"));
+        }
+        if self.stats.stitched_bytes.current != bytes || self.stats.stitch_mappings.current != maps {
+            return Err(String::from("stitched statistics are off"));
+        }
+
+        // Allocation statistics.
+        let mut count = [0i64; 2];
+        let (mut req, mut rounded) = ([0i64; 2], [0i64; 2]);
+        for l in self.live.values() {
+            count[pidx(l.pool)] += 1;
+            req[pidx(l.pool)] += l.requested as i64;
+            rounded[pidx(l.pool)] += l.rounded as i64;
+        }
+        let mut active = rounded;
+        for p in &self.pending_frees {
+            active[pidx(p.live.pool)] += p.live.rounded as i64;
+        }
+        let st = &self.stats;
+        let got = [
+            (st.allocation.small_pool.current, count[0]),
+            (st.allocation.large_pool.current, count[1]),
+            (st.requested_bytes.small_pool.current, req[0]),
+            (st.requested_bytes.large_pool.current, req[1]),
+            (st.allocated_bytes.small_pool.current, rounded[0]),
+            (st.allocated_bytes.large_pool.current, rounded[1]),
+            (st.active_bytes.small_pool.current, active[0]),
+            (st.active_bytes.large_pool.current, active[1]),
+        ];
+        if got.iter().any(|(a, b)| a != b) {
+            return Err(format!("allocation statistics are off: {got:?}"));
+        }
+        self.check_physical_exclusive()
+    }
+
+    /// No two live (or pending-free) allocations share a byte of any physical handle.
+    fn check_physical_exclusive(&self) -> Result<(), String> {
+        let g = self.gran;
+        // (handle, start, end) of every allocation's bytes.
+        let mut spans: Vec<(u64, u64, u64)> = Vec::new();
+        let lives = self.live.values().chain(self.pending_frees.iter().map(|p| &p.live));
+        for l in lives {
+            match l.kind {
+                LiveKind::Block(b) => {
+                    let blk = &self.blocks[b];
+                    let seg = &self.segments[blk.seg];
+                    let mut off = blk.addr - seg.va;
+                    let end = off + l.rounded;
+                    while off < end {
+                        let c = &seg.chunks[seg.chunk_at(off)];
+                        let stop = end.min(c.offset + c.size);
+                        spans.push((c.handle.0, off - c.offset, stop - c.offset));
+                        off = stop;
+                    }
+                }
+                LiveKind::Stitched(sid) => {
+                    let mut left = l.rounded;
+                    for p in &self.stitched[sid].pieces {
+                        if left == 0 {
+                            break;
+                        }
+                        let seg = &self.segments[p.seg];
+                        let off = p.first_page as u64 * g;
+                        let c = &seg.chunks[seg.chunk_at(off)];
+                        let len = left.min(p.pages as u64 * g);
+                        spans.push((c.handle.0, off - c.offset, off - c.offset + len));
+                        left -= len;
+                    }
+                }
+            }
+        }
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            if w[0].0 == w[1].0 && w[1].1 < w[0].2 {
+                return Err(format!("two allocations share bytes of handle {}: {:?} and {:?}", w[0].0, w[0], w[1]));
+            }
+        }
+        Ok(())
+    }
+}

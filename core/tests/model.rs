@@ -1,0 +1,117 @@
+//! Property tests: random allocate / free / record_stream / empty_cache sequences over several
+//! streams, checked after every step against a simple model and the allocator's own consistency
+//! check (blocks tile segments, pools, page counts, stitched aliases, statistics, and no two live
+//! allocations sharing physical memory), then torn down to nothing.
+
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{Allocator, Config, Device, Error, StreamHandle};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { size: u64, stream: u64 },
+    Free { pick: usize },
+    RecordStream { pick: usize, stream: u64 },
+    EmptyCache,
+    FreeGarbage { addr: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (prop_oneof![1u64..4096, 4096u64..MIB, MIB..(24 * MIB)], 0u64..3).prop_map(|(size, stream)| Op::Alloc { size, stream }),
+        5 => any::<usize>().prop_map(|pick| Op::Free { pick }),
+        1 => (any::<usize>(), 0u64..3).prop_map(|(pick, stream)| Op::RecordStream { pick, stream }),
+        1 => Just(Op::EmptyCache),
+        1 => any::<u64>().prop_map(|addr| Op::FreeGarbage { addr }),
+    ]
+}
+
+/// Live allocations by address: (size, stream).
+type Model = BTreeMap<u64, (u64, u64)>;
+
+fn run(ops: &[Op], cfg: Config, capacity: u64, latency: u32) -> Result<(), TestCaseError> {
+    let mut dev = SimulatedDevice::new(capacity);
+    dev.set_event_latency(latency);
+    let mut a = Allocator::new(dev, cfg).unwrap();
+    let mut model: Model = BTreeMap::new();
+    for op in ops {
+        match *op {
+            Op::Alloc { size, stream } => match a.malloc(size, StreamHandle(stream)) {
+                Ok(p) => {
+                    prop_assert_eq!(p % 512, 0);
+                    // No overlap in address space with any live allocation.
+                    if let Some((&q, &(qs, _))) = model.range(..=p).next_back() {
+                        prop_assert!(q + qs <= p, "{:#x} overlaps {:#x}+{}", p, q, qs);
+                    }
+                    if let Some((&q, _)) = model.range(p..).next() {
+                        prop_assert!(p + size <= q, "{:#x}+{} overlaps {:#x}", p, size, q);
+                    }
+                    model.insert(p, (size, stream));
+                }
+                Err(Error::OutOfMemory(info)) => {
+                    prop_assert_eq!(info.requested, size);
+                    let live: u64 = model.values().map(|v| v.0).sum();
+                    // Out of memory only when the request could not fit beside live data.
+                    prop_assert!(live + size > capacity - 8 * MIB * 3, "OOM with {} live of {}", live, capacity);
+                }
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            },
+            Op::Free { pick } if !model.is_empty() => {
+                let addr = *model.keys().nth(pick % model.len()).unwrap();
+                model.remove(&addr);
+                a.free(addr).unwrap();
+                prop_assert_eq!(a.free(addr), Err(Error::NotAllocated { addr }));
+            }
+            Op::RecordStream { pick, stream } if !model.is_empty() => {
+                let addr = *model.keys().nth(pick % model.len()).unwrap();
+                a.record_stream(addr, StreamHandle(stream)).unwrap();
+            }
+            Op::EmptyCache => {
+                a.empty_cache().unwrap();
+                // Everything free and completed went back: only chunks under live data stay.
+                let held = a.device().books().unwrap().handle_bytes;
+                prop_assert_eq!(held as i64, a.stats().reserved_bytes.all.current);
+            }
+            Op::FreeGarbage { addr } if !model.contains_key(&addr) => {
+                prop_assert_eq!(a.free(addr), Err(Error::NotAllocated { addr }));
+            }
+            _ => {}
+        }
+        if let Err(e) = a.check_invariants() {
+            prop_assert!(false, "after {op:?}: {e}");
+        }
+        let st = a.stats();
+        prop_assert_eq!(st.allocation.all.current as usize, model.len());
+        prop_assert_eq!(st.requested_bytes.all.current as u64, model.values().map(|v| v.0).sum::<u64>());
+        let books = a.device().books().unwrap();
+        prop_assert_eq!(books.handle_bytes as i64, st.reserved_bytes.all.current);
+    }
+    prop_assert_eq!(a.release_all().unwrap(), 0);
+    let books = a.device().books().unwrap();
+    prop_assert_eq!((books.handles, books.ranges, books.mappings, books.events), (0, 0, 0, 0));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn default_config_matches_model(ops in proptest::collection::vec(op(), 1..250), latency in 0u32..3) {
+        run(&ops, Config::default(), 256 * MIB, latency)?;
+    }
+
+    #[test]
+    fn eager_stitching_small_handles_matches_model(ops in proptest::collection::vec(op(), 1..250), latency in 0u32..3) {
+        let cfg = Config::parse("frag_limit:0,reuse_limit:2,max_handle_size:4MB,min_growth:2MB,max_stitch_mappings:8,stitched_bytes_limit:64MB").unwrap();
+        run(&ops, cfg, 128 * MIB, latency)?;
+    }
+
+    #[test]
+    fn stitching_off_matches_model(ops in proptest::collection::vec(op(), 1..150)) {
+        run(&ops, Config::parse("stitching:false").unwrap(), 256 * MIB, 1)?;
+    }
+}
+
