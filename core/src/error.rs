@@ -114,7 +114,7 @@ impl fmt::Display for Error {
             Error::NotAllocated { addr } => write!(
                 f,
                 "address {addr:#x} is not a live allocation of this allocator \
-                 (never allocated, already freed, or not the start of an allocation)"
+                 (never allocated, already freed: a double free, or not the start of an allocation)"
             ),
             Error::OutOfMemory(info) => info.fmt(f),
             Error::Device(e) => write!(f, "device call failed: {e}"),

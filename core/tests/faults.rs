@@ -13,7 +13,9 @@ const MIB: u64 = 1 << 20;
 fn workload(a: &mut Allocator<SimulatedDevice>, check: bool) -> (u64, u64) {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         x >> 33
     };
     let mut live: Vec<u64> = Vec::new();
@@ -90,29 +92,53 @@ fn every_call_kind_fails_at_many_points_without_leaks() {
             let (ok, _) = workload(&mut a, true);
             // The run goes on serving: after one refused call the state may differ (and so may
             // which later requests fit), but nearly all requests are still served.
-            assert!(ok * 100 >= clean_ok * 95, "{kind}:{n}: {ok} served, {clean_ok} without the fault");
-            let held = a.release_all().unwrap_or_else(|e| panic!("{kind}:{n}: teardown failed: {e}"));
+            assert!(
+                ok * 100 >= clean_ok * 95,
+                "{kind}:{n}: {ok} served, {clean_ok} without the fault"
+            );
+            let held = a
+                .release_all()
+                .unwrap_or_else(|e| panic!("{kind}:{n}: teardown failed: {e}"));
             assert_eq!(held, 0, "{kind}:{n}: allocator still holds device objects");
             let b = a.device().books().unwrap();
-            assert_eq!((b.handles, b.ranges, b.mappings, b.events), (0, 0, 0, 0), "{kind}:{n}: leaked");
+            assert_eq!(
+                (b.handles, b.ranges, b.mappings, b.events),
+                (0, 0, 0, 0),
+                "{kind}:{n}: leaked"
+            );
         }
     }
     println!("fault points tried: {tried}; calls in the clean run: {calls:?}");
     // All 13 kinds occur in this workload.
-    assert!(calls.iter().filter(|(_, n)| *n > 0).count() >= 12, "{calls:?}");
+    assert!(
+        calls.iter().filter(|(_, n)| *n > 0).count() >= 12,
+        "{calls:?}"
+    );
     assert!(tried > 100, "only {tried} fault points");
 }
 
 #[test]
 fn a_failed_growth_changes_nothing_and_the_next_request_is_served() {
-    for kind in [DriverCall::CreateHandle, DriverCall::ReserveRange, DriverCall::Map, DriverCall::SetAccess] {
+    for kind in [
+        DriverCall::CreateHandle,
+        DriverCall::ReserveRange,
+        DriverCall::Map,
+        DriverCall::SetAccess,
+    ] {
         let mut a = allocator();
         a.device_mut().inject_fault(kind, 1);
         let before = a.device().books().unwrap();
         let err = a.malloc(10 * MIB, StreamHandle(0)).unwrap_err();
-        assert!(matches!(err, Error::Device(ref e) if e.call == kind), "{kind}: {err}");
+        assert!(
+            matches!(err, Error::Device(ref e) if e.call == kind),
+            "{kind}: {err}"
+        );
         let after = a.device().books().unwrap();
-        assert_eq!((after.handles, after.mappings), (before.handles, before.mappings), "{kind}");
+        assert_eq!(
+            (after.handles, after.mappings),
+            (before.handles, before.mappings),
+            "{kind}"
+        );
         assert_eq!(a.stats().reserved_bytes.all.current, 0);
         a.check_invariants().unwrap();
         let p = a.malloc(10 * MIB, StreamHandle(0)).unwrap();
@@ -136,8 +162,14 @@ fn a_failed_stitch_rolls_back_and_falls_back_to_new_memory() {
     let p = a.malloc(12 * MIB, StreamHandle(0)).unwrap();
     a.check_invariants().unwrap();
     let st = a.stats();
-    assert_eq!(st.num_stitches, before.num_stitches, "the stitch failed, so none counted");
-    assert!(st.reserved_bytes.all.current > before.reserved_bytes.all.current, "served from new memory");
+    assert_eq!(
+        st.num_stitches, before.num_stitches,
+        "the stitch failed, so none counted"
+    );
+    assert!(
+        st.reserved_bytes.all.current > before.reserved_bytes.all.current,
+        "served from new memory"
+    );
     assert_eq!(st.stitched_blocks.current, 0);
     for q in [p, y] {
         a.free(q).unwrap();

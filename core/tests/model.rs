@@ -55,7 +55,12 @@ fn run(ops: &[Op], cfg: Config, capacity: u64, latency: u32) -> Result<(), TestC
                     prop_assert_eq!(info.requested, size);
                     let live: u64 = model.values().map(|v| v.0).sum();
                     // Out of memory only when the request could not fit beside live data.
-                    prop_assert!(live + size > capacity - 8 * MIB * 3, "OOM with {} live of {}", live, capacity);
+                    prop_assert!(
+                        live + size > capacity - 8 * MIB * 3,
+                        "OOM with {} live of {}",
+                        live,
+                        capacity
+                    );
                 }
                 Err(e) => prop_assert!(false, "unexpected error {e}"),
             },
@@ -85,13 +90,19 @@ fn run(ops: &[Op], cfg: Config, capacity: u64, latency: u32) -> Result<(), TestC
         }
         let st = a.stats();
         prop_assert_eq!(st.allocation.all.current as usize, model.len());
-        prop_assert_eq!(st.requested_bytes.all.current as u64, model.values().map(|v| v.0).sum::<u64>());
+        prop_assert_eq!(
+            st.requested_bytes.all.current as u64,
+            model.values().map(|v| v.0).sum::<u64>()
+        );
         let books = a.device().books().unwrap();
         prop_assert_eq!(books.handle_bytes as i64, st.reserved_bytes.all.current);
     }
     prop_assert_eq!(a.release_all().unwrap(), 0);
     let books = a.device().books().unwrap();
-    prop_assert_eq!((books.handles, books.ranges, books.mappings, books.events), (0, 0, 0, 0));
+    prop_assert_eq!(
+        (books.handles, books.ranges, books.mappings, books.events),
+        (0, 0, 0, 0)
+    );
     Ok(())
 }
 
@@ -114,4 +125,3 @@ proptest! {
         run(&ops, Config::parse("stitching:false").unwrap(), 256 * MIB, 1)?;
     }
 }
-

@@ -31,17 +31,25 @@ impl<D: Device> Allocator<D> {
             while let Some(id) = b {
                 let blk = &self.blocks[id];
                 if blk.addr != at || blk.seg != sid || blk.prev != prev || blk.size == 0 {
-                    return Err(format!("segment {sid}: block {id} breaks the tiling at {at:#x}"));
+                    return Err(format!(
+                        "segment {sid}: block {id} breaks the tiling at {at:#x}"
+                    ));
                 }
                 match blk.state {
                     BlockState::Free => {
                         free_blocks += 1;
                         let pools = &self.pools[seg.stream as usize];
-                        let set = if seg.pool == PoolKind::Small { &pools.small } else { &pools.large };
+                        let set = if seg.pool == PoolKind::Small {
+                            &pools.small
+                        } else {
+                            &pools.large
+                        };
                         if !set.contains(&(blk.size, blk.addr, id)) {
                             return Err(format!("free block {id} is not in its pool"));
                         }
-                        if seg.pool == PoolKind::Large && self.large_by_addr.get(&blk.addr) != Some(&id) {
+                        if seg.pool == PoolKind::Large
+                            && self.large_by_addr.get(&blk.addr) != Some(&id)
+                        {
                             return Err(format!("free block {id} is not indexed by address"));
                         }
                     }
@@ -55,8 +63,14 @@ impl<D: Device> Allocator<D> {
                     _ => {}
                 }
                 if let BlockState::Lent(st) = blk.state {
-                    if !self.stitched.get(st).is_some_and(|s| s.active && s.lent.contains(&id)) {
-                        return Err(format!("lent block {id} does not belong to active stitched block {st}"));
+                    if !self
+                        .stitched
+                        .get(st)
+                        .is_some_and(|s| s.active && s.lent.contains(&id))
+                    {
+                        return Err(format!(
+                            "lent block {id} does not belong to active stitched block {st}"
+                        ));
                     }
                 }
                 at = blk.end();
@@ -64,32 +78,56 @@ impl<D: Device> Allocator<D> {
                 b = blk.next;
             }
             if at != seg.va + seg.size {
-                return Err(format!("segment {sid}: blocks end at {at:#x}, not at its end"));
+                return Err(format!(
+                    "segment {sid}: blocks end at {at:#x}, not at its end"
+                ));
             }
             for (p, (page, &u)) in seg.pages.iter().zip(&users).enumerate() {
                 if page.users != u {
-                    return Err(format!("segment {sid} page {p}: {} users counted, {u} found", page.users));
+                    return Err(format!(
+                        "segment {sid} page {p}: {} users counted, {u} found",
+                        page.users
+                    ));
                 }
             }
             let live = seg.chunks.iter().filter(|c| !c.released).count() as u32;
             if live != seg.live_chunks {
                 return Err(format!("segment {sid}: live chunk count is off"));
             }
-            reserved[pidx(seg.pool)] += seg.chunks.iter().filter(|c| !c.released).map(|c| c.size as i64).sum::<i64>();
+            reserved[pidx(seg.pool)] += seg
+                .chunks
+                .iter()
+                .filter(|c| !c.released)
+                .map(|c| c.size as i64)
+                .sum::<i64>();
         }
         for d in &self.deferred {
-            if let Deferred::Release { size, reserved: Some(pool), .. } = d {
+            if let Deferred::Release {
+                size,
+                reserved: Some(pool),
+                ..
+            } = d
+            {
                 reserved[pidx(*pool)] += *size as i64;
             }
         }
-        let pooled: usize = self.pools.iter().map(|p| p.small.len() + p.large.len()).sum();
+        let pooled: usize = self
+            .pools
+            .iter()
+            .map(|p| p.small.len() + p.large.len())
+            .sum();
         if pooled != free_blocks {
-            return Err(format!("{pooled} blocks in pools, {free_blocks} free blocks in segments"));
+            return Err(format!(
+                "{pooled} blocks in pools, {free_blocks} free blocks in segments"
+            ));
         }
         if self.stats.reserved_bytes.small_pool.current != reserved[0]
             || self.stats.reserved_bytes.large_pool.current != reserved[1]
         {
-            return Err(format!("reserved_bytes {:?} != held chunks {reserved:?}", self.stats.reserved_bytes));
+            return Err(format!(
+                "reserved_bytes {:?} != held chunks {reserved:?}",
+                self.stats.reserved_bytes
+            ));
         }
 
         // Stitched blocks: aliases, busy counts, pool membership.
@@ -101,14 +139,19 @@ impl<D: Device> Allocator<D> {
                 let seg = &self.segments[p.seg];
                 for page in &seg.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
                     if page.aliases.iter().filter(|&&x| x == sid).count() != 1 {
-                        return Err(format!("stitched block {sid} is not aliased exactly once by its page"));
+                        return Err(format!(
+                            "stitched block {sid} is not aliased exactly once by its page"
+                        ));
                     }
                     busy += u32::from(page.users > 0);
                 }
                 size += p.pages as u64 * g;
             }
             if size != st.size || busy != st.busy {
-                return Err(format!("stitched block {sid}: size or busy count is off ({busy} vs {})", st.busy));
+                return Err(format!(
+                    "stitched block {sid}: size or busy count is off ({busy} vs {})",
+                    st.busy
+                ));
             }
             let reusable = self.reusable.contains(&(st.size, sid));
             let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
@@ -125,10 +168,12 @@ impl<D: Device> Allocator<D> {
                 }
             }
         }
-        if self.reusable.len() > self.stitched.len() || self.stitch_lru.len() > self.stitched.len() {
+        if self.reusable.len() > self.stitched.len() || self.stitch_lru.len() > self.stitched.len()
+        {
             return Err(String::from("stitched sets hold dead blocks"));
         }
-        if self.stats.stitched_bytes.current != bytes || self.stats.stitch_mappings.current != maps {
+        if self.stats.stitched_bytes.current != bytes || self.stats.stitch_mappings.current != maps
+        {
             return Err(String::from("stitched statistics are off"));
         }
 
@@ -166,7 +211,10 @@ impl<D: Device> Allocator<D> {
         let g = self.gran;
         // (handle, start, end) of every allocation's bytes.
         let mut spans: Vec<(u64, u64, u64)> = Vec::new();
-        let lives = self.live.values().chain(self.pending_frees.iter().map(|p| &p.live));
+        let lives = self
+            .live
+            .values()
+            .chain(self.pending_frees.iter().map(|p| &p.live));
         for l in lives {
             match l.kind {
                 LiveKind::Block(b) => {
@@ -200,7 +248,10 @@ impl<D: Device> Allocator<D> {
         spans.sort_unstable();
         for w in spans.windows(2) {
             if w[0].0 == w[1].0 && w[1].1 < w[0].2 {
-                return Err(format!("two allocations share bytes of handle {}: {:?} and {:?}", w[0].0, w[0], w[1]));
+                return Err(format!(
+                    "two allocations share bytes of handle {}: {:?} and {:?}",
+                    w[0].0, w[0], w[1]
+                ));
             }
         }
         Ok(())

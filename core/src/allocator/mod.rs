@@ -325,13 +325,21 @@ impl<D: Device> Allocator<D> {
                 }
             }
         }
-        let whole = (rounded.div_ceil(self.gran) * self.gran).max(if last_resort {
-            0
-        } else {
-            self.min_growth()
-        });
-        match self.grow(s, PoolKind::Large, whole) {
-            Ok(seg) => Some(Served::Block(self.segments[seg].first_block)),
+        // Grow in place where a segment's free tail can be extended, else a new segment.
+        let floor = if last_resort { 0 } else { self.min_growth() };
+        let grown = match self.extendable(s, rounded, floor) {
+            Some((seg, bytes)) => self.extend(seg, bytes),
+            None => {
+                let bytes = (rounded.div_ceil(self.gran) * self.gran).max(floor);
+                self.grow(s, PoolKind::Large, bytes)
+                    .map(|seg| self.segments[seg].first_block)
+            }
+        };
+        match grown {
+            Ok(b) if self.blocks[b].size >= rounded => Some(Served::Block(b)),
+            Ok(_) => self
+                .best_fit(PoolKind::Large, s, rounded)
+                .map(Served::Block),
             // defrag_level 1: stitch only once the device refuses new memory.
             Err(Miss::NoMemory) if may_stitch && self.cfg.defrag_level == 1 => {
                 self.stitch(rounded, s).map(Served::Stitched)

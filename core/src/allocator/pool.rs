@@ -209,8 +209,13 @@ impl<D: Device> Allocator<D> {
         while let Some(id) = b {
             let next = self.blocks[id].next;
             if let Some(n) = next {
-                if self.blocks[id].state == BlockState::Free && self.blocks[n].state == BlockState::Free {
-                    if let Some(f) = self.streams.merge(self.blocks[id].fence, self.blocks[n].fence) {
+                if self.blocks[id].state == BlockState::Free
+                    && self.blocks[n].state == BlockState::Free
+                {
+                    if let Some(f) = self
+                        .streams
+                        .merge(self.blocks[id].fence, self.blocks[n].fence)
+                    {
                         self.remove_free(id);
                         self.remove_free(n);
                         self.absorb(id, n);

@@ -18,9 +18,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 impl<D: Device> Allocator<D> {
-    /// Creates a segment of `bytes` (a multiple of the granularity) for stream `s` in `pool`, as one
-    /// free block. Everything is undone if any call fails.
-    pub(super) fn grow(&mut self, s: StreamIdx, pool: PoolKind, bytes: u64) -> Result<SegId, Miss> {
+    /// Creates physical handles for `bytes` (a multiple of the granularity), at most
+    /// `max_handle_size` each. On failure nothing is held.
+    fn create_chunks(&mut self, bytes: u64) -> Result<Vec<(PhysHandle, u64)>, Miss> {
         let reserved = self.stats.reserved_bytes.all.current as u64;
         if self
             .limit
@@ -29,15 +29,10 @@ impl<D: Device> Allocator<D> {
             return Err(Miss::NoMemory);
         }
         let max_handle = (self.cfg.max_handle_size.div_ceil(self.gran) * self.gran).max(self.gran);
-        let mut sizes = Vec::new();
+        let mut handles: Vec<(PhysHandle, u64)> = Vec::new();
         let mut left = bytes;
         while left > 0 {
-            let n = left.min(max_handle);
-            sizes.push(n);
-            left -= n;
-        }
-        let mut handles: Vec<(PhysHandle, u64)> = Vec::with_capacity(sizes.len());
-        for &size in &sizes {
+            let size = left.min(max_handle);
             match self.call(DriverCall::CreateHandle, |d| d.create_handle(size)) {
                 Ok(h) => handles.push((h, size)),
                 Err(e) => {
@@ -45,7 +40,36 @@ impl<D: Device> Allocator<D> {
                     return Err(Miss::from_device(e));
                 }
             }
+            left -= size;
         }
+        Ok(handles)
+    }
+
+    /// Maps `handles` back to back at `va` (taken by the caller) and grants access. On failure
+    /// everything is undone: the range goes back, the handles are released.
+    fn map_chunks(&mut self, va: u64, handles: &[(PhysHandle, u64)]) -> Result<(), Miss> {
+        let bytes: u64 = handles.iter().map(|h| h.1).sum();
+        let mut offset = 0;
+        for &(h, size) in handles {
+            if let Err(e) = self.call(DriverCall::Map, |d| d.map(va + offset, size, h, 0)) {
+                self.undo_range(va, bytes, offset);
+                self.undo_handles(handles);
+                return Err(Miss::from_device(e));
+            }
+            offset += size;
+        }
+        if let Err(e) = self.call(DriverCall::SetAccess, |d| d.set_access(va, bytes)) {
+            self.undo_range(va, bytes, bytes);
+            self.undo_handles(handles);
+            return Err(Miss::from_device(e));
+        }
+        Ok(())
+    }
+
+    /// Creates a segment of `bytes` (a multiple of the granularity) for stream `s` in `pool`, as one
+    /// free block. Everything is undone if any call fails.
+    pub(super) fn grow(&mut self, s: StreamIdx, pool: PoolKind, bytes: u64) -> Result<SegId, Miss> {
+        let handles = self.create_chunks(bytes)?;
         let va = match self.va_alloc(bytes) {
             Ok(va) => va,
             Err(e) => {
@@ -53,46 +77,22 @@ impl<D: Device> Allocator<D> {
                 return Err(Miss::from_device(e));
             }
         };
-        let mut offset = 0;
-        for &(h, size) in &handles {
-            if let Err(e) = self.call(DriverCall::Map, |d| d.map(va + offset, size, h, 0)) {
-                self.undo_range(va, bytes, offset);
-                self.undo_handles(&handles);
-                return Err(Miss::from_device(e));
-            }
-            offset += size;
-        }
-        if let Err(e) = self.call(DriverCall::SetAccess, |d| d.set_access(va, bytes)) {
-            self.undo_range(va, bytes, bytes);
-            self.undo_handles(&handles);
-            return Err(Miss::from_device(e));
-        }
-
-        let mut chunks = Vec::with_capacity(handles.len());
-        let mut offset = 0;
-        for &(handle, size) in &handles {
-            chunks.push(Chunk {
-                offset,
-                size,
-                handle,
-                released: false,
-            });
-            offset += size;
-        }
+        self.map_chunks(va, &handles)?;
         let pages = match pool {
             PoolKind::Large => vec![Page::default(); (bytes / self.gran) as usize],
             PoolKind::Small => Vec::new(),
         };
         let seg = self.segments.insert(Segment {
             va,
-            size: bytes,
+            size: 0,
             stream: s,
             pool,
-            live_chunks: chunks.len() as u32,
-            chunks,
+            live_chunks: 0,
+            chunks: Vec::new(),
             pages,
             first_block: 0,
         });
+        self.add_chunks(seg, &handles);
         let b = self.blocks.insert(Block {
             addr: va,
             size: bytes,
@@ -105,9 +105,104 @@ impl<D: Device> Allocator<D> {
         });
         self.segments[seg].first_block = b;
         self.insert_free(b);
-        self.stats.reserved_bytes.update(pool, bytes as i64);
         self.stats.segment.update(pool, 1);
         Ok(seg)
+    }
+
+    /// Appends mapped chunks to a segment's books and counts them as reserved.
+    fn add_chunks(&mut self, seg: SegId, handles: &[(PhysHandle, u64)]) {
+        let segm = &mut self.segments[seg];
+        for &(handle, size) in handles {
+            segm.chunks.push(Chunk {
+                offset: segm.size,
+                size,
+                handle,
+                released: false,
+            });
+            segm.size += size;
+            segm.live_chunks += 1;
+            self.stats.reserved_bytes.update(segm.pool, size as i64);
+        }
+    }
+
+    /// The large-pool segment of stream `s` to grow in place for a request of `rounded` bytes, and
+    /// by how many bytes (at least `floor`): the one whose free tail saves the most, among those
+    /// with free address space after them.
+    pub(super) fn extendable(
+        &self,
+        s: StreamIdx,
+        rounded: u64,
+        floor: u64,
+    ) -> Option<(SegId, u64)> {
+        let mut best: Option<(SegId, u64)> = None;
+        for (id, seg) in self.segments.iter() {
+            if seg.stream != s || seg.pool != PoolKind::Large {
+                continue;
+            }
+            let mut last = seg.first_block;
+            while let Some(n) = self.blocks[last].next {
+                last = n;
+            }
+            let blk = &self.blocks[last];
+            let tail = if blk.state == BlockState::Free && self.streams.safe_for(blk.fence, s) {
+                blk.size
+            } else {
+                0
+            };
+            let bytes = (rounded.saturating_sub(tail).div_ceil(self.gran) * self.gran)
+                .max(floor)
+                .max(self.gran);
+            if best.is_none_or(|(_, b)| bytes < b) && self.va.is_free(seg.va + seg.size, bytes) {
+                best = Some((id, bytes));
+            }
+        }
+        best
+    }
+
+    /// Grows segment `seg` in place by `bytes` (a multiple of the granularity): new chunks are
+    /// mapped right after its end and join its free tail (as PyTorch's expandable segments grow).
+    /// Returns the free block that ends the segment. Everything is undone if any call fails.
+    pub(super) fn extend(&mut self, seg: SegId, bytes: u64) -> Result<BlockId, Miss> {
+        let end = self.segments[seg].va + self.segments[seg].size;
+        if !self.va_take_exact(end, bytes) {
+            return Err(Miss::NoMemory);
+        }
+        let handles = match self.create_chunks(bytes) {
+            Ok(h) => h,
+            Err(m) => {
+                self.va_free(end, bytes);
+                return Err(m);
+            }
+        };
+        self.map_chunks(end, &handles)?;
+        let mut last = self.segments[seg].first_block;
+        while let Some(n) = self.blocks[last].next {
+            last = n;
+        }
+        self.add_chunks(seg, &handles);
+        let pages = (bytes / self.gran) as usize;
+        self.segments[seg]
+            .pages
+            .extend((0..pages).map(|_| Page::default()));
+        if self.blocks[last].state == BlockState::Free {
+            self.remove_free(last);
+            self.blocks[last].size += bytes;
+            self.insert_free(last);
+            return Ok(last);
+        }
+        let b = self.blocks.insert(Block {
+            addr: end,
+            size: bytes,
+            seg,
+            prev: Some(last),
+            next: None,
+            state: BlockState::Free,
+            fence: Fence::NONE,
+            counted_split: false,
+        });
+        self.blocks[last].next = Some(b);
+        self.insert_free(b);
+        Ok(b)
     }
 
     /// Releases handles created by a growth that failed; a refused release is queued.

@@ -51,6 +51,32 @@ impl VaSpace {
         Some(addr)
     }
 
+    /// Takes exactly `[addr, addr + size)` if it is free.
+    fn take_exact(&mut self, addr: u64, size: u64) -> bool {
+        let Some((&start, &len)) = self.free_by_addr.range(..=addr).next_back() else {
+            return false;
+        };
+        if start + len < addr + size {
+            return false;
+        }
+        self.remove_free(start, len);
+        if addr > start {
+            self.insert_free(start, addr - start);
+        }
+        if start + len > addr + size {
+            self.insert_free(addr + size, start + len - addr - size);
+        }
+        true
+    }
+
+    /// Whether `[addr, addr + size)` is free.
+    pub(crate) fn is_free(&self, addr: u64, size: u64) -> bool {
+        self.free_by_addr
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&s, &l)| s + l >= addr + size)
+    }
+
     /// Returns a range, merging it with free neighbours of the same arena.
     fn give(&mut self, addr: u64, size: u64) {
         let Some((arena, arena_size)) = self.arena_of(addr) else {
@@ -100,6 +126,11 @@ impl<D: Device> Allocator<D> {
         self.va.arenas.insert(arena, arena_size);
         self.va.insert_free(arena, arena_size);
         Ok(self.va.take(size).unwrap_or(arena))
+    }
+
+    /// Takes `[addr, addr + size)` if it is free, for growing a segment in place.
+    pub(super) fn va_take_exact(&mut self, addr: u64, size: u64) -> bool {
+        self.va.take_exact(addr, size)
     }
 
     /// Returns a range with nothing mapped in it.
