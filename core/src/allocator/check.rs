@@ -6,14 +6,12 @@ use crate::device::Device;
 use crate::stats::PoolKind;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 
 impl<D: Device> Allocator<D> {
     /// Checks every internal invariant and the statistics against a recount: blocks tile their
-    /// segments; exactly the free blocks are in the pools; page use counts, stitched-block aliases
-    /// and busy counts match a recount; the reusable and LRU sets hold exactly the right stitched
-    /// blocks; byte and count statistics match the live allocations and held chunks; and no two
+    /// segments; exactly the free blocks are in the pools; stitched blocks map live chunks and sit
+    /// in the right sets; lent blocks belong to active stitched blocks; byte and count statistics match the live allocations and held chunks; and no two
     /// live allocations share a byte of physical memory. O(everything held): for tests.
     ///
     /// # Errors
@@ -24,7 +22,6 @@ impl<D: Device> Allocator<D> {
         let mut reserved = [0i64; 2];
         let pidx = |p: PoolKind| (p == PoolKind::Large) as usize;
         for (sid, seg) in self.segments.iter() {
-            let mut users = vec![0u32; seg.pages.len()];
             let mut at = seg.va;
             let mut prev = None;
             let mut b = Some(seg.first_block);
@@ -53,13 +50,6 @@ impl<D: Device> Allocator<D> {
                             return Err(format!("free block {id} is not indexed by address"));
                         }
                     }
-                    BlockState::Allocated | BlockState::Lent(_) if !seg.pages.is_empty() => {
-                        let first = ((blk.addr - seg.va) / g) as usize;
-                        let last = ((blk.end() - 1 - seg.va) / g) as usize;
-                        for u in &mut users[first..=last] {
-                            *u += 1;
-                        }
-                    }
                     _ => {}
                 }
                 if let BlockState::Lent(st) = blk.state {
@@ -81,14 +71,6 @@ impl<D: Device> Allocator<D> {
                 return Err(format!(
                     "segment {sid}: blocks end at {at:#x}, not at its end"
                 ));
-            }
-            for (p, (page, &u)) in seg.pages.iter().zip(&users).enumerate() {
-                if page.users != u {
-                    return Err(format!(
-                        "segment {sid} page {p}: {} users counted, {u} found",
-                        page.users
-                    ));
-                }
             }
             let live = seg.chunks.iter().filter(|c| !c.released).count() as u32;
             if live != seg.live_chunks {
@@ -130,43 +112,37 @@ impl<D: Device> Allocator<D> {
             ));
         }
 
-        // Stitched blocks: aliases, busy counts, pool membership.
+        // Stitched blocks: pieces on live chunks, pool membership.
         let (mut bytes, mut maps) = (0i64, 0i64);
         for (sid, st) in self.stitched.iter() {
-            let mut busy = 0;
             let mut size = 0;
             for p in &st.pieces {
-                let seg = &self.segments[p.seg];
-                for page in &seg.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
-                    if page.aliases.iter().filter(|&&x| x == sid).count() != 1 {
-                        return Err(format!(
-                            "stitched block {sid} is not aliased exactly once by its page"
-                        ));
-                    }
-                    busy += u32::from(page.users > 0);
+                let seg = self
+                    .segments
+                    .get(p.seg)
+                    .ok_or_else(|| format!("stitched block {sid} maps a dead segment"))?;
+                let off = p.first_page as u64 * g;
+                let c = &seg.chunks[seg.chunk_at(off)];
+                if c.released || off + p.pages as u64 * g > c.offset + c.size {
+                    return Err(format!(
+                        "stitched block {sid} maps a released chunk or crosses chunks"
+                    ));
                 }
                 size += p.pages as u64 * g;
             }
-            if size != st.size || busy != st.busy {
+            if size != st.size {
                 return Err(format!(
-                    "stitched block {sid}: size or busy count is off ({busy} vs {})",
-                    st.busy
+                    "stitched block {sid}: pieces cover {size} of {} bytes",
+                    st.size
                 ));
             }
             let reusable = self.reusable.contains(&(st.size, sid));
             let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
-            if st.active == in_lru || reusable != (!st.active && st.busy == 0) {
+            if st.active == in_lru || st.active == reusable || st.active == st.lent.is_empty() {
                 return Err(format!("stitched block {sid} is in the wrong sets"));
             }
             bytes += st.size as i64;
             maps += st.pieces.len() as i64;
-        }
-        for seg in self.segments.iter().map(|(_, s)| s) {
-            for page in &seg.pages {
-                if page.aliases.iter().any(|&a| self.stitched.get(a).is_none()) {
-                    return Err(String::from("a page aliases a dead stitched block"));
-                }
-            }
         }
         if self.reusable.len() > self.stitched.len() || self.stitch_lru.len() > self.stitched.len()
         {

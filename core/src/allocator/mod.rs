@@ -55,6 +55,9 @@ pub const MAX_REQUEST: u64 = 1 << 50;
 /// How many candidates a best-fit search examines before giving up on fences of other streams.
 const FIT_PROBES: usize = 16;
 
+/// How many cached stitched blocks a reuse examines (each costs a look-up per piece).
+const REUSE_PROBES: usize = 64;
+
 /// Free blocks of one stream, ordered for best fit: `(size, addr, id)`.
 #[derive(Debug, Default)]
 struct StreamPools {
@@ -79,7 +82,7 @@ pub struct Allocator<D: Device> {
     pools: Vec<StreamPools>,
     /// Free large-pool blocks of all streams by address, to find the block under a page.
     large_by_addr: BTreeMap<u64, BlockId>,
-    /// Free stitched blocks all of whose pages are free: `(size, id)`.
+    /// Free (cached) stitched blocks by size: `(size, id)`.
     reusable: BTreeSet<(u64, StitchId)>,
     /// Free stitched blocks in least-recently-freed order: `(last_free, id)`.
     stitch_lru: BTreeSet<(u64, StitchId)>,
@@ -309,8 +312,9 @@ impl<D: Device> Allocator<D> {
             // requests smaller than a growth, a growth that serves them alone is cheaper.
             let need = rounded.div_ceil(self.gran);
             let have = self.stitchable_pages(s);
-            if have > 0 && have < need && rounded > self.min_growth() {
-                let grow = ((need - have) * self.gran).max(self.min_growth());
+            if have > 0 && have < need && (rounded > self.min_growth() || last_resort) {
+                let floor = if last_resort { 0 } else { self.min_growth() };
+                let grow = ((need - have) * self.gran).max(floor);
                 match self.grow(s, PoolKind::Large, grow) {
                     Ok(_) => {
                         if let Some(sid) = self.stitch(rounded, s) {
@@ -420,7 +424,8 @@ impl<D: Device> Allocator<D> {
             return Ok(());
         }
         self.count_free(&live);
-        self.finish_free(live);
+        let fence = self.streams.free_fence(live.stream);
+        self.finish_free(live, fence);
         Ok(())
     }
 
@@ -509,9 +514,8 @@ impl<D: Device> Allocator<D> {
             .update(live.pool, -(live.requested as i64));
     }
 
-    /// Returns the memory of a freed allocation to the pools, fenced by its own stream.
-    fn finish_free(&mut self, live: Live) {
-        let fence = self.streams.free_fence(live.stream);
+    /// Returns the memory of a freed allocation to the pools, behind `fence`.
+    fn finish_free(&mut self, live: Live, fence: Fence) {
         match live.kind {
             LiveKind::Block(b) => self.release_block(b, fence),
             LiveKind::Stitched(sid) => self.unclaim(sid, fence),

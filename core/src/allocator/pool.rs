@@ -4,9 +4,6 @@
 //! ordered by `(size, address)` for best fit (PyTorch's `BlockComparatorSize`); free large-pool
 //! blocks are also indexed by address so that stitching can find the block under a page.
 //!
-//! Pages (granules) of large-pool segments count the allocated or lent blocks that overlap them.
-//! When a page goes from unused to used or back, every stitched block that maps it learns of it,
-//! so a cached stitched block is known to be reusable exactly when all its pages are unused.
 
 use super::types::*;
 use super::{Allocator, FIT_PROBES};
@@ -145,8 +142,6 @@ impl<D: Device> Allocator<D> {
             self.insert_free(tail);
         }
         self.blocks[b].state = BlockState::Allocated;
-        let blk = &self.blocks[b];
-        self.page_use(blk.seg, blk.addr, blk.size, true);
     }
 
     /// Carves `[addr, addr + len)` out of the free block `b`, which contains it; the carved block
@@ -163,20 +158,12 @@ impl<D: Device> Allocator<D> {
             self.insert_free(tail);
         }
         self.blocks[mid].state = state;
-        if let BlockState::Lent(_) = state {
-            let seg = self.blocks[mid].seg;
-            self.page_use(seg, addr, len, true);
-        }
         mid
     }
 
     /// Returns a block (allocated, lent or a hole put back) to its pool, merging it with free
     /// neighbours whose fences allow (PyTorch's `free_block` / `try_merge_blocks`).
     pub(super) fn release_block(&mut self, b: BlockId, fence: Fence) {
-        let blk = &self.blocks[b];
-        if matches!(blk.state, BlockState::Allocated | BlockState::Lent(_)) {
-            self.page_use(blk.seg, blk.addr, blk.size, false);
-        }
         let mut b = b;
         let mut fence = fence;
         if let Some(p) = self.blocks[b].prev {
@@ -240,42 +227,5 @@ impl<D: Device> Allocator<D> {
         let l = &mut self.blocks[lower];
         l.size += u.size;
         l.next = u.next;
-    }
-
-    /// Counts a block of `[addr, addr + size)` in segment `seg` coming into use (`up`) or going
-    /// out of use, page by page, and keeps the stitched blocks mapping those pages informed.
-    pub(super) fn page_use(&mut self, seg: SegId, addr: u64, size: u64, up: bool) {
-        let segm = &mut self.segments[seg];
-        if segm.pages.is_empty() || size == 0 {
-            return;
-        }
-        let first = ((addr - segm.va) / self.gran) as usize;
-        let last = ((addr + size - 1 - segm.va) / self.gran) as usize;
-        for page in &mut segm.pages[first..=last] {
-            let edge = if up {
-                page.users += 1;
-                page.users == 1
-            } else {
-                page.users -= 1;
-                page.users == 0
-            };
-            if !edge {
-                continue;
-            }
-            for &sid in &page.aliases {
-                let st = &mut self.stitched[sid];
-                if up {
-                    st.busy += 1;
-                    if st.busy == 1 && !st.active {
-                        self.reusable.remove(&(st.size, sid));
-                    }
-                } else {
-                    st.busy -= 1;
-                    if st.busy == 0 && !st.active {
-                        self.reusable.insert((st.size, sid));
-                    }
-                }
-            }
-        }
     }
 }

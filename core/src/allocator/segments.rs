@@ -14,7 +14,6 @@ use super::types::*;
 use super::{Allocator, Miss};
 use crate::device::{Device, DeviceErrorKind, DeviceResult, DriverCall, PhysHandle};
 use crate::stats::PoolKind;
-use alloc::vec;
 use alloc::vec::Vec;
 
 impl<D: Device> Allocator<D> {
@@ -78,10 +77,6 @@ impl<D: Device> Allocator<D> {
             }
         };
         self.map_chunks(va, &handles)?;
-        let pages = match pool {
-            PoolKind::Large => vec![Page::default(); (bytes / self.gran) as usize],
-            PoolKind::Small => Vec::new(),
-        };
         let seg = self.segments.insert(Segment {
             va,
             size: 0,
@@ -89,7 +84,6 @@ impl<D: Device> Allocator<D> {
             pool,
             live_chunks: 0,
             chunks: Vec::new(),
-            pages,
             first_block: 0,
         });
         self.add_chunks(seg, &handles);
@@ -180,10 +174,6 @@ impl<D: Device> Allocator<D> {
             last = n;
         }
         self.add_chunks(seg, &handles);
-        let pages = (bytes / self.gran) as usize;
-        self.segments[seg]
-            .pages
-            .extend((0..pages).map(|_| Page::default()));
         if self.blocks[last].state == BlockState::Free {
             self.remove_free(last);
             self.blocks[last].size += bytes;
@@ -278,6 +268,14 @@ impl<D: Device> Allocator<D> {
 
     /// Returns each chunk that no allocated, lent or stitched block uses to the device.
     fn release_free_chunks(&mut self) {
+        // Chunks that stitched blocks still map (active ones, or any the device would not unmap).
+        let mut mapped: hashbrown::HashSet<(SegId, usize)> = hashbrown::HashSet::new();
+        for (_, st) in self.stitched.iter() {
+            for p in &st.pieces {
+                let segm = &self.segments[p.seg];
+                mapped.insert((p.seg, segm.chunk_at(p.first_page as u64 * self.gran)));
+            }
+        }
         for seg in self.segments.ids() {
             self.coalesce_segment(seg);
             let n = self.segments[seg].chunks.len();
@@ -288,15 +286,8 @@ impl<D: Device> Allocator<D> {
                     continue;
                 }
                 let (start, size) = (segm.va + c.offset, c.size);
-                if !segm.pages.is_empty() {
-                    let first = (c.offset / self.gran) as usize;
-                    let last = first + (size / self.gran) as usize;
-                    if segm.pages[first..last]
-                        .iter()
-                        .any(|p| !p.aliases.is_empty() || p.users > 0)
-                    {
-                        continue;
-                    }
+                if mapped.contains(&(seg, ci)) {
+                    continue;
                 }
                 let mut b = Some(segm.first_block);
                 while let Some(id) = b {

@@ -4,12 +4,13 @@
 //! range. While it is handed out, the bytes it uses are *lent* out of those free blocks (carved out
 //! as lent blocks, so no primitive allocation can land there); its unused tail pages stay free for
 //! anyone. When it is freed it stays cached with its mappings, and serves a later request again if
-//! all its pages are still unused: stitching then costs no driver call. Cached stitched blocks are
+//! the pages under the bytes that request needs are free again, which is checked piece by piece
+//! against the free blocks at that moment: stitching then costs no driver call. Cached stitched blocks are
 //! destroyed least recently freed first when their virtual bytes or mappings pass the configured
 //! bounds (StitchFree), and all of them on `empty_cache`; never while work that used them may run.
 
 use super::types::*;
-use super::{Allocator, FIT_PROBES};
+use super::{Allocator, REUSE_PROBES};
 use crate::device::{Device, DriverCall};
 use alloc::vec::Vec;
 
@@ -155,19 +156,9 @@ impl<D: Device> Allocator<D> {
             pieces: pieces.to_vec(),
             active: false,
             lent: Vec::new(),
-            busy: 0,
             last_free: 0,
             fence: Fence::NONE,
         });
-        let mut busy = 0;
-        for p in pieces {
-            let segm = &mut self.segments[p.seg];
-            for page in &mut segm.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
-                page.aliases.push(sid);
-                busy += u32::from(page.users > 0);
-            }
-        }
-        self.stitched[sid].busy = busy;
         self.stats.stitched_bytes.update(size as i64);
         self.stats.stitched_blocks.update(1);
         self.stats.stitch_mappings.update(pieces.len() as i64);
@@ -230,9 +221,7 @@ impl<D: Device> Allocator<D> {
         st.fence = fence;
         st.last_free = tick;
         let lent = core::mem::take(&mut st.lent);
-        if st.busy == 0 {
-            self.reusable.insert((st.size, sid));
-        }
+        self.reusable.insert((st.size, sid));
         self.stitch_lru.insert((tick, sid));
         for b in lent {
             self.release_block(b, fence);
@@ -240,7 +229,8 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Reuses the smallest cached stitched block of at least `rounded` and at most
-    /// `rounded * reuse_limit` bytes whose pages are free for stream `s`.
+    /// `rounded * reuse_limit` bytes whose first `rounded` bytes lie on pages free for stream `s`
+    /// (examining at most a few candidates).
     pub(super) fn reuse_stitched(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
         if self.reusable.is_empty() {
             return None;
@@ -250,7 +240,7 @@ impl<D: Device> Allocator<D> {
             .reusable
             .range((rounded, 0)..)
             .take_while(|&&(size, _)| size <= max)
-            .take(FIT_PROBES)
+            .take(REUSE_PROBES)
             .map(|&(_, sid)| sid)
             .collect();
         for sid in cands {
@@ -306,12 +296,6 @@ impl<D: Device> Allocator<D> {
         let Some(st) = self.stitched.remove(sid) else {
             return false;
         };
-        for p in &st.pieces {
-            let segm = &mut self.segments[p.seg];
-            for page in &mut segm.pages[p.first_page as usize..(p.first_page + p.pages) as usize] {
-                page.aliases.retain(|&x| x != sid);
-            }
-        }
         self.reusable.remove(&(st.size, sid));
         self.stitch_lru.remove(&(st.last_free, sid));
         self.stats.stitched_bytes.update(-(st.size as i64));

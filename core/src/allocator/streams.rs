@@ -222,7 +222,8 @@ impl<D: Device> Allocator<D> {
         let pending = core::mem::take(&mut self.pending_frees);
         for p in pending {
             if p.fences.iter().all(|&f| self.streams.done(f)) {
-                self.finish_free(p.live);
+                let fence = self.streams.free_fence(p.live.stream);
+                self.finish_free(p.live, fence);
             } else {
                 self.pending_frees.push(p);
             }
@@ -233,8 +234,9 @@ impl<D: Device> Allocator<D> {
     pub(super) fn after_device_sync(&mut self) {
         let evs = self.streams.complete_all();
         self.streams.free_events.extend(evs);
+        // All work has completed, including what used these blocks.
         for p in core::mem::take(&mut self.pending_frees) {
-            self.finish_free(p.live);
+            self.finish_free(p.live, Fence::NONE);
         }
     }
 

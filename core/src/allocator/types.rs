@@ -69,14 +69,6 @@ pub(crate) struct Chunk {
     pub released: bool,
 }
 
-/// One granule of a large-pool segment: how many allocated or lent blocks overlap it, and which
-/// stitched blocks map it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Page {
-    pub users: u32,
-    pub aliases: Vec<StitchId>,
-}
-
 /// A primitive virtual range mapping one or more physical chunks back to back.
 #[derive(Clone, Debug)]
 pub(crate) struct Segment {
@@ -86,8 +78,6 @@ pub(crate) struct Segment {
     pub pool: PoolKind,
     pub chunks: Vec<Chunk>,
     pub live_chunks: u32,
-    /// Large pool only (empty for small segments, which are never stitched).
-    pub pages: Vec<Page>,
     pub first_block: BlockId,
 }
 
@@ -116,8 +106,6 @@ pub(crate) struct Stitched {
     /// Handed to a caller: the lent blocks back its first bytes.
     pub active: bool,
     pub lent: Vec<BlockId>,
-    /// Pages of this block that some allocated or lent block overlaps.
-    pub busy: u32,
     /// When it was last freed (a counter), for LRU garbage collection.
     pub last_free: u64,
     /// The work that last used it.
