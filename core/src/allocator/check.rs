@@ -41,13 +41,8 @@ impl<D: Device> Allocator<D> {
                         } else {
                             &pools.large
                         };
-                        if !set.contains(&(blk.size, blk.addr, id)) {
+                        if set.get(&super::fit_key(blk.size, blk.addr)) != Some(&id) {
                             return Err(format!("free block {id} is not in its pool"));
-                        }
-                        if seg.pool == PoolKind::Large
-                            && self.large_by_addr.get(&blk.addr) != Some(&id)
-                        {
-                            return Err(format!("free block {id} is not indexed by address"));
                         }
                     }
                     _ => {}

@@ -58,11 +58,16 @@ const FIT_PROBES: usize = 16;
 /// How many cached stitched blocks a reuse examines (each costs a look-up per piece).
 const REUSE_PROBES: usize = 64;
 
-/// Free blocks of one stream, ordered for best fit: `(size, addr, id)`.
+/// Free blocks of one stream, ordered for best fit by [`fit_key`]: size, then address.
 #[derive(Debug, Default)]
 struct StreamPools {
-    small: BTreeSet<(u64, u64, BlockId)>,
-    large: BTreeSet<(u64, u64, BlockId)>,
+    small: BTreeMap<u128, BlockId>,
+    large: BTreeMap<u128, BlockId>,
+}
+
+/// The best-fit order of a free block: by size, then address, packed in one integer (one compare).
+fn fit_key(size: u64, addr: u64) -> u128 {
+    ((size as u128) << 64) | addr as u128
 }
 
 /// The stitching allocator of one device. See the module documentation for the algorithm.
@@ -80,8 +85,6 @@ pub struct Allocator<D: Device> {
     segments: Arena<Segment>,
     stitched: Arena<Stitched>,
     pools: Vec<StreamPools>,
-    /// Free large-pool blocks of all streams by address, to find the block under a page.
-    large_by_addr: BTreeMap<u64, BlockId>,
     /// Free (cached) stitched blocks by size: `(size, id)`.
     reusable: BTreeSet<(u64, StitchId)>,
     /// Free stitched blocks in least-recently-freed order: `(last_free, id)`.
@@ -132,7 +135,6 @@ impl<D: Device> Allocator<D> {
             segments: Arena::default(),
             stitched: Arena::default(),
             pools: Vec::new(),
-            large_by_addr: BTreeMap::new(),
             reusable: BTreeSet::new(),
             stitch_lru: BTreeSet::new(),
             live: HashMap::new(),

@@ -6,12 +6,12 @@
 //!
 
 use super::types::*;
-use super::{Allocator, FIT_PROBES};
+use super::{fit_key, Allocator, FIT_PROBES};
 use crate::device::Device;
 use crate::stats::PoolKind;
 
 impl<D: Device> Allocator<D> {
-    fn pool_set(&mut self, b: BlockId) -> &mut alloc::collections::BTreeSet<(u64, u64, BlockId)> {
+    fn pool_set(&mut self, b: BlockId) -> &mut alloc::collections::BTreeMap<u128, BlockId> {
         let seg = &self.segments[self.blocks[b].seg];
         let pools = &mut self.pools[seg.stream as usize];
         match seg.pool {
@@ -23,13 +23,10 @@ impl<D: Device> Allocator<D> {
     /// Puts a block into its pool as free.
     pub(super) fn insert_free(&mut self, b: BlockId) {
         let blk = &self.blocks[b];
-        let (key, addr, size) = ((blk.size, blk.addr, b), blk.addr, blk.size);
+        let (key, size) = (fit_key(blk.size, blk.addr), blk.size);
         let split = blk.prev.is_some() || blk.next.is_some();
         let pool = self.segments[blk.seg].pool;
-        self.pool_set(b).insert(key);
-        if pool == PoolKind::Large {
-            self.large_by_addr.insert(addr, b);
-        }
+        self.pool_set(b).insert(key, b);
         let blk = &mut self.blocks[b];
         blk.state = BlockState::Free;
         blk.counted_split = split;
@@ -42,17 +39,9 @@ impl<D: Device> Allocator<D> {
     /// Takes a free block out of its pool (its state is left for the caller to set).
     pub(super) fn remove_free(&mut self, b: BlockId) {
         let blk = &self.blocks[b];
-        let (key, addr, size, split) = (
-            (blk.size, blk.addr, b),
-            blk.addr,
-            blk.size,
-            blk.counted_split,
-        );
+        let (key, size, split) = (fit_key(blk.size, blk.addr), blk.size, blk.counted_split);
         let pool = self.segments[blk.seg].pool;
         self.pool_set(b).remove(&key);
-        if pool == PoolKind::Large {
-            self.large_by_addr.remove(&addr);
-        }
         if split {
             self.stats.inactive_split.update(pool, -1);
             self.stats.inactive_split_bytes.update(pool, -(size as i64));
@@ -67,12 +56,12 @@ impl<D: Device> Allocator<D> {
         s: StreamIdx,
         rounded: u64,
     ) -> Option<BlockId> {
-        let pick = |set: &alloc::collections::BTreeSet<(u64, u64, BlockId)>,
+        let pick = |set: &alloc::collections::BTreeMap<u128, BlockId>,
                     blocks: &super::arena::Arena<Block>,
                     ok: &dyn Fn(Fence) -> bool| {
-            set.range((rounded, 0, 0)..)
+            set.range(fit_key(rounded, 0)..)
                 .take(FIT_PROBES)
-                .map(|k| k.2)
+                .map(|(_, &b)| b)
                 .find(|&b| ok(blocks[b].fence))
         };
         let own = &self.pools[s as usize];

@@ -31,7 +31,7 @@ impl<D: Device> Allocator<D> {
     fn candidates(&self, s: StreamIdx) -> Vec<Candidate> {
         let g = self.gran;
         let mut out = Vec::new();
-        for &b in self.large_by_addr.values() {
+        for &b in self.pools.iter().flat_map(|p| p.large.values()) {
             let blk = &self.blocks[b];
             if !self.streams.safe_for(blk.fence, s) {
                 continue;
@@ -165,11 +165,22 @@ impl<D: Device> Allocator<D> {
         Some(sid)
     }
 
-    /// The free block containing `[addr, addr + len)` whose last use stream `s` may follow.
-    fn free_block_under(&self, addr: u64, len: u64, s: StreamIdx) -> Option<BlockId> {
-        let (_, &b) = self.large_by_addr.range(..=addr).next_back()?;
-        let blk = &self.blocks[b];
-        (blk.end() >= addr + len && self.streams.safe_for(blk.fence, s)).then_some(b)
+    /// The free block of segment `seg` containing `[addr, addr + len)`, if stream `s` may follow
+    /// its last use. Walks the segment's blocks: this serves stitching only, never the fast path.
+    fn free_block_under(&self, seg: SegId, addr: u64, len: u64, s: StreamIdx) -> Option<BlockId> {
+        let mut b = Some(self.segments[seg].first_block);
+        while let Some(id) = b {
+            let blk = &self.blocks[id];
+            if blk.end() > addr {
+                let ok = blk.state == BlockState::Free
+                    && blk.addr <= addr
+                    && blk.end() >= addr + len
+                    && self.streams.safe_for(blk.fence, s);
+                return ok.then_some(id);
+            }
+            b = blk.next;
+        }
+        None
     }
 
     /// Hands the inactive stitched block `sid` out for `bytes` on stream `s`: lends the bytes it
@@ -193,7 +204,7 @@ impl<D: Device> Allocator<D> {
         }
         if runs
             .iter()
-            .any(|&(_, addr, len)| self.free_block_under(addr, len, s).is_none())
+            .any(|&(seg, addr, len)| self.free_block_under(seg, addr, len, s).is_none())
         {
             return false;
         }
@@ -203,8 +214,8 @@ impl<D: Device> Allocator<D> {
         self.reusable.remove(&(size, sid));
         self.stitch_lru.remove(&(last_free, sid));
         let mut lent = Vec::with_capacity(runs.len());
-        for (_, addr, len) in runs {
-            if let Some(b) = self.free_block_under(addr, len, s) {
+        for (seg, addr, len) in runs {
+            if let Some(b) = self.free_block_under(seg, addr, len, s) {
                 lent.push(self.carve(b, addr, len, BlockState::Lent(sid)));
             }
         }
