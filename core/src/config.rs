@@ -43,7 +43,7 @@ pub struct Config {
     pub max_handle_size: u64,
     /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
     /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch
-    /// grows by 20 MiB, `kLargeBuffer`, for requests under 10 MiB). Default 4 MiB: see
+    /// grows by 20 MiB, `kLargeBuffer`, for requests under 10 MiB). Default 2 MiB (one H200 granule): see
     /// `docs/design.md` for the measured trade-off between driver calls and utilization.
     pub min_growth: u64,
     /// Virtual address space is reserved from the device in arenas of at least this many bytes,
@@ -67,7 +67,7 @@ impl Default for Config {
             stitched_bytes_limit: None,
             max_stitch_mappings: 65_536,
             max_handle_size: GIB,
-            min_growth: 4 * MIB,
+            min_growth: 2 * MIB,
             va_arena_size: 64 * GIB,
             small_size: MIB,
             memory_fraction: None,
@@ -228,7 +228,7 @@ impl Config {
     /// `reuse_limit < 1`, `defrag_level > 2`, a zero `max_handle_size`, `small_size` above 64 MiB,
     /// or a memory fraction outside `(0, 1]`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.reuse_limit >= 1.0) {
+        if self.reuse_limit.is_nan() || self.reuse_limit < 1.0 {
             return Err(err(alloc::format!(
                 "reuse_limit must be at least 1, not {}",
                 self.reuse_limit

@@ -284,7 +284,7 @@ impl SimulatedDevice {
     }
 
     fn aligned(&self, x: u64) -> bool {
-        x % self.granularity == 0
+        x.is_multiple_of(self.granularity)
     }
 
     /// Mappings exactly tiling `[addr, addr + size)`, or `None`.

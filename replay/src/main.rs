@@ -9,7 +9,7 @@ use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Config, DriverCall};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod report;
@@ -68,7 +68,7 @@ fn parse_fault(text: &str) -> Result<(DriverCall, u64)> {
 }
 
 fn replay_one(
-    path: &PathBuf,
+    path: &Path,
     args: &Args,
     cfg: &Config,
     capacity: u64,
