@@ -7,7 +7,10 @@ use std::io::Write;
 
 fn entry(action: &str, addr: i64, size: i64) -> Value {
     let mut d = BTreeMap::new();
-    d.insert(HashableValue::String("action".into()), Value::String(action.into()));
+    d.insert(
+        HashableValue::String("action".into()),
+        Value::String(action.into()),
+    );
     d.insert(HashableValue::String("addr".into()), Value::I64(addr));
     d.insert(HashableValue::String("size".into()), Value::I64(size));
     d.insert(HashableValue::String("stream".into()), Value::I64(0));
@@ -27,7 +30,10 @@ fn snapshot_bytes() -> Vec<u8> {
         ]),
     ]);
     let mut top = BTreeMap::new();
-    top.insert(HashableValue::String("segments".into()), Value::List(vec![]));
+    top.insert(
+        HashableValue::String("segments".into()),
+        Value::List(vec![]),
+    );
     top.insert(HashableValue::String("device_traces".into()), traces);
     serde_pickle::value_to_vec(&Value::Dict(top), serde_pickle::SerOptions::new()).unwrap()
 }
@@ -39,7 +45,10 @@ fn reads_snapshot_pickles_plain_and_gzipped() {
     let plain = dir.join("snap.pickle");
     std::fs::write(&plain, snapshot_bytes()).unwrap();
     let gz = dir.join("snap.pickle.gz");
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
     enc.write_all(&snapshot_bytes()).unwrap();
     enc.finish().unwrap();
     for path in [&plain, &gz] {
@@ -48,11 +57,18 @@ fn reads_snapshot_pickles_plain_and_gzipped() {
         let actions: Vec<_> = ev.iter().map(|e| e.action).collect();
         assert_eq!(
             actions,
-            [TraceAction::SegmentAlloc, TraceAction::Alloc, TraceAction::FreeRequested, TraceAction::FreeCompleted]
+            [
+                TraceAction::SegmentAlloc,
+                TraceAction::Alloc,
+                TraceAction::FreeRequested,
+                TraceAction::FreeCompleted
+            ]
         );
         assert_eq!((ev[1].addr, ev[1].size), (1 << 40, 1000));
         assert!(gmlake_trace::read_trace(path, Some(0)).unwrap().is_empty());
-        let e = gmlake_trace::read_trace(path, Some(5)).unwrap_err().to_string();
+        let e = gmlake_trace::read_trace(path, Some(5))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no trace for device 5"), "{e}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -63,14 +79,31 @@ fn malformed_files_name_the_file() {
     let dir = std::env::temp_dir().join(format!("gmlake-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.txt");
-    std::fs::write(&bad, "# action addr size stream\nalloc 1 2 0\nalloc 1 two 0\n").unwrap();
-    let e = gmlake_trace::read_trace(&bad, None).unwrap_err().to_string();
-    assert!(e.ends_with("bad.txt:3: size `two` is not a non-negative integer"), "{e}");
+    std::fs::write(
+        &bad,
+        "# action addr size stream\nalloc 1 2 0\nalloc 1 two 0\n",
+    )
+    .unwrap();
+    let e = gmlake_trace::read_trace(&bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("bad.txt:3: size `two` is not a non-negative integer"),
+        "{e}"
+    );
     let not_snapshot = dir.join("list.pickle");
-    std::fs::write(&not_snapshot, serde_pickle::value_to_vec(&Value::List(vec![]), Default::default()).unwrap()).unwrap();
-    let e = gmlake_trace::read_trace(&not_snapshot, None).unwrap_err().to_string();
+    std::fs::write(
+        &not_snapshot,
+        serde_pickle::value_to_vec(&Value::List(vec![]), Default::default()).unwrap(),
+    )
+    .unwrap();
+    let e = gmlake_trace::read_trace(&not_snapshot, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a PyTorch memory snapshot"), "{e}");
-    let missing = gmlake_trace::read_trace(&dir.join("nope.txt"), None).unwrap_err().to_string();
+    let missing = gmlake_trace::read_trace(&dir.join("nope.txt"), None)
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("nope.txt"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

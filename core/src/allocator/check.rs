@@ -35,7 +35,11 @@ impl<D: Device> Allocator<D> {
                 if blk.state == BlockState::Free {
                     free_blocks += 1;
                     let pools = &self.pools[seg.stream as usize];
-                    let set = if seg.pool == PoolKind::Small { &pools.small } else { &pools.large };
+                    let set = if seg.pool == PoolKind::Small {
+                        &pools.small
+                    } else {
+                        &pools.large
+                    };
                     if set.get(&super::fit_key(blk.size, blk.addr)) != Some(&id) {
                         return Err(format!("free block {id} is not in its pool"));
                     }
