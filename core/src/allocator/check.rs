@@ -136,6 +136,25 @@ impl<D: Device> Allocator<D> {
             bytes += st.size as i64;
             maps += st.pieces.len() as i64;
         }
+        // Each chunk counts the stitched pieces on it.
+        let mut maps_on: hashbrown::HashMap<(SegId, usize), u32> = hashbrown::HashMap::new();
+        for (_, st) in self.stitched.iter() {
+            for p in &st.pieces {
+                let seg = &self.segments[p.seg];
+                *maps_on
+                    .entry((p.seg, seg.chunk_at(p.first_page as u64 * g)))
+                    .or_default() += 1;
+            }
+        }
+        for (sid, seg) in self.segments.iter() {
+            for (ci, c) in seg.chunks.iter().enumerate() {
+                if c.stitch_maps != maps_on.get(&(sid, ci)).copied().unwrap_or(0) {
+                    return Err(format!(
+                        "segment {sid} chunk {ci}: stitched mapping count is off"
+                    ));
+                }
+            }
+        }
         if self.reusable.len() > self.stitched.len() || self.stitch_lru.len() > self.stitched.len()
         {
             return Err(String::from("stitched sets hold dead blocks"));

@@ -112,6 +112,7 @@ impl<D: Device> Allocator<D> {
                 size,
                 handle,
                 released: false,
+                stitch_maps: 0,
             });
             segm.size += size;
             segm.live_chunks += 1;
@@ -268,14 +269,6 @@ impl<D: Device> Allocator<D> {
 
     /// Returns each chunk that no allocated, lent or stitched block uses to the device.
     fn release_free_chunks(&mut self) {
-        // Chunks that stitched blocks still map (active ones, or any the device would not unmap).
-        let mut mapped: hashbrown::HashSet<(SegId, usize)> = hashbrown::HashSet::new();
-        for (_, st) in self.stitched.iter() {
-            for p in &st.pieces {
-                let segm = &self.segments[p.seg];
-                mapped.insert((p.seg, segm.chunk_at(p.first_page as u64 * self.gran)));
-            }
-        }
         for seg in self.segments.ids() {
             self.coalesce_segment(seg);
             let n = self.segments[seg].chunks.len();
@@ -286,7 +279,8 @@ impl<D: Device> Allocator<D> {
                     continue;
                 }
                 let (start, size) = (segm.va + c.offset, c.size);
-                if mapped.contains(&(seg, ci)) {
+                // Still mapped by a stitched block (an active one, or one the device would not unmap).
+                if c.stitch_maps > 0 {
                     continue;
                 }
                 let mut b = Some(segm.first_block);

@@ -46,6 +46,8 @@ pub struct ChunkInfo {
     pub size: u64,
     /// Whether it has gone back to the device (its range is then a hole).
     pub released: bool,
+    /// How many mappings of stitched blocks use part of it.
+    pub stitched_mappings: u32,
 }
 
 /// What a block is doing.
@@ -162,6 +164,7 @@ impl<D: Device> Allocator<D> {
                         offset: c.offset,
                         size: c.size,
                         released: c.released,
+                        stitched_mappings: c.stitch_maps,
                     })
                     .collect(),
                 blocks,

@@ -159,10 +159,25 @@ impl<D: Device> Allocator<D> {
             last_free: 0,
             fence: Fence::NONE,
         });
+        self.count_stitch_maps(pieces, true);
         self.stats.stitched_bytes.update(size as i64);
         self.stats.stitched_blocks.update(1);
         self.stats.stitch_mappings.update(pieces.len() as i64);
         Some(sid)
+    }
+
+    /// Counts pieces of a stitched block on their chunks (`up`) or uncounts them.
+    fn count_stitch_maps(&mut self, pieces: &[Piece], up: bool) {
+        for p in pieces {
+            let segm = &mut self.segments[p.seg];
+            let ci = segm.chunk_at(p.first_page as u64 * self.gran);
+            let c = &mut segm.chunks[ci];
+            if up {
+                c.stitch_maps += 1;
+            } else {
+                c.stitch_maps -= 1;
+            }
+        }
     }
 
     /// The free block of segment `seg` containing `[addr, addr + len)`, if stream `s` may follow
@@ -307,6 +322,7 @@ impl<D: Device> Allocator<D> {
         let Some(st) = self.stitched.remove(sid) else {
             return false;
         };
+        self.count_stitch_maps(&st.pieces, false);
         self.reusable.remove(&(st.size, sid));
         self.stitch_lru.remove(&(st.last_free, sid));
         self.stats.stitched_bytes.update(-(st.size as i64));

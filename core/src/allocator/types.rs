@@ -60,13 +60,16 @@ impl Block {
     }
 }
 
-/// One physical handle, mapped once into its segment at `offset`.
+/// One physical handle, mapped once into its segment at `offset`, and into stitched blocks
+/// `stitch_maps` more times.
 #[derive(Clone, Debug)]
 pub(crate) struct Chunk {
     pub offset: u64,
     pub size: u64,
     pub handle: PhysHandle,
     pub released: bool,
+    /// Pieces of stitched blocks that map part of this chunk; it cannot go back while any does.
+    pub stitch_maps: u32,
 }
 
 /// A primitive virtual range mapping one or more physical chunks back to back.
