@@ -1,0 +1,19 @@
+//! # gmlake C ABI
+//!
+//! `libgmlake.a` / `libgmlake.so` and the header `include/gmlake.h` (generated from this crate by
+//! cbindgen; a test fails when the committed header is stale). Every function returns a
+//! [`gmlake_status`]; on failure a message for the calling thread is available from
+//! [`gmlake_last_error`]. Null or invalid arguments return an error code; no panic crosses the
+//! boundary (a caught panic returns `GMLAKE_ERROR_INTERNAL`). All functions are thread-safe: each
+//! allocator is locked for the duration of a call.
+#![allow(non_camel_case_types)]
+
+mod api;
+mod device;
+mod error;
+mod stats;
+
+pub use api::*;
+pub use device::AnyDevice;
+pub use error::{gmlake_last_error, gmlake_status};
+pub use stats::gmlake_stats;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# gmlake's checks on a GPU machine. Needs an NVIDIA GPU with driver, nvcc's CUDA headers and
+# PyTorch (for the benchmark's peer); no Rust: the binaries come prebuilt in carry/
+# (scripts/build-gpu-carry.sh). Full logs go to $OUT (default /tmp/gmlake-gpu); a table of results
+# is printed at the end. Exit status: 0 when every check passed.
+#
+#   bash scripts/gpu-check.sh            # all checks
+#   CHECKS="tests bench" bash scripts/gpu-check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gmlake-gpu}
+CHECKS=${CHECKS:-"tests bench"}
+mkdir -p "$OUT"
+export GMLAKE_TRACES=$PWD/traces
+summary=()
+failed=0
+
+record() { # name status detail
+  summary+=("$(printf '%-44s %-5s %s' "$1" "$2" "$3")")
+  [ "$2" = PASS ] || failed=1
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+
+if [[ " $CHECKS " == *" tests "* ]]; then
+  # The backend's tests, for real (they are ignored without a GPU).
+  if [ -x carry/gpu-tests ]; then
+    carry/gpu-tests --include-ignored --test-threads=1 --nocapture > "$OUT/tests.log" 2>&1
+    status=$?
+    while read -r line; do
+      name=$(echo "$line" | sed -E 's/^test ([^ ]+) \.\.\. .*/\1/')
+      result=$(echo "$line" | sed -E 's/.* \.\.\. (ok|FAILED|ignored).*/\1/')
+      [ "$result" = ok ] && record "test $name" PASS "" || record "test $name" FAIL "$result"
+    done < <(grep -E '^test .* \.\.\. ' "$OUT/tests.log")
+    grep -E '^(replay|random|  )' "$OUT/tests.log" > "$OUT/replay-details.txt" || true
+    [ $status -eq 0 ] || record "gpu-tests exit" FAIL "status $status"
+  else
+    record "gpu-tests" FAIL "carry/gpu-tests missing: run scripts/build-gpu-carry.sh"
+  fi
+fi
+
+if [[ " $CHECKS " == *" bench "* ]]; then
+  TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)
+  CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+  BENCH=/tmp/gmlake-replay-bench
+  if g++ -O2 -std=c++17 bench/replay_bench.cpp -o "$BENCH" \
+      -I"$TORCH/include" -I"$CUDA_HOME/include" -Iffi-c/include \
+      -L"$TORCH/lib" -lc10_cuda -lc10 -L"$CUDA_HOME/lib64" -lcudart -L"$PWD/carry" -lgmlake \
+      -Wl,-rpath,"$TORCH/lib:$CUDA_HOME/lib64:$PWD/carry" > "$OUT/bench-build.log" 2>&1; then
+    record "bench build" PASS ""
+    : > "$OUT/bench.jsonl"
+    for t in gpt2_train opt13_lora llama_generate; do
+      gunzip -c "traces/$t.txt.gz" > "/tmp/$t.txt"
+      for a in torch async gmlake; do
+        if "$BENCH" --allocator "$a" "/tmp/$t.txt" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"; then
+          record "bench $t $a" PASS ""
+        else
+          record "bench $t $a" FAIL "see bench.log"
+        fi
+      done
+    done
+  else
+    record "bench build" FAIL "see bench-build.log"
+  fi
+fi
+
+echo
+echo "== gmlake GPU check: $(cat "$OUT/gpu.txt")"
+printf '%s\n' "${summary[@]}"
+if [ -s "$OUT/replay-details.txt" ]; then
+  echo "-- replays on the GPU"
+  grep -E '^replay|^random' "$OUT/replay-details.txt"
+fi
+if [ -s "${OUT}/bench.jsonl" ]; then
+  echo "-- benchmark (cold / warm pass)"
+  python3 - "$OUT/bench.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'trace':<20} {'allocator':<8} {'pass':<5} {'wall ms':>10} {'ns/op':>9} {'peak reserved GB':>17} {'util':>7}")
+for r in rows:
+    print(f"{r['trace']:<20} {r['allocator']:<8} {r['pass']:<5} {r['wall_ms']:>10.1f} {r['ns_per_op']:>9.0f} {r['peak_reserved_bytes']/1e9:>17.2f} {r['utilization']:>7.4f}")
+PY
+fi
+exit $failed
