@@ -41,6 +41,13 @@ pub struct Config {
     /// `ceil(n / max_handle_size)` handles of equal size. Default 1 GiB; see `docs/design.md` for
     /// the measurements behind it.
     pub max_handle_size: u64,
+    /// A growth for a request of `r` bytes creates physical handles of `r / handle_divisions`
+    /// bytes (rounded up to the granularity, at most `max_handle_size`), so that large tensors are
+    /// made of few large chunks and small ones of small chunks. Default 1.
+    pub handle_divisions: u64,
+    /// Smallest physical handle a large-pool growth creates (rounded to the granularity), in
+    /// bytes, unless the growth itself is smaller. Default 32 MiB; see `docs/design.md`.
+    pub min_handle_size: u64,
     /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
     /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch
     /// grows by 20 MiB, `kLargeBuffer`, for requests under 10 MiB). Default 2 MiB (one H200 granule): see
@@ -68,6 +75,8 @@ impl Default for Config {
             max_stitch_mappings: 65_536,
             max_handle_size: GIB,
             min_growth: 2 * MIB,
+            handle_divisions: 16,
+            min_handle_size: 32 * MIB,
             va_arena_size: 64 * GIB,
             small_size: MIB,
             memory_fraction: None,
@@ -93,7 +102,7 @@ impl core::error::Error for ConfigError {}
 /// The keys [`Config::parse`] accepts, as listed in its errors.
 pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
 defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
-max_handle_size, min_growth, va_arena_size, small_size, per_process_memory_fraction";
+max_handle_size, min_handle_size, handle_divisions, min_growth, va_arena_size, small_size, per_process_memory_fraction";
 
 fn err(message: String) -> ConfigError {
     ConfigError { message }
@@ -212,6 +221,12 @@ impl Config {
             }
             "max_handle_size" => self.max_handle_size = parse_size(value, 1)?,
             "min_growth" => self.min_growth = parse_size(value, 1)?,
+            "min_handle_size" => self.min_handle_size = parse_size(value, 1)?,
+            "handle_divisions" => {
+                self.handle_divisions = value
+                    .parse()
+                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
+            }
             "va_arena_size" => self.va_arena_size = parse_size(value, 1)?,
             "small_size" => self.small_size = parse_size(value, 1)?,
             "per_process_memory_fraction" | "memory_fraction" => {

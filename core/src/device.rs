@@ -251,7 +251,9 @@ pub trait Device: Send {
     /// On driver failure; the range is then still reserved.
     fn free_range(&mut self, addr: u64, size: u64) -> DeviceResult<()>;
 
-    /// Maps `size` bytes of `handle`, starting `offset` bytes into it, at `addr`.
+    /// Maps `size` bytes of `handle`, starting `offset` bytes into it, at `addr`. The allocator
+    /// maps whole handles only (`offset` 0, `size` the handle's size), the only form the CUDA driver
+    /// supports (`cuMemMap` returns `CUDA_ERROR_NOT_SUPPORTED` otherwise, seen on the H200).
     ///
     /// # Errors
     /// On driver failure; nothing is then mapped.

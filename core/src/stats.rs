@@ -151,6 +151,9 @@ pub struct Stats {
     pub num_stitch_gc: u64,
     /// Allocations served from free blocks of another stream whose work had completed (gmlake).
     pub num_cross_stream_reuses: u64,
+    /// Free physical chunks cut in two so that a small allocation does not make a large chunk
+    /// unstitchable (gmlake).
+    pub num_chunk_splits: u64,
     /// Driver calls made by this allocator, by kind (gmlake).
     pub driver_calls: DriverCallCounts,
 }
@@ -209,6 +212,7 @@ impl Stats {
         self.num_stitch_reuses = 0;
         self.num_stitch_gc = 0;
         self.num_cross_stream_reuses = 0;
+        self.num_chunk_splits = 0;
         self.driver_calls = DriverCallCounts::default();
     }
 

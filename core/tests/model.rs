@@ -43,7 +43,8 @@ fn oom_was_real(
     const G: u64 = 2 * MIB;
     let rounded = size.div_ceil(512) * 512;
     let room = capacity - a.device().books().unwrap().handle_bytes;
-    let mut free_pages = 0;
+    // Stitching maps whole physical chunks only (the driver's rule): count whole free chunks.
+    let mut free_whole = 0;
     let mut largest_free = 0;
     for seg in a.snapshot().segments {
         for b in seg
@@ -53,15 +54,22 @@ fn oom_was_real(
         {
             largest_free = largest_free.max(b.size);
             if seg.pool == PoolKind::Large {
-                free_pages += ((b.address + b.size) / G).saturating_sub(b.address.div_ceil(G));
+                for c in seg.chunks.iter().filter(|c| !c.released) {
+                    let start = seg.address + c.offset;
+                    if start >= b.address && start + c.size <= b.address + b.size {
+                        free_whole += c.size;
+                    }
+                }
             }
         }
     }
     let bad = largest_free >= rounded
         || (rounded <= MIB && room >= G)
-        || (rounded > MIB && free_pages * G + room >= rounded);
+        || (rounded > MIB && free_whole + room >= rounded);
     if bad && std::env::var("GMLAKE_DUMP").is_ok() {
-        eprintln!("OOM DUMP for {size} room {room} free_pages {free_pages} largest {largest_free}");
+        eprintln!(
+            "OOM DUMP for {size} room {room} free whole chunks {free_whole} largest {largest_free}"
+        );
         for seg in a.snapshot().segments {
             eprintln!(
                 "seg {:#x} {:?} stream {} size {}",
@@ -91,10 +99,10 @@ fn oom_was_real(
         prop_assert!(room < G, "small OOM with {} bytes of room", room);
     } else {
         prop_assert!(
-            free_pages * G + room < rounded,
-            "OOM for {}: {} free pages, {} room",
+            free_whole + room < rounded,
+            "OOM for {}: {} bytes of whole free chunks, {} room",
             size,
-            free_pages,
+            free_whole,
             room
         );
     }

@@ -96,7 +96,11 @@ impl CudaVmm {
                 return Err(CudaError::NoVmm { ordinal });
             }
             let mut context = std::ptr::null_mut();
-            check_call(sys::cuDevicePrimaryCtxRetain(&mut context, device), "cuDevicePrimaryCtxRetain", at)?;
+            check_call(
+                sys::cuDevicePrimaryCtxRetain(&mut context, device),
+                "cuDevicePrimaryCtxRetain",
+                at,
+            )?;
             let mut this = CudaVmm {
                 ordinal,
                 device,
@@ -127,7 +131,11 @@ impl CudaVmm {
                 at,
             )?;
             let mut total = 0usize;
-            check_call(sys::cuDeviceTotalMem_v2(&mut total, device), "cuDeviceTotalMem", at)?;
+            check_call(
+                sys::cuDeviceTotalMem_v2(&mut total, device),
+                "cuDeviceTotalMem",
+                at,
+            )?;
             this.granularity = gran as u64;
             this.total = total as u64;
             Ok(this)
@@ -144,10 +152,19 @@ impl CudaVmm {
     /// # Errors
     /// On driver failure.
     pub fn mem_info(&mut self) -> Result<(u64, u64), CudaError> {
-        self.bind().map_err(|e| CudaError::Driver { call: "cuCtxSetCurrent", result: e.message, code: e.code, detail: String::new() })?;
+        self.bind().map_err(|e| CudaError::Driver {
+            call: "cuCtxSetCurrent",
+            result: e.message,
+            code: e.code,
+            detail: String::new(),
+        })?;
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: out-pointers point at live locals.
-        check_call(unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) }, "cuMemGetInfo", || format!("device {}", self.ordinal))?;
+        check_call(
+            unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) },
+            "cuMemGetInfo",
+            || format!("device {}", self.ordinal),
+        )?;
         Ok((free as u64, total as u64))
     }
 
@@ -156,12 +173,16 @@ impl CudaVmm {
         let mut current = std::ptr::null_mut();
         // SAFETY: the out-pointer points at a live local; the context was retained in `new`.
         unsafe {
-            if sys::cuCtxGetCurrent(&mut current) == CUresult::CUDA_SUCCESS && current as usize == self.context {
+            if sys::cuCtxGetCurrent(&mut current) == CUresult::CUDA_SUCCESS
+                && current as usize == self.context
+            {
                 return Ok(());
             }
-            check(sys::cuCtxSetCurrent(self.context as sys::CUcontext), DriverCall::SynchronizeDevice, || {
-                format!("cuCtxSetCurrent on device {}", self.ordinal)
-            })
+            check(
+                sys::cuCtxSetCurrent(self.context as sys::CUcontext),
+                DriverCall::SynchronizeDevice,
+                || format!("cuCtxSetCurrent on device {}", self.ordinal),
+            )
         }
     }
 
@@ -171,7 +192,11 @@ impl CudaVmm {
     }
 
     /// Binds the context, makes the call, and adds its wall time to the books.
-    fn timed<T>(&mut self, call: DriverCall, f: impl FnOnce(&Self) -> DeviceResult<T>) -> DeviceResult<T> {
+    fn timed<T>(
+        &mut self,
+        call: DriverCall,
+        f: impl FnOnce(&Self) -> DeviceResult<T>,
+    ) -> DeviceResult<T> {
         self.bind()?;
         let start = Instant::now();
         let r = f(self);
@@ -183,7 +208,10 @@ impl CudaVmm {
     }
 
     fn mappings_in(&self, addr: u64, size: u64) -> Vec<u64> {
-        self.mappings.range(addr..addr.saturating_add(size)).map(|(&a, _)| a).collect()
+        self.mappings
+            .range(addr..addr.saturating_add(size))
+            .map(|(&a, _)| a)
+            .collect()
     }
 }
 
@@ -215,7 +243,9 @@ impl Device for CudaVmm {
             let mut h = 0;
             // SAFETY: valid property struct and out-pointer.
             let r = unsafe { sys::cuMemCreate(&mut h, size as usize, &prop, 0) };
-            check(r, DriverCall::CreateHandle, || format!("cuMemCreate of {size} bytes on device {}", s.ordinal))?;
+            check(r, DriverCall::CreateHandle, || {
+                format!("cuMemCreate of {size} bytes on device {}", s.ordinal)
+            })?;
             Ok(PhysHandle(h))
         })?;
         self.books.handles += 1;
@@ -229,7 +259,9 @@ impl Device for CudaVmm {
         self.timed(DriverCall::ReleaseHandle, |_| {
             // SAFETY: the handle came from `create_handle`.
             let r = unsafe { sys::cuMemRelease(handle.0) };
-            check(r, DriverCall::ReleaseHandle, || format!("cuMemRelease of handle {:#x}", handle.0))
+            check(r, DriverCall::ReleaseHandle, || {
+                format!("cuMemRelease of handle {:#x}", handle.0)
+            })
         })?;
         self.books.handles -= 1;
         self.books.handle_bytes -= self.handle_sizes.remove(&handle.0).unwrap_or(0);
@@ -240,8 +272,12 @@ impl Device for CudaVmm {
         let va = self.timed(DriverCall::ReserveRange, |s| {
             let mut va = 0;
             // SAFETY: out-pointer to a live local.
-            let r = unsafe { sys::cuMemAddressReserve(&mut va, size as usize, s.granularity as usize, 0, 0) };
-            check(r, DriverCall::ReserveRange, || format!("cuMemAddressReserve of {size} bytes"))?;
+            let r = unsafe {
+                sys::cuMemAddressReserve(&mut va, size as usize, s.granularity as usize, 0, 0)
+            };
+            check(r, DriverCall::ReserveRange, || {
+                format!("cuMemAddressReserve of {size} bytes")
+            })?;
             Ok(va)
         })?;
         self.books.ranges += 1;
@@ -252,7 +288,9 @@ impl Device for CudaVmm {
         self.timed(DriverCall::FreeRange, |_| {
             // SAFETY: the range came from `reserve_range`, with nothing mapped (the core's contract).
             let r = unsafe { sys::cuMemAddressFree(addr, size as usize) };
-            check(r, DriverCall::FreeRange, || format!("cuMemAddressFree of {size} bytes at {addr:#x}"))
+            check(r, DriverCall::FreeRange, || {
+                format!("cuMemAddressFree of {size} bytes at {addr:#x}")
+            })
         })?;
         self.books.ranges -= 1;
         Ok(())
@@ -263,7 +301,10 @@ impl Device for CudaVmm {
             // SAFETY: arguments as the core's contract guarantees (aligned, inside a reserved range).
             let r = unsafe { sys::cuMemMap(addr, size as usize, offset as usize, handle.0, 0) };
             check(r, DriverCall::Map, || {
-                format!("cuMemMap of {size} bytes of handle {:#x} at offset {offset} to {addr:#x}", handle.0)
+                format!(
+                    "cuMemMap of {size} bytes of handle {:#x} at offset {offset} to {addr:#x}",
+                    handle.0
+                )
             })
         })?;
         self.books.mappings += 1;
@@ -275,7 +316,9 @@ impl Device for CudaVmm {
         self.timed(DriverCall::Unmap, |_| {
             // SAFETY: the range covers whole mappings (the core's contract).
             let r = unsafe { sys::cuMemUnmap(addr, size as usize) };
-            check(r, DriverCall::Unmap, || format!("cuMemUnmap of {size} bytes at {addr:#x}"))
+            check(r, DriverCall::Unmap, || {
+                format!("cuMemUnmap of {size} bytes at {addr:#x}")
+            })
         })?;
         let gone = self.mappings_in(addr, size);
         self.books.mappings -= gone.len() as u64;
@@ -292,7 +335,9 @@ impl Device for CudaVmm {
             let desc = rw_access(s.device);
             // SAFETY: the range is mapped; one descriptor.
             let r = unsafe { sys::cuMemSetAccess(addr, size as usize, &desc, 1) };
-            check(r, DriverCall::SetAccess, || format!("cuMemSetAccess of {size} bytes at {addr:#x}"))
+            check(r, DriverCall::SetAccess, || {
+                format!("cuMemSetAccess of {size} bytes at {addr:#x}")
+            })
         })
     }
 
@@ -313,7 +358,9 @@ impl Device for CudaVmm {
         self.timed(DriverCall::DestroyEvent, |_| {
             // SAFETY: the event came from `create_event`.
             let r = unsafe { sys::cuEventDestroy_v2(event.0 as sys::CUevent) };
-            check(r, DriverCall::DestroyEvent, || format!("cuEventDestroy of {:#x}", event.0))
+            check(r, DriverCall::DestroyEvent, || {
+                format!("cuEventDestroy of {:#x}", event.0)
+            })
         })?;
         self.books.events -= 1;
         Ok(())
@@ -322,8 +369,11 @@ impl Device for CudaVmm {
     fn record_event(&mut self, event: EventHandle, stream: StreamHandle) -> DeviceResult<()> {
         self.timed(DriverCall::RecordEvent, |_| {
             // SAFETY: the event came from `create_event`; the stream is the caller's.
-            let r = unsafe { sys::cuEventRecord(event.0 as sys::CUevent, stream.0 as sys::CUstream) };
-            check(r, DriverCall::RecordEvent, || format!("cuEventRecord on stream {:#x}", stream.0))
+            let r =
+                unsafe { sys::cuEventRecord(event.0 as sys::CUevent, stream.0 as sys::CUstream) };
+            check(r, DriverCall::RecordEvent, || {
+                format!("cuEventRecord on stream {:#x}", stream.0)
+            })
         })
     }
 
@@ -333,7 +383,10 @@ impl Device for CudaVmm {
             match unsafe { sys::cuEventQuery(event.0 as sys::CUevent) } {
                 CUresult::CUDA_SUCCESS => Ok(true),
                 CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-                r => check(r, DriverCall::QueryEvent, || format!("cuEventQuery of {:#x}", event.0)).map(|_| false),
+                r => check(r, DriverCall::QueryEvent, || {
+                    format!("cuEventQuery of {:#x}", event.0)
+                })
+                .map(|_| false),
             }
         })
     }
@@ -342,7 +395,9 @@ impl Device for CudaVmm {
         self.timed(DriverCall::SynchronizeStream, |_| {
             // SAFETY: the stream is the caller's.
             let r = unsafe { sys::cuStreamSynchronize(stream.0 as sys::CUstream) };
-            check(r, DriverCall::SynchronizeStream, || format!("cuStreamSynchronize of {:#x}", stream.0))
+            check(r, DriverCall::SynchronizeStream, || {
+                format!("cuStreamSynchronize of {:#x}", stream.0)
+            })
         })
     }
 
@@ -350,7 +405,9 @@ impl Device for CudaVmm {
         self.timed(DriverCall::SynchronizeDevice, |s| {
             // SAFETY: a context is current.
             let r = unsafe { sys::cuCtxSynchronize() };
-            check(r, DriverCall::SynchronizeDevice, || format!("cuCtxSynchronize on device {}", s.ordinal))
+            check(r, DriverCall::SynchronizeDevice, || {
+                format!("cuCtxSynchronize on device {}", s.ordinal)
+            })
         })
     }
 

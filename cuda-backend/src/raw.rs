@@ -2,8 +2,8 @@
 //! the `CUresult` and the sizes involved. Nothing here panics; callers must have checked that the
 //! driver library is present (`sys::is_culib_present`), since cudarc panics on a missing library.
 
-use cudarc::driver::sys::{self, CUresult};
 use crate::CudaError;
+use cudarc::driver::sys::{self, CUresult};
 use gmlake_core::{DeviceError, DeviceErrorKind, DriverCall};
 
 /// How a failed `CUresult` maps onto the core's error classes.
@@ -15,28 +15,47 @@ pub(crate) fn kind_of(r: CUresult) -> DeviceErrorKind {
             DeviceErrorKind::InvalidValue
         }
         CUDA_ERROR_NOT_SUPPORTED | CUDA_ERROR_NOT_PERMITTED => DeviceErrorKind::NotSupported,
-        CUDA_ERROR_NO_DEVICE | CUDA_ERROR_NOT_INITIALIZED | CUDA_ERROR_DEINITIALIZED | CUDA_ERROR_STUB_LIBRARY => {
-            DeviceErrorKind::NoDevice
-        }
+        CUDA_ERROR_NO_DEVICE
+        | CUDA_ERROR_NOT_INITIALIZED
+        | CUDA_ERROR_DEINITIALIZED
+        | CUDA_ERROR_STUB_LIBRARY => DeviceErrorKind::NoDevice,
         _ => DeviceErrorKind::Other,
     }
 }
 
 /// Turns a `CUresult` into `Ok(())` or an error for `call` with `what` (the sizes and addresses).
-pub(crate) fn check(r: CUresult, call: DriverCall, what: impl FnOnce() -> String) -> Result<(), DeviceError> {
+pub(crate) fn check(
+    r: CUresult,
+    call: DriverCall,
+    what: impl FnOnce() -> String,
+) -> Result<(), DeviceError> {
     if r == CUresult::CUDA_SUCCESS {
         return Ok(());
     }
-    Err(DeviceError::new(call, kind_of(r), r as i64, format!("{r:?}: {}", what())))
+    Err(DeviceError::new(
+        call,
+        kind_of(r),
+        r as i64,
+        format!("{r:?}: {}", what()),
+    ))
 }
 
 /// A driver call outside the allocator's own kinds (initialization, copies): `Ok(())` or a
 /// [`CudaError::Driver`] naming the call.
-pub(crate) fn check_call(r: CUresult, call: &'static str, detail: impl FnOnce() -> String) -> Result<(), CudaError> {
+pub(crate) fn check_call(
+    r: CUresult,
+    call: &'static str,
+    detail: impl FnOnce() -> String,
+) -> Result<(), CudaError> {
     if r == CUresult::CUDA_SUCCESS {
         return Ok(());
     }
-    Err(CudaError::Driver { call, result: format!("{r:?}"), code: r as i64, detail: detail() })
+    Err(CudaError::Driver {
+        call,
+        result: format!("{r:?}"),
+        code: r as i64,
+        detail: detail(),
+    })
 }
 
 /// The allocation properties of pinned device memory on `device` (built on demand: the struct holds
@@ -45,7 +64,10 @@ pub(crate) fn pinned_prop(device: sys::CUdevice) -> sys::CUmemAllocationProp {
     sys::CUmemAllocationProp {
         type_: sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
         requestedHandleTypes: sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE,
-        location: sys::CUmemLocation { type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: device },
+        location: sys::CUmemLocation {
+            type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+            id: device,
+        },
         win32HandleMetaData: std::ptr::null_mut(),
         allocFlags: sys::CUmemAllocationProp_st__bindgen_ty_1 {
             compressionType: 0,
@@ -59,7 +81,10 @@ pub(crate) fn pinned_prop(device: sys::CUdevice) -> sys::CUmemAllocationProp {
 /// Read/write access for `device`.
 pub(crate) fn rw_access(device: sys::CUdevice) -> sys::CUmemAccessDesc {
     sys::CUmemAccessDesc {
-        location: sys::CUmemLocation { type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: device },
+        location: sys::CUmemLocation {
+            type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+            id: device,
+        },
         flags: sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
     }
 }

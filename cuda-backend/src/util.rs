@@ -20,7 +20,9 @@ pub fn write(vmm: &mut CudaVmm, dst: u64, data: &[u8]) -> Result<(), CudaError> 
     bind(vmm)?;
     // SAFETY: `data` is a live slice of `data.len()` bytes; the driver checks `dst`.
     let r = unsafe { sys::cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len()) };
-    check_call(r, "cuMemcpyHtoD", || format!("{} bytes to {dst:#x}", data.len()))
+    check_call(r, "cuMemcpyHtoD", || {
+        format!("{} bytes to {dst:#x}", data.len())
+    })
 }
 
 /// Reads `len` bytes from device address `src` (synchronous `cuMemcpyDtoH`).
@@ -40,7 +42,13 @@ pub fn read(vmm: &mut CudaVmm, src: u64, len: usize) -> Result<Vec<u8>, CudaErro
 ///
 /// # Errors
 /// On driver failure.
-pub fn fill_async(vmm: &mut CudaVmm, dst: u64, byte: u8, len: usize, stream: StreamHandle) -> Result<(), CudaError> {
+pub fn fill_async(
+    vmm: &mut CudaVmm,
+    dst: u64,
+    byte: u8,
+    len: usize,
+    stream: StreamHandle,
+) -> Result<(), CudaError> {
     bind(vmm)?;
     // SAFETY: the driver checks the address; the stream is the caller's.
     let r = unsafe { sys::cuMemsetD8Async(dst, byte, len, stream.0 as sys::CUstream) };
@@ -51,11 +59,19 @@ pub fn fill_async(vmm: &mut CudaVmm, dst: u64, byte: u8, len: usize, stream: Str
 ///
 /// # Errors
 /// On driver failure.
-pub fn copy_async(vmm: &mut CudaVmm, dst: u64, src: u64, len: usize, stream: StreamHandle) -> Result<(), CudaError> {
+pub fn copy_async(
+    vmm: &mut CudaVmm,
+    dst: u64,
+    src: u64,
+    len: usize,
+    stream: StreamHandle,
+) -> Result<(), CudaError> {
     bind(vmm)?;
     // SAFETY: the driver checks the addresses; the stream is the caller's.
     let r = unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len, stream.0 as sys::CUstream) };
-    check_call(r, "cuMemcpyDtoDAsync", || format!("{len} bytes {src:#x} -> {dst:#x}"))
+    check_call(r, "cuMemcpyDtoDAsync", || {
+        format!("{len} bytes {src:#x} -> {dst:#x}")
+    })
 }
 
 /// Creates a stream that does not synchronize with the legacy default stream
@@ -67,7 +83,8 @@ pub fn create_stream(vmm: &mut CudaVmm) -> Result<StreamHandle, CudaError> {
     bind(vmm)?;
     let mut s = std::ptr::null_mut();
     // SAFETY: out-pointer to a live local.
-    let r = unsafe { sys::cuStreamCreate(&mut s, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32) };
+    let r =
+        unsafe { sys::cuStreamCreate(&mut s, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32) };
     check_call(r, "cuStreamCreate", String::new)?;
     Ok(StreamHandle(s as u64))
 }

@@ -20,7 +20,9 @@ fn allocator(cfg: &str) -> Allocator<CudaVmm> {
 }
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(seed * 97) >> 7) as u8).collect()
+    (0..len)
+        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(seed * 97) >> 7) as u8)
+        .collect()
 }
 
 #[test]
@@ -28,13 +30,24 @@ fn opening_a_device_fails_cleanly_without_a_driver_or_with_a_bad_ordinal() {
     match CudaVmm::new(0) {
         Ok(dev) => {
             assert!(dev.granularity().is_power_of_two() && dev.total_memory() > 0);
-            assert!(matches!(CudaVmm::new(9999), Err(CudaError::Driver { call: "cuDeviceGet", .. })));
+            assert!(matches!(
+                CudaVmm::new(9999),
+                Err(CudaError::Driver {
+                    call: "cuDeviceGet",
+                    ..
+                })
+            ));
         }
         Err(e) => {
-            assert!(!gmlake_cuda::driver_present(), "a driver is present but opening failed: {e}");
+            assert!(
+                !gmlake_cuda::driver_present(),
+                "a driver is present but opening failed: {e}"
+            );
             assert_eq!(e, CudaError::NoDriver);
             assert!(matches!(CudaVmm::new(9999), Err(CudaError::NoDriver)));
-            eprintln!("no CUDA driver here; the GPU tests of this file are run by scripts/gpu-check.sh");
+            eprintln!(
+                "no CUDA driver here; the GPU tests of this file are run by scripts/gpu-check.sh"
+            );
         }
     }
 }
@@ -49,15 +62,30 @@ fn stitched_views_alias_the_blocks_they_map() {
     a.free(x).unwrap();
     a.free(z).unwrap();
     let p = a.malloc(12 * MIB, S0).unwrap();
-    assert_eq!(a.stats().num_stitches, 1, "12 MiB over two free 8 MiB blocks must stitch");
+    assert_eq!(
+        a.stats().num_stitches,
+        1,
+        "12 MiB over two free 8 MiB blocks must stitch"
+    );
     let snap = a.snapshot();
-    let st = snap.stitched.iter().find(|s| s.address == p).expect("the stitched block");
+    let st = snap
+        .stitched
+        .iter()
+        .find(|s| s.address == p)
+        .expect("the stitched block");
     // Primitive addresses of each piece, in the stitched order.
     let mut views = Vec::new();
     for piece in &st.pieces {
-        let seg = snap.segments.iter().find(|s| s.address == piece.segment_address).unwrap();
+        let seg = snap
+            .segments
+            .iter()
+            .find(|s| s.address == piece.segment_address)
+            .unwrap();
         let chunk = &seg.chunks[piece.chunk_index as usize];
-        views.push((seg.address + chunk.offset + piece.offset_in_handle, piece.size));
+        views.push((
+            seg.address + chunk.offset + piece.offset_in_handle,
+            piece.size,
+        ));
     }
     assert!(views.len() >= 2, "{views:?}");
     // Write through the stitched range, read through the primitive views...
@@ -67,7 +95,10 @@ fn stitched_views_alias_the_blocks_they_map() {
     for &(addr, size) in &views {
         let len = (size as usize).min(data.len() - off);
         let got = util::read(a.device_mut(), addr, len).unwrap();
-        assert!(got == data[off..off + len], "primitive view at {addr:#x} does not see the stitched write");
+        assert!(
+            got == data[off..off + len],
+            "primitive view at {addr:#x} does not see the stitched write"
+        );
         off += len;
     }
     // ...and the other way round.
@@ -78,7 +109,10 @@ fn stitched_views_alias_the_blocks_they_map() {
         util::write(a.device_mut(), addr, &data2[off..off + len]).unwrap();
         off += len;
     }
-    assert!(util::read(a.device_mut(), p, data2.len()).unwrap() == data2, "stitched view does not see primitive writes");
+    assert!(
+        util::read(a.device_mut(), p, data2.len()).unwrap() == data2,
+        "stitched view does not see primitive writes"
+    );
     for q in [p, y] {
         a.free(q).unwrap();
     }
@@ -101,13 +135,21 @@ fn verify(a: &mut Allocator<CudaVmm>, p: u64, size: u64, id: u64) {
     let tag = id.to_le_bytes();
     let head = util::read(a.device_mut(), p, n).unwrap();
     let tail = util::read(a.device_mut(), p + size - n as u64, n).unwrap();
-    assert_eq!((&head[..], &tail[..]), (&tag[..n], &tag[..n]), "allocation {id} at {p:#x}+{size}: ends overwritten");
+    assert_eq!(
+        (&head[..], &tail[..]),
+        (&tag[..n], &tag[..n]),
+        "allocation {id} at {p:#x}+{size}: ends overwritten"
+    );
     let fill = (id % 251) as u8;
     // The whole body when small, three 64 KiB stripes otherwise.
     let spans: Vec<(u64, u64)> = if size <= 4 * MIB {
         vec![(0, size)]
     } else {
-        vec![(0, 64 << 10), (size / 2, 64 << 10), (size - (64 << 10), 64 << 10)]
+        vec![
+            (0, 64 << 10),
+            (size / 2, 64 << 10),
+            (size - (64 << 10), 64 << 10),
+        ]
     };
     for (off, len) in spans {
         let got = util::read(a.device_mut(), p + off, len as usize).unwrap();
@@ -115,7 +157,11 @@ fn verify(a: &mut Allocator<CudaVmm>, p: u64, size: u64, id: u64) {
             let at = off + i as u64;
             b != fill && at >= n as u64 && at < size - n as u64
         });
-        assert!(bad.is_none(), "allocation {id} at {p:#x}+{size}: byte {:?} overwritten", bad.map(|(i, _)| off + i as u64));
+        assert!(
+            bad.is_none(),
+            "allocation {id} at {p:#x}+{size}: byte {:?} overwritten",
+            bad.map(|(i, _)| off + i as u64)
+        );
     }
 }
 
@@ -186,10 +232,17 @@ fn a_refused_growth_rolls_back_completely() {
     let err = a.malloc(total + total / 2, S0).unwrap_err();
     assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
     let b = a.device().books().unwrap();
-    assert_eq!((b.handles, b.mappings), (0, 0), "handles of the refused growth were kept");
+    assert_eq!(
+        (b.handles, b.mappings),
+        (0, 0),
+        "handles of the refused growth were kept"
+    );
     assert_eq!(a.stats().reserved_bytes.all.current, 0);
     let after = a.device_mut().mem_info().unwrap().0;
-    assert!(before.abs_diff(after) < 64 * MIB, "driver free memory moved from {before} to {after}");
+    assert!(
+        before.abs_diff(after) < 64 * MIB,
+        "driver free memory moved from {before} to {after}"
+    );
     a.check_invariants().unwrap();
     // The limit refuses without a driver call; the next request is served.
     a.set_memory_fraction(0.001).unwrap();
@@ -219,7 +272,9 @@ fn stream_scenario(same_stream_misuse: bool) -> (bool, u64, u64) {
     a.free(x).unwrap();
     // The misuse control allocates on A (where reuse is legitimately immediate) but then writes
     // on B without record_stream: the check must see the corruption then.
-    let y = a.malloc(size, if same_stream_misuse { sa } else { sb }).unwrap();
+    let y = a
+        .malloc(size, if same_stream_misuse { sa } else { sb })
+        .unwrap();
     util::fill_async(a.device_mut(), y, 0x55, size as usize, sb).unwrap();
     util::sync_stream(a.device_mut(), sb).unwrap();
     util::sync_stream(a.device_mut(), sa).unwrap();
@@ -237,10 +292,16 @@ fn stream_scenario(same_stream_misuse: bool) -> (bool, u64, u64) {
 #[ignore = "needs a CUDA GPU: run by scripts/gpu-check.sh"]
 fn a_block_freed_on_a_busy_stream_is_not_reused_by_another_until_its_work_is_done() {
     let (clean, x, y) = stream_scenario(false);
-    assert!(clean, "B's allocation {y:#x} was overwritten by A's copies into freed {x:#x}");
+    assert!(
+        clean,
+        "B's allocation {y:#x} was overwritten by A's copies into freed {x:#x}"
+    );
     // Negative control: the check does detect reuse while A is busy.
     let (clean, x, y) = stream_scenario(true);
-    assert_eq!(x, y, "the control reuses the block at once on its own stream");
+    assert_eq!(
+        x, y,
+        "the control reuses the block at once on its own stream"
+    );
     assert!(!clean, "control: writing on B into a block A still copies into should be corrupted; the copies were too short to tell");
 }
 
@@ -266,7 +327,10 @@ fn record_stream_keeps_a_block_until_the_other_streams_work_is_done() {
     util::sync_stream(a.device_mut(), sa).unwrap();
     util::sync_stream(a.device_mut(), sb).unwrap();
     let got = util::read(a.device_mut(), y, size as usize).unwrap();
-    assert!(got.iter().all(|&b| b == 0x55), "y {y:#x} was overwritten by B's copies into x {x:#x}");
+    assert!(
+        got.iter().all(|&b| b == 0x55),
+        "y {y:#x} was overwritten by B's copies into x {x:#x}"
+    );
     for p in [y, src] {
         a.free(p).unwrap();
     }
@@ -309,7 +373,9 @@ fn trace_replays_on_the_gpu_match_the_driver_and_the_simulation() {
         let wall = start.elapsed();
         let timings = r.allocator().device().timings();
         let gpu = r.finish().unwrap();
-        let sim = gmlake_core::replay::replay(SimulatedDevice::new(total), Config::default(), events).unwrap();
+        let sim =
+            gmlake_core::replay::replay(SimulatedDevice::new(total), Config::default(), events)
+                .unwrap();
         println!(
             "replay {name}: util gpu {:.4} sim {:.4}; peak reserved {} vs {}; OOMs {}; driver-used minus reserved: worst {} bytes ({:.1} granules); wall {:.1} ms; driver {:.1} ms measured vs {:.1} ms estimated (PyTorch est. {:.1} ms)",
             gpu.utilization,
@@ -326,7 +392,10 @@ fn trace_replays_on_the_gpu_match_the_driver_and_the_simulation() {
         );
         for call in DriverCall::ALL {
             if let Some(us) = timings.mean_us(call) {
-                println!("  {name} {call}: {} calls, mean {us:.1} us", timings.calls[call.index()]);
+                println!(
+                    "  {name} {call}: {} calls, mean {us:.1} us",
+                    timings.calls[call.index()]
+                );
             }
         }
         println!(
@@ -335,8 +404,25 @@ fn trace_replays_on_the_gpu_match_the_driver_and_the_simulation() {
         );
         assert_eq!(gpu.ooms, 0, "{name}");
         assert!(gpu.utilization >= 0.98, "{name}: {}", gpu.utilization);
-        assert!((gpu.utilization - sim.utilization).abs() <= 0.005, "{name}: gpu {} sim {}", gpu.utilization, sim.utilization);
-        assert!(worst <= 4 * gran, "{name}: driver-used and reserved differ by {worst} bytes");
-        assert_eq!((gpu.end_handles, gpu.end_ranges, gpu.end_mappings, gpu.end_events), (0, 0, 0, 0), "{name}");
+        assert!(
+            (gpu.utilization - sim.utilization).abs() <= 0.005,
+            "{name}: gpu {} sim {}",
+            gpu.utilization,
+            sim.utilization
+        );
+        assert!(
+            worst <= 4 * gran,
+            "{name}: driver-used and reserved differ by {worst} bytes"
+        );
+        assert_eq!(
+            (
+                gpu.end_handles,
+                gpu.end_ranges,
+                gpu.end_mappings,
+                gpu.end_events
+            ),
+            (0, 0, 0, 0),
+            "{name}"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::device::AnyDevice;
 use crate::error::{guard, invalid, Failure};
-use crate::stats::{gmlake_stats, stats_json};
 use crate::gmlake_status;
+use crate::stats::{gmlake_stats, stats_json};
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, SharedAllocator, StreamHandle};
 use gmlake_cuda::CudaVmm;
@@ -15,10 +15,11 @@ pub struct gmlake_allocator {
     inner: SharedAllocator<AnyDevice>,
 }
 
-static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-    Ok(v) => v,
-    Err(_) => c"unknown",
-};
+static VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => c"unknown",
+    };
 
 /// The library's version, such as "0.1.0". A static string; never null.
 #[unsafe(no_mangle)]
@@ -31,13 +32,17 @@ fn config(text: *const c_char) -> Result<Config, Failure> {
         return Ok(Config::default());
     }
     // SAFETY: the caller passes a NUL-terminated string (documented).
-    let text = unsafe { CStr::from_ptr(text) }.to_str().map_err(|_| invalid("the configuration is not UTF-8"))?;
+    let text = unsafe { CStr::from_ptr(text) }
+        .to_str()
+        .map_err(|_| invalid("the configuration is not UTF-8"))?;
     Config::parse(text).map_err(|e| Failure::from(gmlake_core::Error::Config(e)))
 }
 
 fn create(device: AnyDevice, cfg: Config, out: *mut *mut gmlake_allocator) -> Result<(), Failure> {
     let allocator = Allocator::new(device, cfg)?;
-    let boxed = Box::new(gmlake_allocator { inner: SharedAllocator::new(allocator) });
+    let boxed = Box::new(gmlake_allocator {
+        inner: SharedAllocator::new(allocator),
+    });
     // SAFETY: `out` was checked non-null by the caller of this helper.
     unsafe { *out = Box::into_raw(boxed) };
     Ok(())
@@ -52,7 +57,11 @@ fn create(device: AnyDevice, cfg: Config, out: *mut *mut gmlake_allocator) -> Re
 /// for a bad ordinal or a device without virtual memory management; `GMLAKE_ERROR_DEVICE` if a
 /// driver call failed.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_create_cuda(device: i32, config_text: *const c_char, out: *mut *mut gmlake_allocator) -> gmlake_status {
+pub extern "C" fn gmlake_create_cuda(
+    device: i32,
+    config_text: *const c_char,
+    out: *mut *mut gmlake_allocator,
+) -> gmlake_status {
     guard("gmlake_create_cuda", || {
         if out.is_null() {
             return Err(invalid("out is NULL"));
@@ -70,7 +79,11 @@ pub extern "C" fn gmlake_create_cuda(device: i32, config_text: *const c_char, ou
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
 /// UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_create_simulated(capacity: u64, config_text: *const c_char, out: *mut *mut gmlake_allocator) -> gmlake_status {
+pub extern "C" fn gmlake_create_simulated(
+    capacity: u64,
+    config_text: *const c_char,
+    out: *mut *mut gmlake_allocator,
+) -> gmlake_status {
     guard("gmlake_create_simulated", || {
         if out.is_null() {
             return Err(invalid("out is NULL"));
@@ -79,11 +92,18 @@ pub extern "C" fn gmlake_create_simulated(capacity: u64, config_text: *const c_c
             return Err(invalid("capacity is 0"));
         }
         let cfg = config(config_text)?;
-        create(AnyDevice::Simulated(SimulatedDevice::new(capacity)), cfg, out)
+        create(
+            AnyDevice::Simulated(SimulatedDevice::new(capacity)),
+            cfg,
+            out,
+        )
     })
 }
 
-fn with<R>(a: *const gmlake_allocator, f: impl FnOnce(&mut Allocator<AnyDevice>) -> Result<R, Failure>) -> Result<R, Failure> {
+fn with<R>(
+    a: *const gmlake_allocator,
+    f: impl FnOnce(&mut Allocator<AnyDevice>) -> Result<R, Failure>,
+) -> Result<R, Failure> {
     if a.is_null() {
         return Err(invalid("the allocator is NULL"));
     }
@@ -102,14 +122,21 @@ fn with<R>(a: *const gmlake_allocator, f: impl FnOnce(&mut Allocator<AnyDevice>)
 /// (the message gives requested, reserved, allocated and free bytes); `GMLAKE_ERROR_DEVICE` if a
 /// driver call failed. `*out` is set to NULL on any error.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_malloc(a: *mut gmlake_allocator, size: usize, stream: *mut c_void, out: *mut *mut c_void) -> gmlake_status {
+pub extern "C" fn gmlake_malloc(
+    a: *mut gmlake_allocator,
+    size: usize,
+    stream: *mut c_void,
+    out: *mut *mut c_void,
+) -> gmlake_status {
     guard("gmlake_malloc", || {
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
         // SAFETY: checked non-null.
         unsafe { *out = std::ptr::null_mut() };
-        let p = with(a, |a| Ok(a.malloc(size as u64, StreamHandle(stream as u64))?))?;
+        let p = with(a, |a| {
+            Ok(a.malloc(size as u64, StreamHandle(stream as u64))?)
+        })?;
         // SAFETY: checked non-null.
         unsafe { *out = p as *mut c_void };
         Ok(())
@@ -134,8 +161,16 @@ pub extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void) -> gml
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
 /// a pointer that is not a live allocation.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_record_stream(a: *mut gmlake_allocator, ptr: *mut c_void, stream: *mut c_void) -> gmlake_status {
-    guard("gmlake_record_stream", || with(a, |a| Ok(a.record_stream(ptr as u64, StreamHandle(stream as u64))?)))
+pub extern "C" fn gmlake_record_stream(
+    a: *mut gmlake_allocator,
+    ptr: *mut c_void,
+    stream: *mut c_void,
+) -> gmlake_status {
+    guard("gmlake_record_stream", || {
+        with(a, |a| {
+            Ok(a.record_stream(ptr as u64, StreamHandle(stream as u64))?)
+        })
+    })
 }
 
 /// Returns every free physical chunk to the device (after synchronizing it) and destroys cached
@@ -153,15 +188,23 @@ pub extern "C" fn gmlake_empty_cache(a: *mut gmlake_allocator) -> gmlake_status 
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or a fraction outside (0, 1].
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_set_memory_fraction(a: *mut gmlake_allocator, fraction: f64) -> gmlake_status {
-    guard("gmlake_set_memory_fraction", || with(a, |a| Ok(a.set_memory_fraction(fraction)?)))
+pub extern "C" fn gmlake_set_memory_fraction(
+    a: *mut gmlake_allocator,
+    fraction: f64,
+) -> gmlake_status {
+    guard("gmlake_set_memory_fraction", || {
+        with(a, |a| Ok(a.set_memory_fraction(fraction)?))
+    })
 }
 
 /// Copies the main statistics into `*out`.
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_get_stats(a: *const gmlake_allocator, out: *mut gmlake_stats) -> gmlake_status {
+pub extern "C" fn gmlake_get_stats(
+    a: *const gmlake_allocator,
+    out: *mut gmlake_stats,
+) -> gmlake_status {
     guard("gmlake_get_stats", || {
         if out.is_null() {
             return Err(invalid("out is NULL"));
@@ -178,10 +221,12 @@ pub extern "C" fn gmlake_get_stats(a: *const gmlake_allocator, out: *mut gmlake_
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
 #[unsafe(no_mangle)]
 pub extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gmlake_status {
-    guard("gmlake_reset_peak_stats", || with(a, |a| {
-        a.reset_peak_stats();
-        Ok(())
-    }))
+    guard("gmlake_reset_peak_stats", || {
+        with(a, |a| {
+            a.reset_peak_stats();
+            Ok(())
+        })
+    })
 }
 
 /// All statistics as a JSON object (PyTorch's `memory_stats()` keys, then `gmlake.*` keys).
@@ -189,7 +234,10 @@ pub extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gmlake_st
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_stats_json(a: *const gmlake_allocator, out: *mut *mut c_char) -> gmlake_status {
+pub extern "C" fn gmlake_stats_json(
+    a: *const gmlake_allocator,
+    out: *mut *mut c_char,
+) -> gmlake_status {
     guard("gmlake_stats_json", || {
         if out.is_null() {
             return Err(invalid("out is NULL"));
@@ -225,14 +273,19 @@ pub extern "C" fn gmlake_destroy(a: *mut gmlake_allocator, release_live: bool) -
         }
         let live = with(a, |a| Ok(a.live_allocations()))?;
         if live > 0 && !release_live {
-            return Err(Failure::from(gmlake_core::Error::LiveAllocations { count: live as u64 }));
+            return Err(Failure::from(gmlake_core::Error::LiveAllocations {
+                count: live as u64,
+            }));
         }
         // SAFETY: the pointer came from a create function (documented) and is destroyed once.
         let boxed = unsafe { Box::from_raw(a) };
         let mut allocator = boxed.inner.into_inner();
         let held = allocator.release_all()?;
         if held > 0 {
-            return Err(Failure(gmlake_status::GMLAKE_ERROR_DEVICE, format!("the device refused to take back {held} objects")));
+            return Err(Failure(
+                gmlake_status::GMLAKE_ERROR_DEVICE,
+                format!("the device refused to take back {held} objects"),
+            ));
         }
         Ok(())
     })

@@ -54,7 +54,9 @@ pub(crate) struct Failure(pub gmlake_status, pub String);
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let status = match &e {
-            Error::ZeroSize | Error::TooLarge { .. } | Error::InvalidArgument(_) => gmlake_status::GMLAKE_ERROR_INVALID_ARGUMENT,
+            Error::ZeroSize | Error::TooLarge { .. } | Error::InvalidArgument(_) => {
+                gmlake_status::GMLAKE_ERROR_INVALID_ARGUMENT
+            }
             Error::NotAllocated { .. } => gmlake_status::GMLAKE_ERROR_NOT_ALLOCATED,
             Error::OutOfMemory(_) => gmlake_status::GMLAKE_ERROR_OUT_OF_MEMORY,
             Error::Device(_) => gmlake_status::GMLAKE_ERROR_DEVICE,
@@ -69,7 +71,10 @@ impl From<CudaError> for Failure {
     fn from(e: CudaError) -> Self {
         let status = match e {
             CudaError::NoDriver | CudaError::NoVmm { .. } => gmlake_status::GMLAKE_ERROR_NO_DEVICE,
-            CudaError::Driver { call: "cuDeviceGet", .. } => gmlake_status::GMLAKE_ERROR_NO_DEVICE,
+            CudaError::Driver {
+                call: "cuDeviceGet",
+                ..
+            } => gmlake_status::GMLAKE_ERROR_NO_DEVICE,
             CudaError::Driver { .. } => gmlake_status::GMLAKE_ERROR_DEVICE,
         };
         Failure(status, e.to_string())

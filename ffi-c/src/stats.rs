@@ -74,7 +74,12 @@ pub(crate) fn stats_json(s: &Stats) -> String {
     let mut fields: Vec<(String, String)> = Vec::new();
     for (name, array) in s.arrays() {
         for (pool, stat) in array.parts() {
-            for (field, v) in [("current", stat.current), ("peak", stat.peak), ("allocated", stat.allocated as i64), ("freed", stat.freed as i64)] {
+            for (field, v) in [
+                ("current", stat.current),
+                ("peak", stat.peak),
+                ("allocated", stat.allocated as i64),
+                ("freed", stat.freed as i64),
+            ] {
                 fields.push((format!("{name}.{pool}.{field}"), v.to_string()));
             }
         }
@@ -92,15 +97,33 @@ pub(crate) fn stats_json(s: &Stats) -> String {
     ] {
         fields.push((name.to_string(), v.to_string()));
     }
-    for (name, stat) in [("stitched_bytes", &s.stitched_bytes), ("stitched_blocks", &s.stitched_blocks), ("stitch_mappings", &s.stitch_mappings)] {
-        for (field, v) in [("current", stat.current), ("peak", stat.peak), ("allocated", stat.allocated as i64), ("freed", stat.freed as i64)] {
+    for (name, stat) in [
+        ("stitched_bytes", &s.stitched_bytes),
+        ("stitched_blocks", &s.stitched_blocks),
+        ("stitch_mappings", &s.stitch_mappings),
+    ] {
+        for (field, v) in [
+            ("current", stat.current),
+            ("peak", stat.peak),
+            ("allocated", stat.allocated as i64),
+            ("freed", stat.freed as i64),
+        ] {
             fields.push((format!("gmlake.{name}.{field}"), v.to_string()));
         }
     }
     for (call, n) in s.driver_calls.iter() {
-        fields.push((format!("gmlake.driver_calls.{}", call.name()), n.to_string()));
+        fields.push((
+            format!("gmlake.driver_calls.{}", call.name()),
+            n.to_string(),
+        ));
     }
-    fields.push(("gmlake.utilization".to_string(), format!("{}", s.utilization())));
-    let body: Vec<String> = fields.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    fields.push((
+        "gmlake.utilization".to_string(),
+        format!("{}", s.utilization()),
+    ));
+    let body: Vec<String> = fields
+        .into_iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
     format!("{{{}}}", body.join(","))
 }

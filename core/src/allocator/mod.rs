@@ -95,6 +95,8 @@ pub struct Allocator<D: Device> {
     deferred: Vec<Deferred>,
     va: va::VaSpace,
     tick: u64,
+    /// Size of the physical handles the current request's growth creates (see `set_handle_size`).
+    handle_size: u64,
 }
 
 /// What serves a request.
@@ -143,6 +145,7 @@ impl<D: Device> Allocator<D> {
             deferred: Vec::new(),
             va: va::VaSpace::default(),
             tick: 0,
+            handle_size: 0,
         };
         if let Some(f) = a.cfg.memory_fraction {
             a.set_memory_fraction(f)?;
@@ -258,6 +261,9 @@ impl<D: Device> Allocator<D> {
                 Err(e) => device_error = Some(e),
             }
         }
+        if let Some(Served::Block(b)) = served {
+            served = self.prepare_block(b, rounded, pool, s);
+        }
         match served {
             Some(what) => Ok(self.hand_out(what, size, rounded, s)),
             None => {
@@ -284,12 +290,13 @@ impl<D: Device> Allocator<D> {
         if let Some(b) = self.best_fit(pool, s, rounded) {
             return Some(Served::Block(b));
         }
+        self.set_handle_size(rounded);
         if pool == PoolKind::Small {
             // Before the small pool grows, the large pool's free blocks, smallest first: its
             // sub-page remainders cannot be stitched anyway, and a growth of the small pool would
             // add to reserved memory while the large pool holds free memory (measured on the
             // llama_generate trace: utilization 0.984 without this, 0.998 with it).
-            if let Some(b) = self.best_fit(PoolKind::Large, s, rounded) {
+            if let Some(b) = self.best_fit_where(PoolKind::Large, s, rounded, true) {
                 return Some(Served::Block(b));
             }
             return match self.grow(s, PoolKind::Small, self.gran) {
@@ -310,13 +317,12 @@ impl<D: Device> Allocator<D> {
             if let Some(sid) = self.stitch(rounded, s) {
                 return Some(Served::Stitched(sid));
             }
-            // New physical memory for only what the free pages lack, stitched with them; for
+            // New physical memory for only what the free chunks lack, stitched with them; for
             // requests smaller than a growth, a growth that serves them alone is cheaper.
-            let need = rounded.div_ceil(self.gran);
-            let have = self.stitchable_pages(s);
-            if have > 0 && have < need && (rounded > self.min_growth() || last_resort) {
-                let floor = if last_resort { 0 } else { self.min_growth() };
-                let grow = ((need - have) * self.gran).max(floor);
+            let have = self.stitchable_bytes(s);
+            let floor = if last_resort { 0 } else { self.min_growth() };
+            if have > 0 && have < rounded && (rounded > self.min_growth() || last_resort) {
+                let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
                 match self.grow(s, PoolKind::Large, grow) {
                     Ok(_) => {
                         if let Some(sid) = self.stitch(rounded, s) {
@@ -350,6 +356,10 @@ impl<D: Device> Allocator<D> {
             Err(Miss::NoMemory) if may_stitch && self.cfg.defrag_level == 1 => {
                 self.stitch(rounded, s).map(Served::Stitched)
             }
+            // Rather than fail, a large request may take a free block of the small pool.
+            Err(Miss::NoMemory) if last_resort => self
+                .best_fit(PoolKind::Small, s, rounded)
+                .map(Served::Block),
             Err(Miss::NoMemory) => None,
             Err(Miss::Failed(e)) => {
                 *device_error = Some(e);
@@ -358,9 +368,39 @@ impl<D: Device> Allocator<D> {
         }
     }
 
+    /// Chooses the size of the physical handles a growth for a request of `rounded` bytes creates:
+    /// `rounded / handle_divisions` rounded up to the granularity, between `min_handle_size` and
+    /// `max_handle_size`. Stitches map whole handles only (the driver's rule), so handles must be
+    /// small enough to stay whole-free and few enough to keep driver calls down: `docs/design.md`.
+    fn set_handle_size(&mut self, rounded: u64) {
+        let cap = (self.cfg.max_handle_size.div_ceil(self.gran) * self.gran).max(self.gran);
+        let k = self.cfg.handle_divisions.max(1);
+        let floor =
+            (self.cfg.min_handle_size.div_ceil(self.gran) * self.gran).clamp(self.gran, cap);
+        self.handle_size = (rounded.div_ceil(k).div_ceil(self.gran) * self.gran).clamp(floor, cap);
+    }
+
     /// The smallest large-pool growth in bytes, a multiple of the granularity.
     fn min_growth(&self) -> u64 {
         self.cfg.min_growth.div_ceil(self.gran) * self.gran
+    }
+
+    /// Before a free block serves a request: cut a much larger whole free chunk under it (see
+    /// `split_for`). If that went wrong so badly that the chunk was dropped, another block is
+    /// looked for.
+    fn prepare_block(
+        &mut self,
+        b: BlockId,
+        rounded: u64,
+        pool: PoolKind,
+        s: StreamIdx,
+    ) -> Option<Served> {
+        if !self.cfg.stitching || self.split_for(b, rounded) {
+            return Some(Served::Block(b));
+        }
+        self.best_fit(pool, s, rounded)
+            .or_else(|| self.best_fit(PoolKind::Large, s, rounded))
+            .map(Served::Block)
     }
 
     /// Marks what serves a request as allocated and records the allocation.
@@ -368,7 +408,7 @@ impl<D: Device> Allocator<D> {
         let (addr, kind, stat_pool) = match what {
             Served::Block(b) => {
                 let stat_pool = self.segments[self.blocks[b].seg].pool;
-                self.allocate_block(b, rounded);
+                let b = self.allocate_block(b, rounded);
                 (self.blocks[b].addr, LiveKind::Block(b), stat_pool)
             }
             Served::Stitched(sid) => (

@@ -56,13 +56,46 @@ impl<D: Device> Allocator<D> {
         s: StreamIdx,
         rounded: u64,
     ) -> Option<BlockId> {
+        self.best_fit_where(pool, s, rounded, false)
+    }
+
+    /// [`Self::best_fit`]; with `keep_chunks`, only blocks where the allocation breaks no whole free
+    /// physical chunk.
+    pub(super) fn best_fit_where(
+        &mut self,
+        pool: PoolKind,
+        s: StreamIdx,
+        rounded: u64,
+        keep_chunks: bool,
+    ) -> Option<BlockId> {
+        // Among the smallest fitting blocks, the first whose use breaks no whole physical chunk
+        // (whole free chunks are what stitching can map); else the smallest.
         let pick = |set: &alloc::collections::BTreeMap<u128, BlockId>,
                     blocks: &super::arena::Arena<Block>,
+                    segments: &super::arena::Arena<Segment>,
                     ok: &dyn Fn(Fence) -> bool| {
-            set.range(fit_key(rounded, 0)..)
-                .take(FIT_PROBES)
-                .map(|(_, &b)| b)
-                .find(|&b| ok(blocks[b].fence))
+            let mut first = None;
+            for (_, &b) in set.range(fit_key(rounded, 0)..).take(FIT_PROBES) {
+                let blk = &blocks[b];
+                if !ok(blk.fence) {
+                    continue;
+                }
+                let seg = &segments[blk.seg];
+                if seg.pool == PoolKind::Small || blk.size == rounded {
+                    return Some(b);
+                }
+                let whole = seg.whole_chunk_bytes(blk.addr, blk.end());
+                let kept = seg
+                    .whole_chunk_bytes(blk.addr + rounded, blk.end())
+                    .max(seg.whole_chunk_bytes(blk.addr, blk.end() - rounded));
+                if kept == whole {
+                    return Some(b);
+                }
+                if !keep_chunks {
+                    first.get_or_insert(b);
+                }
+            }
+            first
         };
         let own = &self.pools[s as usize];
         let set = if pool == PoolKind::Small {
@@ -71,7 +104,9 @@ impl<D: Device> Allocator<D> {
             &own.large
         };
         let streams = &self.streams;
-        if let Some(b) = pick(set, &self.blocks, &|f| streams.safe_for(f, s)) {
+        if let Some(b) = pick(set, &self.blocks, &self.segments, &|f| {
+            streams.safe_for(f, s)
+        }) {
             return Some(b);
         }
         if self.pools.len() < 2 {
@@ -89,7 +124,9 @@ impl<D: Device> Allocator<D> {
                 &p.large
             };
             let streams = &self.streams;
-            if let Some(b) = pick(set, &self.blocks, &|f| streams.safe_for(f, s)) {
+            if let Some(b) = pick(set, &self.blocks, &self.segments, &|f| {
+                streams.safe_for(f, s)
+            }) {
                 self.stats.num_cross_stream_reuses += 1;
                 return Some(b);
             }
@@ -122,15 +159,41 @@ impl<D: Device> Allocator<D> {
         u
     }
 
-    /// Hands the first `rounded` bytes of the free block `b` out; the rest stays free.
-    pub(super) fn allocate_block(&mut self, b: BlockId, rounded: u64) {
+    /// Where `rounded` bytes of the free block `b` go: at whichever end leaves more whole physical
+    /// chunks free (those are what stitching can map); the front on a tie.
+    pub(super) fn placement(&self, b: BlockId, rounded: u64) -> u64 {
+        let blk = &self.blocks[b];
+        let (addr, end) = (blk.addr, blk.end());
+        let seg = &self.segments[blk.seg];
+        let at_back = blk.size > rounded
+            && seg.chunks.len() > 1
+            && seg.whole_chunk_bytes(addr, end - rounded)
+                > seg.whole_chunk_bytes(addr + rounded, end);
+        if at_back {
+            end - rounded
+        } else {
+            addr
+        }
+    }
+
+    /// Hands `rounded` bytes of the free block `b` out at [`Self::placement`]; the rest stays
+    /// free. Returns the allocated block.
+    pub(super) fn allocate_block(&mut self, b: BlockId, rounded: u64) -> BlockId {
+        let at = self.placement(b, rounded);
         self.remove_free(b);
         let blk = &self.blocks[b];
-        if blk.size > rounded {
-            let tail = self.split_off(b, blk.addr + rounded);
+        let (addr, end) = (blk.addr, blk.end());
+        let mut taken = b;
+        if at > addr {
+            taken = self.split_off(b, at);
+            self.insert_free(b);
+        }
+        if at + rounded < end {
+            let tail = self.split_off(taken, at + rounded);
             self.insert_free(tail);
         }
-        self.blocks[b].state = BlockState::Allocated;
+        self.blocks[taken].state = BlockState::Allocated;
+        taken
     }
 
     /// Carves `[addr, addr + len)` out of the free block `b`, which contains it; the carved block

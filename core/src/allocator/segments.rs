@@ -27,7 +27,7 @@ impl<D: Device> Allocator<D> {
         {
             return Err(Miss::NoMemory);
         }
-        let max_handle = (self.cfg.max_handle_size.div_ceil(self.gran) * self.gran).max(self.gran);
+        let max_handle = self.handle_size;
         let mut handles: Vec<(PhysHandle, u64)> = Vec::new();
         let mut left = bytes;
         while left > 0 {
@@ -300,6 +300,206 @@ impl<D: Device> Allocator<D> {
                 self.remove_segment(seg);
             }
         }
+    }
+
+    /// Before `rounded` bytes are placed in the free block `b`: if they would fall inside one whole
+    /// free chunk at least four times their size, that chunk is cut in two (released and created
+    /// again as two handles in the same address range, which costs no memory since it holds no
+    /// data), so that the allocation breaks only a chunk of its own size and the rest stays
+    /// stitchable. Only once the chunk's last use has completed; any failure leaves the chunk as it
+    /// was, or, if it cannot even be recreated, drops it: then `false` is returned and `b` may no
+    /// longer be a free block.
+    pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
+        let g = self.gran;
+        let at = self.placement(b, rounded);
+        let blk = &self.blocks[b];
+        let (seg_id, fence, bstart, bend) = (blk.seg, blk.fence, blk.addr, blk.end());
+        let seg = &self.segments[seg_id];
+        if seg.pool != PoolKind::Large {
+            return true;
+        }
+        let ci = seg.chunk_at(at - seg.va);
+        let c = &seg.chunks[ci];
+        let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);
+        let need = rounded.div_ceil(g) * g;
+        let inside = cstart >= bstart && cend <= bend && at + rounded <= cend;
+        if !inside || c.released || c.size < 4 * need {
+            return true;
+        }
+        let mapped = c.stitch_maps > 0;
+        let cut = if at == cstart {
+            cstart + need
+        } else {
+            (at - seg.va) / g * g + seg.va
+        };
+        if cut <= cstart || cut >= cend || !self.try_complete(fence) {
+            return true;
+        }
+        if mapped && !self.unmap_cached_stitches_on(seg_id, cstart, cend) {
+            return true;
+        }
+        self.split_chunk(seg_id, ci, cut)
+    }
+
+    /// Destroys the cached stitched blocks that map part of `[start, end)` of segment `seg`, if all
+    /// of them are free and their last use has completed; whether none maps it any more.
+    fn unmap_cached_stitches_on(&mut self, seg: SegId, start: u64, end: u64) -> bool {
+        let g = self.gran;
+        let va = self.segments[seg].va;
+        let on: Vec<StitchId> = self
+            .stitched
+            .iter()
+            .filter(|(_, st)| {
+                st.pieces.iter().any(|p| {
+                    let (ps, pe) = (
+                        va + p.first_page as u64 * g,
+                        va + (p.first_page + p.pages) as u64 * g,
+                    );
+                    p.seg == seg && ps < end && pe > start
+                })
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if on.iter().any(|&sid| self.stitched[sid].active) {
+            return false;
+        }
+        on.into_iter().all(|sid| {
+            let fence = self.stitched[sid].fence;
+            self.try_complete(fence) && self.destroy_stitched(sid)
+        })
+    }
+
+    /// Replaces free chunk `ci` of `seg` by two handles split at address `cut`.
+    fn split_chunk(&mut self, seg: SegId, ci: usize, cut: u64) -> bool {
+        let segm = &self.segments[seg];
+        let c = segm.chunks[ci].clone();
+        let (start, pool) = (segm.va + c.offset, segm.pool);
+        if self
+            .call(DriverCall::Unmap, |d| d.unmap(start, c.size))
+            .is_err()
+        {
+            return true;
+        }
+        if self
+            .call(DriverCall::ReleaseHandle, |d| d.release_handle(c.handle))
+            .is_err()
+        {
+            // Still held: map it back as it was.
+            return self.remap_or_drop(seg, ci, &[(c.handle, c.size)]);
+        }
+        let sizes = [cut - start, start + c.size - cut];
+        let mut made: Vec<(PhysHandle, u64)> = Vec::new();
+        for &size in &sizes {
+            match self.call(DriverCall::CreateHandle, |d| d.create_handle(size)) {
+                Ok(h) => made.push((h, size)),
+                Err(_) => break,
+            }
+        }
+        if made.len() < 2 {
+            self.undo_handles(&made);
+            // Recreate the chunk whole; if even that fails, it is gone.
+            return match self.call(DriverCall::CreateHandle, |d| d.create_handle(c.size)) {
+                Ok(h) => self.remap_or_drop(seg, ci, &[(h, c.size)]),
+                Err(_) => {
+                    self.drop_chunk(seg, ci, pool);
+                    false
+                }
+            };
+        }
+        let kept = self.remap_or_drop(seg, ci, &made);
+        if kept {
+            self.stats.num_chunk_splits += 1;
+        }
+        kept
+    }
+
+    /// Maps `handles` back to back over chunk `ci`'s range and makes them its chunks; if that
+    /// fails, the handles are released and the chunk is dropped (`false`).
+    fn remap_or_drop(&mut self, seg: SegId, ci: usize, handles: &[(PhysHandle, u64)]) -> bool {
+        let segm = &self.segments[seg];
+        let c = segm.chunks[ci].clone();
+        let (start, pool) = (segm.va + c.offset, segm.pool);
+        let mut off = 0;
+        let mut ok = true;
+        for &(h, size) in handles {
+            if self
+                .call(DriverCall::Map, |d| d.map(start + off, size, h, 0))
+                .is_err()
+            {
+                ok = false;
+                break;
+            }
+            off += size;
+        }
+        if ok
+            && self
+                .call(DriverCall::SetAccess, |d| d.set_access(start, c.size))
+                .is_err()
+        {
+            ok = false;
+        }
+        if !ok {
+            if off > 0
+                && self
+                    .call(DriverCall::Unmap, |d| d.unmap(start, off))
+                    .is_err()
+            {
+                // The range stays mapped to handles we cannot release yet: queue them.
+                for &(handle, size) in handles {
+                    self.deferred.push(Deferred::Release {
+                        handle,
+                        size,
+                        reserved: None,
+                    });
+                }
+                self.drop_chunk(seg, ci, pool);
+                return false;
+            }
+            self.undo_handles(handles);
+            self.drop_chunk(seg, ci, pool);
+            return false;
+        }
+        let segm = &mut self.segments[seg];
+        let mut offset = c.offset;
+        let new: Vec<Chunk> = handles
+            .iter()
+            .map(|&(handle, size)| {
+                let ch = Chunk {
+                    offset,
+                    size,
+                    handle,
+                    released: false,
+                    stitch_maps: 0,
+                };
+                offset += size;
+                ch
+            })
+            .collect();
+        segm.live_chunks += new.len() as u32 - 1;
+        segm.chunks.splice(ci..=ci, new);
+        true
+    }
+
+    /// Chunk `ci` of `seg` has no physical memory any more (its handle is gone): its free range
+    /// becomes a hole and it stops counting as reserved.
+    fn drop_chunk(&mut self, seg: SegId, ci: usize, pool: PoolKind) {
+        let segm = &mut self.segments[seg];
+        let c = segm.chunks[ci].clone();
+        segm.chunks[ci].released = true;
+        segm.live_chunks -= 1;
+        let start = segm.va + c.offset;
+        let mut b = Some(segm.first_block);
+        while let Some(id) = b {
+            let blk = &self.blocks[id];
+            if blk.end() > start {
+                break;
+            }
+            b = blk.next;
+        }
+        if let Some(b) = b {
+            self.carve(b, start, c.size, BlockState::Hole);
+        }
+        self.stats.reserved_bytes.update(pool, -(c.size as i64));
     }
 
     /// Turns chunk `ci` of `seg`, inside the free block `b`, into a hole and gives its handle back.

@@ -14,110 +14,104 @@ use super::{Allocator, REUSE_PROBES};
 use crate::device::{Device, DriverCall};
 use alloc::vec::Vec;
 
-/// A run of whole free pages inside one free block.
+/// A physical chunk that lies wholly inside a free block: the unit of stitching, since the driver
+/// maps whole handles only.
 #[derive(Clone, Copy)]
 struct Candidate {
-    pages: u64,
+    bytes: u64,
     start: u64,
     seg: SegId,
+    chunk: usize,
 }
 
 impl<D: Device> Allocator<D> {
-    /// Whole free pages usable by stream `s`, over all free large-pool blocks.
-    pub(super) fn stitchable_pages(&self, s: StreamIdx) -> u64 {
-        self.candidates(s).iter().map(|c| c.pages).sum()
+    /// Bytes of whole free chunks usable by stream `s` (what a stitch could map now).
+    pub(super) fn stitchable_bytes(&self, s: StreamIdx) -> u64 {
+        self.candidates(s).iter().map(|c| c.bytes).sum()
     }
 
     fn candidates(&self, s: StreamIdx) -> Vec<Candidate> {
-        let g = self.gran;
         let mut out = Vec::new();
         for &b in self.pools.iter().flat_map(|p| p.large.values()) {
             let blk = &self.blocks[b];
             if !self.streams.safe_for(blk.fence, s) {
                 continue;
             }
-            let start = blk.addr.div_ceil(g) * g;
-            let end = blk.end() / g * g;
-            if end > start {
-                out.push(Candidate {
-                    pages: (end - start) / g,
-                    start,
-                    seg: blk.seg,
-                });
+            let seg = &self.segments[blk.seg];
+            for ci in seg.chunk_at(blk.addr - seg.va)..seg.chunks.len() {
+                let c = &seg.chunks[ci];
+                let start = seg.va + c.offset;
+                if start >= blk.end() {
+                    break;
+                }
+                if !c.released && start >= blk.addr && start + c.size <= blk.end() {
+                    out.push(Candidate {
+                        bytes: c.size,
+                        start,
+                        seg: blk.seg,
+                        chunk: ci,
+                    });
+                }
             }
         }
         out
     }
 
-    /// Stitches free pages into a new block for a request of `rounded` bytes on stream `s`, claims
-    /// it, and returns it; `None` if the free pages do not suffice or the device refused (then
-    /// nothing changed).
+    /// Stitches whole free chunks into a new block for a request of `rounded` bytes on stream `s`,
+    /// claims it, and returns it; `None` if the free chunks do not suffice or the device refused
+    /// (then nothing changed).
     pub(super) fn stitch(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
-        let g = self.gran;
-        let need = rounded.div_ceil(g);
         let mut cands = self.candidates(s);
-        if cands.iter().map(|c| c.pages).sum::<u64>() < need || cands.len() < 2 {
-            // One candidate large enough would have been found by best fit.
+        if cands.iter().map(|c| c.bytes).sum::<u64>() < rounded || cands.len() < 2 {
+            // One chunk large enough would sit in a free block that best fit would have found.
             return None;
         }
-        // Largest first (fewest mappings), and for the last part the smallest run that covers
+        // Largest first (fewest mappings), and for the last part the smallest chunk that covers
         // what is left (GMLake takes the largest here and splits it).
-        cands.sort_unstable_by(|a, b| b.pages.cmp(&a.pages).then(a.start.cmp(&b.start)));
+        cands.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then(a.start.cmp(&b.start)));
         let mut chosen = Vec::new();
-        let mut left = need;
+        let mut left = rounded;
         let mut i = 0;
         while left > 0 {
-            if cands[i].pages >= left {
-                let j = i + cands[i..].partition_point(|c| c.pages >= left) - 1;
-                chosen.push(Candidate {
-                    pages: left,
-                    ..cands[j]
-                });
+            if cands[i].bytes >= left {
+                let j = i + cands[i..].partition_point(|c| c.bytes >= left) - 1;
+                chosen.push(cands[j]);
                 left = 0;
             } else {
                 chosen.push(cands[i]);
-                left -= cands[i].pages;
+                left -= cands[i].bytes;
                 i += 1;
             }
         }
-        let pieces = self.pieces_of(&chosen);
-        let sid = match self.map_stitched(&pieces, need * g) {
+        let g = self.gran;
+        let pieces: Vec<Piece> = chosen
+            .iter()
+            .map(|c| {
+                let seg = &self.segments[c.seg];
+                let chunk = &seg.chunks[c.chunk];
+                Piece {
+                    seg: c.seg,
+                    first_page: (chunk.offset / g) as u32,
+                    pages: (chunk.size / g) as u32,
+                }
+            })
+            .collect();
+        let size: u64 = chosen.iter().map(|c| c.bytes).sum();
+        let sid = match self.map_stitched(&pieces, size) {
             Some(sid) => sid,
             None => {
                 // The device refused address space or a mapping: make room and try once more.
                 if !self.gc_stitched(true) {
                     return None;
                 }
-                self.map_stitched(&pieces, need * g)?
+                self.map_stitched(&pieces, size)?
             }
         };
         self.stats.num_stitches += 1;
         let claimed = self.claim(sid, rounded, s);
-        debug_assert!(claimed, "a new stitched block lies on free pages");
+        debug_assert!(claimed, "a new stitched block lies on free chunks");
         self.enforce_stitch_bounds();
         Some(sid)
-    }
-
-    /// Cuts page runs at chunk boundaries: one mapping per piece.
-    fn pieces_of(&self, chosen: &[Candidate]) -> Vec<Piece> {
-        let g = self.gran;
-        let mut pieces = Vec::new();
-        for c in chosen {
-            let segm = &self.segments[c.seg];
-            let mut off = c.start - segm.va;
-            let end = off + c.pages * g;
-            while off < end {
-                let chunk = &segm.chunks[segm.chunk_at(off)];
-                let run_end = end.min(chunk.offset + chunk.size);
-                pieces.push(Piece {
-                    seg: c.seg,
-                    first_page: (off / g) as u32,
-                    pages: ((run_end - off) / g) as u32,
-                });
-                off = run_end;
-            }
-        }
-        pieces
     }
 
     /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
@@ -313,7 +307,7 @@ impl<D: Device> Allocator<D> {
 
     /// Unmaps and frees a free stitched block and forgets it. `false` if the device refused to
     /// unmap (it then stays cached).
-    fn destroy_stitched(&mut self, sid: StitchId) -> bool {
+    pub(super) fn destroy_stitched(&mut self, sid: StitchId) -> bool {
         let (va, size) = (self.stitched[sid].va, self.stitched[sid].size);
         if self.call(DriverCall::Unmap, |d| d.unmap(va, size)).is_err() {
             return false;

@@ -85,6 +85,21 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// Bytes of the unreleased chunks lying wholly inside `[start, end)` (addresses).
+    pub fn whole_chunk_bytes(&self, start: u64, end: u64) -> u64 {
+        let mut bytes = 0;
+        for c in &self.chunks[self.chunk_at(start.saturating_sub(self.va))..] {
+            let cs = self.va + c.offset;
+            if cs >= end {
+                break;
+            }
+            if !c.released && cs >= start && cs + c.size <= end {
+                bytes += c.size;
+            }
+        }
+        bytes
+    }
+
     /// Index of the chunk holding byte `offset` of the segment.
     pub fn chunk_at(&self, offset: u64) -> usize {
         self.chunks.partition_point(|c| c.offset + c.size <= offset)
