@@ -158,6 +158,11 @@ const char *gmlake_version(void);
  `GMLAKE_ERROR_CONFIG` for a bad configuration; `GMLAKE_ERROR_NO_DEVICE` without a CUDA driver,
  for a bad ordinal or a device without virtual memory management; `GMLAKE_ERROR_DEVICE` if a
  driver call failed.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_create_cuda(int32_t device,
                                       const char *config_text,
@@ -170,6 +175,11 @@ enum gmlake_status gmlake_create_cuda(int32_t device,
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
  UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_create_simulated(uint64_t capacity,
                                            const char *config_text,
@@ -184,6 +194,11 @@ enum gmlake_status gmlake_create_simulated(uint64_t capacity,
  1 PiB; `GMLAKE_ERROR_OUT_OF_MEMORY` when it does not fit even after releasing cached memory
  (the message gives requested, reserved, allocated and free bytes); `GMLAKE_ERROR_DEVICE` if a
  driver call failed. `*out` is set to NULL on any error.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_malloc(struct gmlake_allocator *a, size_t size, void *stream, void **out);
 
@@ -195,6 +210,11 @@ enum gmlake_status gmlake_malloc(struct gmlake_allocator *a, size_t size, void *
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
  a pointer that is not a live allocation (unknown, interior, or already freed), which changes
  nothing.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_free(struct gmlake_allocator *a, void *ptr);
 
@@ -204,6 +224,11 @@ enum gmlake_status gmlake_free(struct gmlake_allocator *a, void *ptr);
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
  a pointer that is not a live allocation.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_record_stream(struct gmlake_allocator *a, void *ptr, void *stream);
 
@@ -213,6 +238,11 @@ enum gmlake_status gmlake_record_stream(struct gmlake_allocator *a, void *ptr, v
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_DEVICE` if the
  synchronization failed (nothing was released then).
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_empty_cache(struct gmlake_allocator *a);
 
@@ -221,6 +251,11 @@ enum gmlake_status gmlake_empty_cache(struct gmlake_allocator *a);
  (`torch.cuda.set_per_process_memory_fraction`).
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or a fraction outside (0, 1].
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_set_memory_fraction(struct gmlake_allocator *a, double fraction);
 
@@ -228,6 +263,11 @@ enum gmlake_status gmlake_set_memory_fraction(struct gmlake_allocator *a, double
  Copies the main statistics into `*out`.
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_get_stats(const struct gmlake_allocator *a, struct gmlake_stats *out);
 
@@ -235,6 +275,11 @@ enum gmlake_status gmlake_get_stats(const struct gmlake_allocator *a, struct gml
  Sets every peak statistic to its current value (`torch.cuda.reset_peak_memory_stats`).
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_reset_peak_stats(struct gmlake_allocator *a);
 
@@ -243,11 +288,21 @@ enum gmlake_status gmlake_reset_peak_stats(struct gmlake_allocator *a);
  `*out` receives a NUL-terminated string owned by the caller: free it with `gmlake_string_free`.
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_stats_json(const struct gmlake_allocator *a, char **out);
 
 /*
  Frees a string returned by gmlake (`gmlake_stats_json`). NULL is ignored.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 void gmlake_string_free(char *s);
 
@@ -258,6 +313,11 @@ void gmlake_string_free(char *s);
 
  Errors: `GMLAKE_ERROR_LIVE_ALLOCATIONS` as above; `GMLAKE_ERROR_DEVICE` if the device kept
  refusing to take memory back (the allocator is destroyed anyway; what was refused is lost).
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
  */
 enum gmlake_status gmlake_destroy(struct gmlake_allocator *a, bool release_live);
 

@@ -56,8 +56,13 @@ fn create(device: AnyDevice, cfg: Config, out: *mut *mut gmlake_allocator) -> Re
 /// `GMLAKE_ERROR_CONFIG` for a bad configuration; `GMLAKE_ERROR_NO_DEVICE` without a CUDA driver,
 /// for a bad ordinal or a device without virtual memory management; `GMLAKE_ERROR_DEVICE` if a
 /// driver call failed.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_create_cuda(
+pub unsafe extern "C" fn gmlake_create_cuda(
     device: i32,
     config_text: *const c_char,
     out: *mut *mut gmlake_allocator,
@@ -78,8 +83,13 @@ pub extern "C" fn gmlake_create_cuda(
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
 /// UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_create_simulated(
+pub unsafe extern "C" fn gmlake_create_simulated(
     capacity: u64,
     config_text: *const c_char,
     out: *mut *mut gmlake_allocator,
@@ -121,8 +131,13 @@ fn with<R>(
 /// 1 PiB; `GMLAKE_ERROR_OUT_OF_MEMORY` when it does not fit even after releasing cached memory
 /// (the message gives requested, reserved, allocated and free bytes); `GMLAKE_ERROR_DEVICE` if a
 /// driver call failed. `*out` is set to NULL on any error.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_malloc(
+pub unsafe extern "C" fn gmlake_malloc(
     a: *mut gmlake_allocator,
     size: usize,
     stream: *mut c_void,
@@ -150,8 +165,13 @@ pub extern "C" fn gmlake_malloc(
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
 /// a pointer that is not a live allocation (unknown, interior, or already freed), which changes
 /// nothing.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void) -> gmlake_status {
+pub unsafe extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void) -> gmlake_status {
     guard("gmlake_free", || with(a, |a| Ok(a.free(ptr as u64)?)))
 }
 
@@ -160,8 +180,13 @@ pub extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void) -> gml
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
 /// a pointer that is not a live allocation.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_record_stream(
+pub unsafe extern "C" fn gmlake_record_stream(
     a: *mut gmlake_allocator,
     ptr: *mut c_void,
     stream: *mut c_void,
@@ -178,8 +203,13 @@ pub extern "C" fn gmlake_record_stream(
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_DEVICE` if the
 /// synchronization failed (nothing was released then).
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_empty_cache(a: *mut gmlake_allocator) -> gmlake_status {
+pub unsafe extern "C" fn gmlake_empty_cache(a: *mut gmlake_allocator) -> gmlake_status {
     guard("gmlake_empty_cache", || with(a, |a| Ok(a.empty_cache()?)))
 }
 
@@ -187,8 +217,13 @@ pub extern "C" fn gmlake_empty_cache(a: *mut gmlake_allocator) -> gmlake_status 
 /// (`torch.cuda.set_per_process_memory_fraction`).
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or a fraction outside (0, 1].
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_set_memory_fraction(
+pub unsafe extern "C" fn gmlake_set_memory_fraction(
     a: *mut gmlake_allocator,
     fraction: f64,
 ) -> gmlake_status {
@@ -200,8 +235,13 @@ pub extern "C" fn gmlake_set_memory_fraction(
 /// Copies the main statistics into `*out`.
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_get_stats(
+pub unsafe extern "C" fn gmlake_get_stats(
     a: *const gmlake_allocator,
     out: *mut gmlake_stats,
 ) -> gmlake_status {
@@ -219,8 +259,13 @@ pub extern "C" fn gmlake_get_stats(
 /// Sets every peak statistic to its current value (`torch.cuda.reset_peak_memory_stats`).
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gmlake_status {
+pub unsafe extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gmlake_status {
     guard("gmlake_reset_peak_stats", || {
         with(a, |a| {
             a.reset_peak_stats();
@@ -233,8 +278,13 @@ pub extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gmlake_st
 /// `*out` receives a NUL-terminated string owned by the caller: free it with `gmlake_string_free`.
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_stats_json(
+pub unsafe extern "C" fn gmlake_stats_json(
     a: *const gmlake_allocator,
     out: *mut *mut c_char,
 ) -> gmlake_status {
@@ -251,8 +301,13 @@ pub extern "C" fn gmlake_stats_json(
 }
 
 /// Frees a string returned by gmlake (`gmlake_stats_json`). NULL is ignored.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_string_free(s: *mut c_char) {
+pub unsafe extern "C" fn gmlake_string_free(s: *mut c_char) {
     if !s.is_null() {
         // SAFETY: the string came from `CString::into_raw` in this library (documented).
         drop(unsafe { CString::from_raw(s) });
@@ -265,8 +320,16 @@ pub extern "C" fn gmlake_string_free(s: *mut c_char) {
 ///
 /// Errors: `GMLAKE_ERROR_LIVE_ALLOCATIONS` as above; `GMLAKE_ERROR_DEVICE` if the device kept
 /// refusing to take memory back (the allocator is destroyed anyway; what was refused is lost).
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn gmlake_destroy(a: *mut gmlake_allocator, release_live: bool) -> gmlake_status {
+pub unsafe extern "C" fn gmlake_destroy(
+    a: *mut gmlake_allocator,
+    release_live: bool,
+) -> gmlake_status {
     guard("gmlake_destroy", || {
         if a.is_null() {
             return Ok(());
