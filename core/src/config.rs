@@ -48,6 +48,9 @@ pub struct Config {
     /// Smallest physical handle a large-pool growth creates (rounded to the granularity), in
     /// bytes, unless the growth itself is smaller. Default 32 MiB; see `docs/design.md`.
     pub min_handle_size: u64,
+    /// Whether a whole free chunk much larger than a request is cut in two before the request
+    /// breaks it (see `docs/design.md`). Default true.
+    pub split_chunks: bool,
     /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
     /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch
     /// grows by 20 MiB, `kLargeBuffer`, for requests under 10 MiB). Default 2 MiB (one H200 granule): see
@@ -76,6 +79,7 @@ impl Default for Config {
             max_handle_size: GIB,
             min_growth: 2 * MIB,
             handle_divisions: 16,
+            split_chunks: true,
             min_handle_size: 32 * MIB,
             va_arena_size: 64 * GIB,
             small_size: MIB,
@@ -102,7 +106,7 @@ impl core::error::Error for ConfigError {}
 /// The keys [`Config::parse`] accepts, as listed in its errors.
 pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
 defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
-max_handle_size, min_handle_size, handle_divisions, min_growth, va_arena_size, small_size, per_process_memory_fraction";
+max_handle_size, min_handle_size, handle_divisions, split_chunks, min_growth, va_arena_size, small_size, per_process_memory_fraction";
 
 fn err(message: String) -> ConfigError {
     ConfigError { message }
@@ -198,6 +202,7 @@ impl Config {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
             "stitching" => self.stitching = parse_bool(key, value)?,
+            "split_chunks" => self.split_chunks = parse_bool(key, value)?,
             "vmmDefragment" => {
                 let v: i64 = value
                     .parse()

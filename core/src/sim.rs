@@ -61,26 +61,31 @@ fn log2(x: u64) -> f64 {
 
 /// Estimated driver cost of each call kind, in microseconds.
 ///
-/// The defaults are the medians measured on an NVIDIA H200 with driver 580.159 and CUDA 13.0
-/// (`shared/reference/h200-measurements.md`, 2026-11-20) where a figure exists; the others are
-/// marked as assumptions below.
+/// The defaults were measured on an NVIDIA H200 (driver 580.159, CUDA 13.0): handle creation and
+/// release by size, and `cudaMalloc`/`cudaFree` for the native baseline, from
+/// `shared/reference/h200-measurements.md`; the per-call means of mapping, access, unmapping,
+/// address reservation and events from gmlake's own replays of the three traces on the CUDA
+/// backend (`scripts/gpu-check.sh`, 2026-11-20; `docs/benchmarks.md`). Costs not measured are
+/// marked as assumptions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostTable {
     /// `cuMemCreate` by handle size (14.4 us at 2 MiB, 14.3 at 20 MiB, 23.2 at 512 MiB).
     pub create_handle: SizeCurve,
     /// `cuMemRelease` by handle size (15.1 us at 2 MiB, 30.5 at 20 MiB, 292 at 512 MiB).
     pub release_handle: SizeCurve,
-    /// `cuMemAddressReserve` (20-30 us at any size up to 32 GiB: 25).
+    /// `cuMemAddressReserve` (17-20 us measured by gmlake; 20-30 in the reference: 20).
     pub reserve_range: f64,
     /// `cuMemAddressFree`: not measured; assumed 10 us.
     pub free_range: f64,
-    /// `cuMemMap` of one handle (3.5-3.8 us: 3.6).
+    /// `cuMemMap` of one handle (1.1-1.3 us measured by gmlake: 1.2).
     pub map: f64,
-    /// `cuMemSetAccess`, per physical handle mapped in the range (about 22 us).
+    /// `cuMemSetAccess`, per physical handle mapped in the range (25.7-34.2 us measured by
+    /// gmlake, 29.3 over all calls: 29).
     pub set_access_per_handle: f64,
-    /// `cuMemUnmap`, per physical handle mapped in the range (13-21 us; 64 handles took 0.85 ms: 15).
+    /// `cuMemUnmap`, per physical handle mapped in the range (21.3-23.7 us measured: 22).
     pub unmap_per_handle: f64,
-    /// Event creation, destruction, record and query: not measured; assumed 2, 2, 2 and 1 us.
+    /// Event creation, destruction, record and query: 3, 3 (assumed), 4 and 3 us (measured by
+    /// gmlake: 2.8-3.2, -, 2.6-5.2, 1.8-4.3).
     pub event: [f64; 4],
     /// Stream or device synchronization of an idle device: not measured; assumed 10 us.
     pub synchronize: f64,
@@ -104,12 +109,12 @@ impl Default for CostTable {
                 (20 * MIB, 30.5),
                 (512 * MIB, 292.0)
             ]),
-            reserve_range: 25.0,
+            reserve_range: 20.0,
             free_range: 10.0,
-            map: 3.6,
-            set_access_per_handle: 22.0,
-            unmap_per_handle: 15.0,
-            event: [2.0, 2.0, 2.0, 1.0],
+            map: 1.2,
+            set_access_per_handle: 29.0,
+            unmap_per_handle: 22.0,
+            event: [3.0, 3.0, 4.0, 3.0],
             synchronize: 10.0,
             native_malloc: SizeCurve(alloc::vec![
                 (2 * MIB, 52.0),
@@ -629,7 +634,7 @@ mod tests {
         d.map(va + G, G, b, 0).unwrap();
         let before = d.estimated_us();
         d.unmap(va, 2 * G).unwrap();
-        assert!((d.estimated_us() - before - 30.0).abs() < 1e-9);
+        assert!((d.estimated_us() - before - 44.0).abs() < 1e-9);
         assert_eq!(d.holdings().mappings, 0);
     }
 

@@ -395,7 +395,7 @@ impl<D: Device> Allocator<D> {
         pool: PoolKind,
         s: StreamIdx,
     ) -> Option<Served> {
-        if !self.cfg.stitching || self.split_for(b, rounded) {
+        if !(self.cfg.stitching && self.cfg.split_chunks) || self.split_for(b, rounded) {
             return Some(Served::Block(b));
         }
         self.best_fit(pool, s, rounded)

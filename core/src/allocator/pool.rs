@@ -84,11 +84,10 @@ impl<D: Device> Allocator<D> {
                 if seg.pool == PoolKind::Small || blk.size == rounded {
                     return Some(b);
                 }
-                let whole = seg.whole_chunk_bytes(blk.addr, blk.end());
-                let kept = seg
-                    .whole_chunk_bytes(blk.addr + rounded, blk.end())
-                    .max(seg.whole_chunk_bytes(blk.addr, blk.end() - rounded));
-                if kept == whole {
+                let (addr, end) = (blk.addr, blk.end());
+                if seg.whole_loss_capped(addr, end, addr, rounded, 0) == 0
+                    || seg.whole_loss_capped(addr, end, end - rounded, rounded, 0) == 0
+                {
                     return Some(b);
                 }
                 if !keep_chunks {
@@ -159,17 +158,17 @@ impl<D: Device> Allocator<D> {
         u
     }
 
-    /// Where `rounded` bytes of the free block `b` go: at whichever end leaves more whole physical
-    /// chunks free (those are what stitching can map); the front on a tie.
+    /// Where `rounded` bytes of the free block `b` go: at whichever end uses up or breaks fewer
+    /// bytes of whole free physical chunks (those are what stitching can map); the front on a tie.
     pub(super) fn placement(&self, b: BlockId, rounded: u64) -> u64 {
         let blk = &self.blocks[b];
         let (addr, end) = (blk.addr, blk.end());
         let seg = &self.segments[blk.seg];
-        let at_back = blk.size > rounded
-            && seg.chunks.len() > 1
-            && seg.whole_chunk_bytes(addr, end - rounded)
-                > seg.whole_chunk_bytes(addr + rounded, end);
-        if at_back {
+        if blk.size == rounded || seg.chunks.len() < 2 {
+            return addr;
+        }
+        let front = seg.whole_loss(addr, end, addr, rounded);
+        if front > 0 && seg.whole_loss_capped(addr, end, end - rounded, rounded, front) < front {
             end - rounded
         } else {
             addr

@@ -335,38 +335,12 @@ impl<D: Device> Allocator<D> {
         if cut <= cstart || cut >= cend || !self.try_complete(fence) {
             return true;
         }
-        if mapped && !self.unmap_cached_stitches_on(seg_id, cstart, cend) {
+        // A chunk some stitched block maps stays whole: destroying cached stitched blocks to cut it
+        // costs more in later stitches than it saves (measured: docs/design.md).
+        if mapped {
             return true;
         }
         self.split_chunk(seg_id, ci, cut)
-    }
-
-    /// Destroys the cached stitched blocks that map part of `[start, end)` of segment `seg`, if all
-    /// of them are free and their last use has completed; whether none maps it any more.
-    fn unmap_cached_stitches_on(&mut self, seg: SegId, start: u64, end: u64) -> bool {
-        let g = self.gran;
-        let va = self.segments[seg].va;
-        let on: Vec<StitchId> = self
-            .stitched
-            .iter()
-            .filter(|(_, st)| {
-                st.pieces.iter().any(|p| {
-                    let (ps, pe) = (
-                        va + p.first_page as u64 * g,
-                        va + (p.first_page + p.pages) as u64 * g,
-                    );
-                    p.seg == seg && ps < end && pe > start
-                })
-            })
-            .map(|(id, _)| id)
-            .collect();
-        if on.iter().any(|&sid| self.stitched[sid].active) {
-            return false;
-        }
-        on.into_iter().all(|sid| {
-            let fence = self.stitched[sid].fence;
-            self.try_complete(fence) && self.destroy_stitched(sid)
-        })
     }
 
     /// Replaces free chunk `ci` of `seg` by two handles split at address `cut`.

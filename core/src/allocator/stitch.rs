@@ -307,7 +307,7 @@ impl<D: Device> Allocator<D> {
 
     /// Unmaps and frees a free stitched block and forgets it. `false` if the device refused to
     /// unmap (it then stays cached).
-    pub(super) fn destroy_stitched(&mut self, sid: StitchId) -> bool {
+    fn destroy_stitched(&mut self, sid: StitchId) -> bool {
         let (va, size) = (self.stitched[sid].va, self.stitched[sid].size);
         if self.call(DriverCall::Unmap, |d| d.unmap(va, size)).is_err() {
             return false;

@@ -85,19 +85,29 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Bytes of the unreleased chunks lying wholly inside `[start, end)` (addresses).
-    pub fn whole_chunk_bytes(&self, start: u64, end: u64) -> u64 {
-        let mut bytes = 0;
-        for c in &self.chunks[self.chunk_at(start.saturating_sub(self.va))..] {
+    /// Bytes of whole free chunks (unreleased chunks lying wholly inside the free block
+    /// `[bstart, bend)`) that placing `[at, at + len)` would use up or leave partly used. Visits
+    /// only the chunks under the placement.
+    pub fn whole_loss(&self, bstart: u64, bend: u64, at: u64, len: u64) -> u64 {
+        self.whole_loss_capped(bstart, bend, at, len, u64::MAX)
+    }
+
+    /// [`Self::whole_loss`], stopping as soon as it exceeds `cap`.
+    pub fn whole_loss_capped(&self, bstart: u64, bend: u64, at: u64, len: u64, cap: u64) -> u64 {
+        let mut loss = 0;
+        for c in &self.chunks[self.chunk_at(at - self.va)..] {
             let cs = self.va + c.offset;
-            if cs >= end {
+            if cs >= at + len {
                 break;
             }
-            if !c.released && cs >= start && cs + c.size <= end {
-                bytes += c.size;
+            if !c.released && cs >= bstart && cs + c.size <= bend {
+                loss += c.size;
+                if loss > cap {
+                    break;
+                }
             }
         }
-        bytes
+        loss
     }
 
     /// Index of the chunk holding byte `offset` of the segment.
