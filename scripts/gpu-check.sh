@@ -25,14 +25,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 if [[ " $CHECKS " == *" tests "* ]]; then
   # The backend's tests, for real (they are ignored without a GPU).
   if [ -x carry/gpu-tests ]; then
-    carry/gpu-tests --include-ignored --test-threads=1 --nocapture > "$OUT/tests.log" 2>&1
+    rm -f "$OUT/tests.results"
+    carry/gpu-tests --include-ignored --test-threads=1 --nocapture --logfile "$OUT/tests.results" > "$OUT/tests.log" 2>&1
     status=$?
-    while read -r line; do
-      name=$(echo "$line" | sed -E 's/^test ([^ ]+) \.\.\. .*/\1/')
-      result=$(echo "$line" | sed -E 's/.* \.\.\. (ok|FAILED|ignored).*/\1/')
+    # libtest's log file has one "ok NAME" / "failed NAME" / "ignored NAME" line per test.
+    while read -r result name; do
       [ "$result" = ok ] && record "test $name" PASS "" || record "test $name" FAIL "$result"
-    done < <(grep -E '^test .* \.\.\. ' "$OUT/tests.log")
-    grep -E '^(replay|random|  )' "$OUT/tests.log" > "$OUT/replay-details.txt" || true
+    done < "$OUT/tests.results"
+    grep -E '(^| )(replay|random): ' "$OUT/tests.log" | sed -E 's/^test [^ ]+ \.\.\. //' > "$OUT/replay-details.txt" || true
+    grep -E '^  (gpt2|opt13|llama)' "$OUT/tests.log" >> "$OUT/replay-details.txt" || true
     [ $status -eq 0 ] || record "gpu-tests exit" FAIL "status $status"
   else
     record "gpu-tests" FAIL "carry/gpu-tests missing: run scripts/build-gpu-carry.sh"
@@ -69,7 +70,7 @@ echo "== gmlake GPU check: $(cat "$OUT/gpu.txt")"
 printf '%s\n' "${summary[@]}"
 if [ -s "$OUT/replay-details.txt" ]; then
   echo "-- replays on the GPU"
-  grep -E '^replay|^random' "$OUT/replay-details.txt"
+  grep -E '^(replay|random)' "$OUT/replay-details.txt"
 fi
 if [ -s "${OUT}/bench.jsonl" ]; then
   echo "-- benchmark (cold / warm pass)"
