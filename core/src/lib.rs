@@ -1,9 +1,8 @@
 //! # gmlake-core
 //!
 //! A GPU memory allocator that defeats fragmentation by *virtual memory stitching* (GMLake, Guo et
-//! al., ASPLOS 2024): when no single free block fits a request, free physical pages of several
-//! blocks are mapped back to back into one new virtual range, instead of asking the device for
-//! more memory.
+//! al., ASPLOS 2024): when no single free block fits a request, several free physical chunks are
+//! mapped back to back into one new virtual range, instead of asking the device for more memory.
 //!
 //! The core is `#![no_std]` + `alloc` and runs against the abstract [`Device`] trait; a CUDA
 //! backend lives in `gmlake-cuda`, and [`sim::SimulatedDevice`] keeps a GPU's books in host memory

@@ -7,9 +7,10 @@
 //! 1. best fit among free blocks of the request's pool and stream (then, for other streams, only
 //!    blocks whose last use has completed);
 //! 2. reuse of a cached stitched block of at most `reuse_limit` times the request;
-//! 3. stitching: mapping whole free pages of several free blocks back to back into a new virtual
-//!    range (requests of at least `frag_limit`; `defrag_level` sets how eagerly);
-//! 4. new physical memory, only what free pages lack, then stitched with them;
+//! 3. stitching: mapping several whole free physical chunks back to back into a new virtual range
+//!    (requests of at least `frag_limit`; `defrag_level` sets how eagerly): the driver maps whole
+//!    handles only;
+//! 4. new physical memory, only what the free chunks lack, then stitched with them;
 //! 5. releasing cached memory (every free physical chunk, and free stitched blocks), then once more;
 //! 6. an out-of-memory error with the request, reserved, allocated and free bytes.
 //!

@@ -2,13 +2,12 @@
 //! the device, also from segments that are partly in use.
 //!
 //! # Physical handle size
-//! The driver's cost of mapping and of granting access grows with the number of handles in a
-//! range (about 26 us per handle on the H200: `shared/reference/h200-measurements.md`), not with
-//! bytes. So a growth of `n` bytes is one handle when `n <= max_handle_size` (default 1 GiB), and
-//! `ceil(n / max_handle_size)` handles otherwise; growth is only ever by what a request lacks, so
-//! handles are sized to demand. Stitching maps granule-aligned *parts* of handles, so large
-//! handles do not limit what can be stitched. They limit what `empty_cache` can return: a handle
-//! goes back only when all of it is free. `docs/design.md` gives the measured trade-off.
+//! The driver maps whole handles only, and its cost of mapping and of granting access grows with
+//! the number of handles in a range (about 30 us per handle on the H200), not with bytes. Small
+//! handles keep free memory stitchable; large ones keep driver calls few. A growth for a request of
+//! `r` bytes creates handles of `r / handle_divisions` bytes, between `min_handle_size` and
+//! `max_handle_size`; and a whole free chunk much larger than a request is split before the request
+//! breaks it (`split_for`). `docs/design.md` gives the measured trade-off.
 
 use super::types::*;
 use super::{Allocator, Miss};

@@ -1,7 +1,7 @@
 //! Virtual memory stitching (GMLake, ASPLOS 2024: the sPool, Stitch and StitchFree).
 //!
-//! A stitched block maps whole free pages of several free blocks back to back into a new virtual
-//! range. While it is handed out, the bytes it uses are *lent* out of those free blocks (carved out
+//! A stitched block maps several whole free physical chunks back to back into a new virtual range
+//! (the driver maps whole handles only). While it is handed out, the bytes it uses are *lent* out of those free blocks (carved out
 //! as lent blocks, so no primitive allocation can land there); its unused tail pages stay free for
 //! anyone. When it is freed it stays cached with its mappings, and serves a later request again if
 //! the pages under the bytes that request needs are free again, which is checked piece by piece
