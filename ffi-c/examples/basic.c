@@ -1,0 +1,82 @@
+/* A C program that uses only include/gmlake.h: allocates, stitches, frees and reads statistics on
+ * the simulated device, and checks that every bad input returns its documented error.
+ * Build: cc basic.c -I../include -L<dir of libgmlake.a> -l:libgmlake.a -lpthread -ldl -lm
+ * Exit status 0 and "c example: ok" when every check passed. */
+#include <stdio.h>
+#include <string.h>
+#include "gmlake.h"
+
+static int failures = 0;
+#define CHECK(cond, what)                                             \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      fprintf(stderr, "FAILED: %s (last error: %s)\n", what, gmlake_last_error()); \
+      failures++;                                                     \
+    }                                                                 \
+  } while (0)
+
+int main(void) {
+  const size_t MiB = 1 << 20;
+  gmlake_allocator *a = NULL;
+  CHECK(strlen(gmlake_version()) > 0, "version");
+
+  /* Bad creation arguments. */
+  CHECK(gmlake_create_simulated(1024 * MiB, "frag_limit:0", NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "NULL out");
+  CHECK(gmlake_create_simulated(0, NULL, &a) == GMLAKE_ERROR_INVALID_ARGUMENT, "zero capacity");
+  CHECK(gmlake_create_simulated(1024 * MiB, "bogus:1", &a) == GMLAKE_ERROR_CONFIG, "bad config");
+  CHECK(strstr(gmlake_last_error(), "valid keys") != NULL, "config error lists valid keys");
+  CHECK(gmlake_create_cuda(-1, NULL, &a) != GMLAKE_OK, "bad CUDA device");
+
+  CHECK(gmlake_create_simulated(1024 * MiB, "frag_limit:0,min_handle_size:2MB", &a) == GMLAKE_OK, "create");
+
+  /* Allocate, free, stitch. */
+  void *x = NULL, *y = NULL, *z = NULL, *s = NULL;
+  CHECK(gmlake_malloc(a, 8 * MiB, NULL, &x) == GMLAKE_OK && x != NULL, "malloc x");
+  CHECK(gmlake_malloc(a, 8 * MiB, NULL, &y) == GMLAKE_OK, "malloc y");
+  CHECK(gmlake_malloc(a, 8 * MiB, NULL, &z) == GMLAKE_OK, "malloc z");
+  CHECK(((size_t)x % 512) == 0, "alignment");
+  CHECK(gmlake_free(a, x) == GMLAKE_OK, "free x");
+  CHECK(gmlake_free(a, z) == GMLAKE_OK, "free z");
+  CHECK(gmlake_malloc(a, 12 * MiB, NULL, &s) == GMLAKE_OK, "malloc stitched");
+  gmlake_stats st;
+  CHECK(gmlake_get_stats(a, &st) == GMLAKE_OK, "stats");
+  CHECK(st.num_stitches == 1, "one stitch");
+  CHECK(st.allocations == 2 && st.requested_bytes == 20 * MiB, "live allocations");
+  CHECK(st.reserved_bytes == 24 * MiB, "reserved bytes");
+  char *json = NULL;
+  CHECK(gmlake_stats_json(a, &json) == GMLAKE_OK && strstr(json, "\"reserved_bytes.all.current\":25165824") != NULL, "json");
+  gmlake_string_free(json);
+  gmlake_string_free(NULL);
+
+  /* Bad use. */
+  void *p = (void *)1;
+  CHECK(gmlake_malloc(a, 0, NULL, &p) == GMLAKE_ERROR_INVALID_ARGUMENT && p == NULL, "zero size, out cleared");
+  CHECK(gmlake_malloc(a, (size_t)1 << 51, NULL, &p) == GMLAKE_ERROR_INVALID_ARGUMENT, "absurd size");
+  CHECK(gmlake_malloc(a, 2048 * MiB, NULL, &p) == GMLAKE_ERROR_OUT_OF_MEMORY, "out of memory");
+  CHECK(strncmp(strchr(gmlake_last_error(), ' ') + 1, "CUDA out of memory.", 19) == 0, "OOM message");
+  CHECK(gmlake_malloc(NULL, 8, NULL, &p) == GMLAKE_ERROR_INVALID_ARGUMENT, "NULL allocator");
+  CHECK(gmlake_malloc(a, 8, NULL, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "NULL out");
+  CHECK(gmlake_free(a, x) == GMLAKE_ERROR_NOT_ALLOCATED, "double free");
+  CHECK(gmlake_free(a, (char *)y + 512) == GMLAKE_ERROR_NOT_ALLOCATED, "interior free");
+  CHECK(gmlake_free(NULL, y) == GMLAKE_ERROR_INVALID_ARGUMENT, "free on NULL allocator");
+  CHECK(gmlake_record_stream(a, x, NULL) == GMLAKE_ERROR_NOT_ALLOCATED, "record_stream unknown");
+  CHECK(gmlake_set_memory_fraction(a, 1.5) == GMLAKE_ERROR_INVALID_ARGUMENT, "bad fraction");
+  CHECK(gmlake_get_stats(a, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "stats NULL out");
+  CHECK(gmlake_stats_json(NULL, &json) == GMLAKE_ERROR_INVALID_ARGUMENT, "json NULL allocator");
+  CHECK(gmlake_destroy(a, false) == GMLAKE_ERROR_LIVE_ALLOCATIONS, "destroy with live allocations");
+
+  CHECK(gmlake_free(a, y) == GMLAKE_OK && gmlake_free(a, s) == GMLAKE_OK, "free the rest");
+  CHECK(gmlake_empty_cache(a) == GMLAKE_OK, "empty cache");
+  CHECK(gmlake_reset_peak_stats(a) == GMLAKE_OK && gmlake_reset_peak_stats(NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "reset peaks");
+  CHECK(gmlake_empty_cache(NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "empty cache NULL");
+  CHECK(gmlake_get_stats(a, &st) == GMLAKE_OK && st.reserved_bytes == 0, "everything returned");
+  CHECK(gmlake_destroy(a, false) == GMLAKE_OK, "destroy");
+  CHECK(gmlake_destroy(NULL, false) == GMLAKE_OK, "destroy NULL");
+
+  if (failures) {
+    fprintf(stderr, "c example: %d failures\n", failures);
+    return 1;
+  }
+  printf("c example: ok\n");
+  return 0;
+}
