@@ -1,6 +1,6 @@
 /* A C program that uses only include/gmlake.h: allocates, stitches, frees and reads statistics on
  * the simulated device, and checks that every bad input returns its documented error.
- * Build: cc basic.c -I../include -L<dir of libgmlake.a> -l:libgmlake.a -lpthread -ldl -lm
+ * Build: cc basic.c -I../include <dir>/libgmlake.a -lstdc++ -lpthread -ldl -lm
  * Exit status 0 and "c example: ok" when every check passed. */
 #include <stdio.h>
 #include <string.h>

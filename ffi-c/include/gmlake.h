@@ -7,7 +7,7 @@
  * - Sizes are bytes. Streams are cudaStream_t / CUstream values passed as void* (NULL = the
  *   legacy default stream).
  * - All functions are thread-safe; no function aborts or throws, whatever the input.
- * - Link: -lgmlake (static: also -lpthread -ldl -lm). The CUDA driver is loaded at run time.
+ * - Link: -lgmlake (static: also -lstdc++ -lpthread -ldl -lm). The CUDA driver is loaded at run time.
  */
 
 #ifndef GMLAKE_H
@@ -326,6 +326,74 @@ enum gmlake_status gmlake_destroy(struct gmlake_allocator *a, bool release_live)
  gmlake and stays valid until the next gmlake call on this thread. Never null.
  */
 const char *gmlake_last_error(void);
+
+/*
+ Throws `std::runtime_error(message)` (src/torch_shim.cpp); never returns.
+ */
+extern void gmlake_throw(const char *message);
+
+/*
+ Sets the configuration of the allocators the PyTorch entry points create (a string as for
+ `gmlake_create_cuda`; NULL reverts to `GMLAKE_ALLOC_CONF`). Call it before the first allocation.
+
+ Errors: `GMLAKE_ERROR_CONFIG` for a bad configuration; `GMLAKE_ERROR_INVALID_ARGUMENT` if an
+ allocator already exists or the string is not UTF-8.
+
+ # Safety
+ `config` is NULL or a NUL-terminated string.
+ */
+enum gmlake_status gmlake_torch_configure(const char *config);
+
+/*
+ PyTorch's allocation function: `size` bytes on CUDA device `device` for `stream`. Returns NULL
+ for a size of 0. On failure it throws a C++ `std::runtime_error` whose message starts with
+ `CUDA out of memory.` when memory ran out (with the requested, reserved, allocated, device total
+ and free bytes), or `gmlake:` otherwise; PyTorch raises it as a Python `RuntimeError`.
+
+ # Safety
+ Called by PyTorch (or C++); the exception unwinds into the caller, which must be C++.
+ */
+void *gmlake_torch_malloc(size_t size, int32_t device, void *stream);
+
+/*
+ PyTorch's free function. Errors (an unknown pointer) cannot be reported to PyTorch: they are
+ left in `gmlake_last_error` and change nothing.
+
+ # Safety
+ `ptr` is NULL or was returned by `gmlake_torch_malloc` for `device`.
+ */
+void gmlake_torch_free(void *ptr, size_t size, int32_t device, void *stream);
+
+/*
+ PyTorch's init hook (`void(int device_count)`): nothing to do, allocators are created lazily.
+ */
+void gmlake_torch_init(int32_t device_count);
+
+/*
+ PyTorch's reset hook, called by `torch.cuda.empty_cache()`: empties every device's cache.
+ */
+void gmlake_torch_empty_cache(void);
+
+/*
+ PyTorch's memory-fraction hook (`void(double fraction, int device)`).
+ */
+void gmlake_torch_set_memory_fraction(double fraction, int32_t device);
+
+/*
+ PyTorch's record-stream hook (`void(void* ptr, cudaStream_t stream)`), called by
+ `Tensor.record_stream`.
+
+ # Safety
+ `ptr` was returned by `gmlake_torch_malloc`.
+ */
+void gmlake_torch_record_stream(void *ptr, void *stream);
+
+/*
+ The process-wide allocator of CUDA device `device` (created if needed), for statistics through
+ the C API (`gmlake_get_stats`, `gmlake_stats_json`). Owned by gmlake: never destroy it. NULL on
+ failure (see `gmlake_last_error`).
+ */
+const struct gmlake_allocator *gmlake_torch_allocator(int32_t device);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 /// An allocator for one device. Opaque; create it with `gmlake_create_cuda` or
 /// `gmlake_create_simulated`, destroy it with `gmlake_destroy`. Safe to use from several threads.
 pub struct gmlake_allocator {
-    inner: SharedAllocator<AnyDevice>,
+    pub(crate) inner: SharedAllocator<AnyDevice>,
 }
 
 static VERSION: &CStr =
@@ -38,11 +38,12 @@ fn config(text: *const c_char) -> Result<Config, Failure> {
     Config::parse(text).map_err(|e| Failure::from(gmlake_core::Error::Config(e)))
 }
 
+pub(crate) fn new_allocator(device: AnyDevice, cfg: Config) -> Result<Box<gmlake_allocator>, Failure> {
+    Ok(Box::new(gmlake_allocator { inner: SharedAllocator::new(Allocator::new(device, cfg)?) }))
+}
+
 fn create(device: AnyDevice, cfg: Config, out: *mut *mut gmlake_allocator) -> Result<(), Failure> {
-    let allocator = Allocator::new(device, cfg)?;
-    let boxed = Box::new(gmlake_allocator {
-        inner: SharedAllocator::new(allocator),
-    });
+    let boxed = new_allocator(device, cfg)?;
     // SAFETY: `out` was checked non-null by the caller of this helper.
     unsafe { *out = Box::into_raw(boxed) };
     Ok(())

@@ -12,8 +12,10 @@ mod api;
 mod device;
 mod error;
 mod stats;
+mod torch;
 
 pub use api::*;
 pub use device::AnyDevice;
 pub use error::{gmlake_last_error, gmlake_status};
 pub use stats::gmlake_stats;
+pub use torch::*;

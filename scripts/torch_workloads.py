@@ -1,0 +1,172 @@
+"""gmlake as PyTorch's CUDA allocator, on the GPU machine, without the Python package: loads
+libgmlake.so with torch.cuda.memory.CUDAPluggableAllocator, sets its hooks, and runs the training
+workloads of traces/record.py with deterministic settings, beside PyTorch's native allocator and
+expandable segments, each in its own process. Also checks out-of-memory recovery and empty_cache.
+
+    python3 scripts/torch_workloads.py LIBGMLAKE_SO OUT_JSON
+
+Prints one line per run and a table; writes all figures to OUT_JSON.
+"""
+import json, os, subprocess, sys, time
+
+WORKER = r'''
+import ctypes, json, os, random, sys, time
+mode, wl, lib_path, steps, fixed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+import torch
+
+class Stats(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "allocated_bytes", "peak_allocated_bytes", "reserved_bytes", "peak_reserved_bytes",
+        "active_bytes", "peak_active_bytes", "requested_bytes", "peak_requested_bytes",
+        "allocations", "segments", "stitched_bytes", "num_stitches", "num_stitch_reuses",
+        "num_alloc_retries", "num_ooms")] + [("utilization", ctypes.c_double)]
+
+lib = None
+if mode == "gmlake":
+    alloc = torch.cuda.memory.CUDAPluggableAllocator(lib_path, "gmlake_torch_malloc", "gmlake_torch_free")
+    lib = ctypes.CDLL(lib_path)
+    fp = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    a = alloc.allocator()
+    a.set_init_fn(fp("gmlake_torch_init"))
+    a.set_reset_fn(fp("gmlake_torch_empty_cache"))
+    a.set_memory_fraction_fn(fp("gmlake_torch_set_memory_fraction"))
+    a.set_record_stream_fn(fp("gmlake_torch_record_stream"))
+    torch.cuda.memory.change_current_allocator(alloc)
+    lib.gmlake_torch_allocator.restype = ctypes.c_void_p
+    lib.gmlake_stats_json.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]
+    lib.gmlake_get_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(Stats)]
+    lib.gmlake_last_error.restype = ctypes.c_char_p
+
+def gmlake_stats():
+    s = Stats()
+    assert lib.gmlake_get_stats(lib.gmlake_torch_allocator(0), ctypes.byref(s)) == 0
+    out = ctypes.c_char_p()
+    assert lib.gmlake_stats_json(lib.gmlake_torch_allocator(0), ctypes.byref(out)) == 0
+    return s, json.loads(out.value.decode())
+
+def driver_memory_calls():
+    _, j = gmlake_stats()
+    return sum(v for k, v in j.items() if k.startswith("gmlake.driver_calls.") and any(x in k for x in ("create_handle", "map", "set_access", "unmap", "release_handle", "reserve_range", "free_range")))
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+torch.manual_seed(0); random.seed(0)
+torch.use_deterministic_algorithms(True)
+torch.backends.cudnn.benchmark = False
+dev = "cuda"
+losses, times, calls = [], [], []
+
+def step_loop(m, opt, vocab, choices_L, choices_B):
+    for step in range(steps):
+        L = choices_L[0] if fixed else random.choice(choices_L)
+        B = choices_B[0] if fixed else random.choice(choices_B)
+        x = torch.randint(0, vocab, (B, L), device=dev)
+        torch.cuda.synchronize(); t = time.perf_counter()
+        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize(); times.append(time.perf_counter() - t)
+        losses.append(loss.item())
+        if lib is not None:
+            calls.append(driver_memory_calls())
+
+if wl == "gpt2_train":
+    from transformers import GPT2Config, GPT2LMHeadModel
+    m = GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12)).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    step_loop(m, opt, 50257, [128, 256, 384, 512, 768, 1024], [8, 12, 16])
+elif wl == "opt13_lora":
+    from transformers import OPTConfig, OPTForCausalLM
+    from peft import LoraConfig, get_peft_model
+    cfg = OPTConfig(hidden_size=2048, num_hidden_layers=24, ffn_dim=8192, num_attention_heads=32, vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=2048)
+    m = OPTForCausalLM(cfg).to(dev, torch.bfloat16)
+    m.gradient_checkpointing_enable(); m.enable_input_require_grads()
+    m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    step_loop(m, opt, 50272, [256, 512, 768, 1024, 1536, 2048], [16, 24, 32])
+torch.cuda.synchronize()
+res = {"mode": mode, "workload": wl, "fixed": fixed, "losses": [repr(x) for x in losses], "step_s": times}
+if mode == "gmlake":
+    s, j = gmlake_stats()
+    res.update(peak_requested=s.peak_requested_bytes, peak_reserved=s.peak_reserved_bytes,
+               utilization=s.peak_requested_bytes / s.peak_reserved_bytes, stitches=s.num_stitches,
+               reuses=s.num_stitch_reuses, driver_calls_after_step=calls)
+else:
+    st = torch.cuda.memory_stats()
+    res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["reserved_bytes.all.peak"],
+               utilization=st["requested_bytes.all.peak"] / st["reserved_bytes.all.peak"])
+print("RESULT", json.dumps(res))
+'''
+
+CHECKS = r'''
+import ctypes, sys, torch
+lib_path = sys.argv[1]
+alloc = torch.cuda.memory.CUDAPluggableAllocator(lib_path, "gmlake_torch_malloc", "gmlake_torch_free")
+lib = ctypes.CDLL(lib_path)
+fp = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+alloc.allocator().set_reset_fn(fp("gmlake_torch_empty_cache"))
+torch.cuda.memory.change_current_allocator(alloc)
+out = {}
+x = torch.randn(2048, 2048, device="cuda"); y = (x @ x).cpu(); xc = x.cpu()
+out["matmul_matches_cpu"] = bool(torch.allclose(y, xc @ xc, rtol=1e-3, atol=1e-2))
+# Fill the GPU with 8 GiB tensors until out of memory; then free and allocate again.
+held, message = [], ""
+try:
+    while True:
+        held.append(torch.empty(8 << 30, dtype=torch.uint8, device="cuda"))
+except RuntimeError as e:
+    message = str(e)
+out["oom_after_gib"] = 8 * len(held)
+out["oom_message_starts_right"] = message.startswith("CUDA out of memory.")
+out["oom_message"] = message[:300]
+free_full = torch.cuda.mem_get_info()[0]
+del held
+again = torch.empty(64 << 30, dtype=torch.uint8, device="cuda")
+out["allocates_after_oom"] = True
+del again
+before = torch.cuda.mem_get_info()[0]
+torch.cuda.empty_cache()
+after = torch.cuda.mem_get_info()[0]
+out["empty_cache_driver_free_before_after_gib"] = [round(before / 2**30, 1), round(after / 2**30, 1)]
+out["empty_cache_returns_memory"] = after > before + (32 << 30)
+import json
+print("RESULT", json.dumps(out))
+'''
+
+def run(code, args, conf="", timeout=300):
+    env = dict(os.environ)
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    if conf:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = conf
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    line = [l for l in p.stdout.splitlines() if l.startswith("RESULT")]
+    if not line:
+        return {"error": p.stderr[-3000:]}
+    return json.loads(line[0][7:])
+
+def main():
+    lib_path, out_json = os.path.abspath(sys.argv[1]), sys.argv[2]
+    results = {"checks": run(CHECKS, [lib_path])}
+    print("checks", json.dumps(results["checks"]), flush=True)
+    runs = []
+    for wl, steps in (("gpt2_train", 12), ("opt13_lora", 10)):
+        for mode, conf in (("native", ""), ("native", ""), ("expandable", "expandable_segments:True"), ("gmlake", "")):
+            t = time.time()
+            r = run(WORKER, [mode, wl, lib_path, str(steps), "0"], conf)
+            r["secs"] = round(time.time() - t, 1)
+            runs.append(r)
+            print(wl, mode, json.dumps({k: v for k, v in r.items() if k not in ("losses", "step_s")}), flush=True)
+    fixed = run(WORKER, ["gmlake", "gpt2_train", lib_path, "8", "1"])
+    results["fixed_shape_gmlake"] = fixed
+    print("fixed shape", json.dumps(fixed.get("driver_calls_after_step")), flush=True)
+    results["runs"] = runs
+    json.dump(results, open(out_json, "w"), indent=1)
+    print(f"\n{'workload':<12} {'allocator':<11} {'util':>7} {'peak reserved GB':>17} {'median step ms (after 2)':>25} {'losses == native run 1':>24}")
+    for wl in ("gpt2_train", "opt13_lora"):
+        rs = [r for r in runs if r.get("workload") == wl]
+        base = rs[0].get("losses") if rs else None
+        for r in rs:
+            if "error" in r:
+                print(wl, "ERROR", r["error"][-500:]); continue
+            st = sorted(r["step_s"][2:]); med = st[len(st) // 2] * 1e3 if st else 0
+            print(f"{wl:<12} {r['mode']:<11} {r['utilization']:>7.4f} {r['peak_reserved']/1e9:>17.2f} {med:>25.1f} {str(r['losses'] == base):>24}")
+
+if __name__ == "__main__":
+    main()
