@@ -38,8 +38,13 @@ fn config(text: *const c_char) -> Result<Config, Failure> {
     Config::parse(text).map_err(|e| Failure::from(gmlake_core::Error::Config(e)))
 }
 
-pub(crate) fn new_allocator(device: AnyDevice, cfg: Config) -> Result<Box<gmlake_allocator>, Failure> {
-    Ok(Box::new(gmlake_allocator { inner: SharedAllocator::new(Allocator::new(device, cfg)?) }))
+pub(crate) fn new_allocator(
+    device: AnyDevice,
+    cfg: Config,
+) -> Result<Box<gmlake_allocator>, Failure> {
+    Ok(Box::new(gmlake_allocator {
+        inner: SharedAllocator::new(Allocator::new(device, cfg)?),
+    }))
 }
 
 fn create(device: AnyDevice, cfg: Config, out: *mut *mut gmlake_allocator) -> Result<(), Failure> {

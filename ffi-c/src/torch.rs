@@ -32,21 +32,30 @@ fn config() -> Result<Config, Failure> {
 
 /// The allocator of CUDA device `device`, created on first use.
 fn device_allocator(device: i32) -> Result<&'static gmlake_allocator, Failure> {
-    let index = usize::try_from(device).map_err(|_| crate::error::invalid(format!("device {device}")))?;
-    let mut devices = DEVICES.lock().map_err(|_| crate::error::invalid("poisoned device table"))?;
+    let index =
+        usize::try_from(device).map_err(|_| crate::error::invalid(format!("device {device}")))?;
+    let mut devices = DEVICES
+        .lock()
+        .map_err(|_| crate::error::invalid("poisoned device table"))?;
     if devices.len() <= index {
         devices.resize(index + 1, None);
     }
     if let Some(a) = devices[index] {
         return Ok(a);
     }
-    let a: &'static gmlake_allocator = Box::leak(new_allocator(AnyDevice::Cuda(CudaVmm::new(device)?), config()?)?);
+    let a: &'static gmlake_allocator = Box::leak(new_allocator(
+        AnyDevice::Cuda(CudaVmm::new(device)?),
+        config()?,
+    )?);
     devices[index] = Some(a);
     Ok(a)
 }
 
 fn each_allocator(mut f: impl FnMut(&'static gmlake_allocator)) {
-    let devices: Vec<&'static gmlake_allocator> = DEVICES.lock().map(|d| d.iter().flatten().copied().collect()).unwrap_or_default();
+    let devices: Vec<&'static gmlake_allocator> = DEVICES
+        .lock()
+        .map(|d| d.iter().flatten().copied().collect())
+        .unwrap_or_default();
     for a in devices {
         f(a);
     }
@@ -63,14 +72,25 @@ fn each_allocator(mut f: impl FnMut(&'static gmlake_allocator)) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_torch_configure(config: *const c_char) -> crate::gmlake_status {
     crate::error::guard("gmlake_torch_configure", || {
-        if DEVICES.lock().map(|d| d.iter().any(Option::is_some)).unwrap_or(true) {
-            return Err(crate::error::invalid("allocators already exist; configure before the first allocation"));
+        if DEVICES
+            .lock()
+            .map(|d| d.iter().any(Option::is_some))
+            .unwrap_or(true)
+        {
+            return Err(crate::error::invalid(
+                "allocators already exist; configure before the first allocation",
+            ));
         }
         let text = if config.is_null() {
             None
         } else {
             // SAFETY: documented contract.
-            Some(unsafe { CStr::from_ptr(config) }.to_str().map_err(|_| crate::error::invalid("not UTF-8"))?.to_string())
+            Some(
+                unsafe { CStr::from_ptr(config) }
+                    .to_str()
+                    .map_err(|_| crate::error::invalid("not UTF-8"))?
+                    .to_string(),
+            )
         };
         if let Some(t) = &text {
             Config::parse(t).map_err(|e| Failure::from(Error::Config(e)))?;
@@ -90,20 +110,29 @@ pub unsafe extern "C" fn gmlake_torch_configure(config: *const c_char) -> crate:
 /// # Safety
 /// Called by PyTorch (or C++); the exception unwinds into the caller, which must be C++.
 #[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn gmlake_torch_malloc(size: usize, device: i32, stream: *mut c_void) -> *mut c_void {
+pub unsafe extern "C-unwind" fn gmlake_torch_malloc(
+    size: usize,
+    device: i32,
+    stream: *mut c_void,
+) -> *mut c_void {
     if size == 0 {
         return std::ptr::null_mut();
     }
     let result = std::panic::catch_unwind(|| {
         let a = device_allocator(device)?;
-        a.inner.with(|a| Ok::<u64, Failure>(a.malloc(size as u64, StreamHandle(stream as u64))?))
+        a.inner
+            .with(|a| Ok::<u64, Failure>(a.malloc(size as u64, StreamHandle(stream as u64))?))
     });
     let message = match result {
         Ok(Ok(p)) => return p as *mut c_void,
         Ok(Err(Failure(_, m))) => m,
         Err(_) => "gmlake: internal error (a bug in gmlake)".to_string(),
     };
-    let message = if message.starts_with("CUDA out of memory.") { message } else { format!("gmlake: {message}") };
+    let message = if message.starts_with("CUDA out of memory.") {
+        message
+    } else {
+        format!("gmlake: {message}")
+    };
     set_error(&message);
     let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
     // SAFETY: `c` lives until the exception has copied it; nothing else is held here.
@@ -116,7 +145,12 @@ pub unsafe extern "C-unwind" fn gmlake_torch_malloc(size: usize, device: i32, st
 /// # Safety
 /// `ptr` is NULL or was returned by `gmlake_torch_malloc` for `device`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn gmlake_torch_free(ptr: *mut c_void, size: usize, device: i32, stream: *mut c_void) {
+pub unsafe extern "C" fn gmlake_torch_free(
+    ptr: *mut c_void,
+    size: usize,
+    device: i32,
+    stream: *mut c_void,
+) {
     let _ = (size, stream);
     if ptr.is_null() {
         return;
@@ -137,7 +171,9 @@ pub extern "C" fn gmlake_torch_init(device_count: i32) {
 #[unsafe(no_mangle)]
 pub extern "C" fn gmlake_torch_empty_cache() {
     each_allocator(|a| {
-        crate::error::guard("gmlake_torch_empty_cache", || a.inner.with(|a| Ok(a.empty_cache()?)));
+        crate::error::guard("gmlake_torch_empty_cache", || {
+            a.inner.with(|a| Ok(a.empty_cache()?))
+        });
     });
 }
 
@@ -158,7 +194,9 @@ pub extern "C" fn gmlake_torch_set_memory_fraction(fraction: f64, device: i32) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_torch_record_stream(ptr: *mut c_void, stream: *mut c_void) {
     each_allocator(|a| {
-        let _ = a.inner.with(|a| a.record_stream(ptr as u64, StreamHandle(stream as u64)));
+        let _ = a
+            .inner
+            .with(|a| a.record_stream(ptr as u64, StreamHandle(stream as u64)));
     });
 }
 

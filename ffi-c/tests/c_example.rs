@@ -37,8 +37,19 @@ fn the_c_and_cpp_examples_build_against_the_header_and_pass() {
         let _ = std::fs::remove_file(&out);
         let stdout = String::from_utf8_lossy(&run.stdout);
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(run.status.success() && stdout.contains(expect), "{stdout}{stderr}");
+        assert!(
+            run.status.success() && stdout.contains(expect),
+            "{stdout}{stderr}"
+        );
     };
-    run(&std::env::var("CC").unwrap_or_else(|_| "cc".to_string()), "basic.c", "c example: ok");
-    run(&std::env::var("CXX").unwrap_or_else(|_| "c++".to_string()), "torch_entry.cpp", "torch entry: ok");
+    run(
+        &std::env::var("CC").unwrap_or_else(|_| "cc".to_string()),
+        "basic.c",
+        "c example: ok",
+    );
+    run(
+        &std::env::var("CXX").unwrap_or_else(|_| "c++".to_string()),
+        "torch_entry.cpp",
+        "torch entry: ok",
+    );
 }
