@@ -47,6 +47,11 @@ int main(void) {
   CHECK(gmlake_stats_json(a, &json) == GMLAKE_OK && strstr(json, "\"reserved_bytes.all.current\":25165824") != NULL, "json");
   gmlake_string_free(json);
   gmlake_string_free(NULL);
+  char *snap = NULL;
+  CHECK(gmlake_snapshot_json(a, &snap) == GMLAKE_OK && strstr(snap, "\"stitched\":[{") != NULL
+        && strstr(snap, "lent_to_stitched") != NULL, "snapshot shows the stitched block and its lent blocks");
+  gmlake_string_free(snap);
+  CHECK(gmlake_snapshot_json(a, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "snapshot NULL out");
 
   /* Bad use. */
   void *p = (void *)1;

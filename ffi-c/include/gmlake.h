@@ -297,7 +297,22 @@ enum gmlake_status gmlake_reset_peak_stats(struct gmlake_allocator *a);
 enum gmlake_status gmlake_stats_json(const struct gmlake_allocator *a, char **out);
 
 /*
- Frees a string returned by gmlake (`gmlake_stats_json`). NULL is ignored.
+ A snapshot of everything the allocator holds, as a JSON object: `segments` (address,
+ total_size, stream, segment_type, its physical `chunks` and its `blocks` with their state:
+ "active_allocated", "active_pending_free", "inactive", "released" or {"lent_to_stitched": ADDR})
+ and `stitched` blocks with the chunk `pieces` they map. `*out` receives a NUL-terminated string
+ owned by the caller: free it with `gmlake_string_free`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type.
+ */
+enum gmlake_status gmlake_snapshot_json(const struct gmlake_allocator *a, char **out);
+
+/*
+ Frees a string returned by gmlake (`gmlake_stats_json`, `gmlake_snapshot_json`). NULL is ignored.
 
  # Safety
  Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an

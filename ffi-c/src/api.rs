@@ -306,7 +306,35 @@ pub unsafe extern "C" fn gmlake_stats_json(
     })
 }
 
-/// Frees a string returned by gmlake (`gmlake_stats_json`). NULL is ignored.
+/// A snapshot of everything the allocator holds, as a JSON object: `segments` (address,
+/// total_size, stream, segment_type, its physical `chunks` and its `blocks` with their state:
+/// "active_allocated", "active_pending_free", "inactive", "released" or {"lent_to_stitched": ADDR})
+/// and `stitched` blocks with the chunk `pieces` they map. `*out` receives a NUL-terminated string
+/// owned by the caller: free it with `gmlake_string_free`.
+///
+/// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gmlake_snapshot_json(
+    a: *const gmlake_allocator,
+    out: *mut *mut c_char,
+) -> gmlake_status {
+    guard("gmlake_snapshot_json", || {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let json = with(a, |a| Ok(crate::snapshot::snapshot_json(&a.snapshot())))?;
+        let c = CString::new(json).map_err(|_| invalid("snapshot contains a NUL"))?;
+        // SAFETY: checked non-null.
+        unsafe { *out = c.into_raw() };
+        Ok(())
+    })
+}
+
+/// Frees a string returned by gmlake (`gmlake_stats_json`, `gmlake_snapshot_json`). NULL is ignored.
 ///
 /// # Safety
 /// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an

@@ -11,6 +11,7 @@
 mod api;
 mod device;
 mod error;
+mod snapshot;
 mod stats;
 mod torch;
 
