@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs gmlake's C library for C and C++ users: PREFIX/lib/libgmlake.{a,so},
+# PREFIX/include/gmlake.h, PREFIX/lib/pkgconfig/gmlake.pc and PREFIX/lib/cmake/gmlake/.
+#   scripts/install.sh PREFIX            # builds the release library with cargo first
+#   scripts/install.sh PREFIX --from DIR # takes libgmlake.a/.so already built in DIR (no cargo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prefix=${1:?usage: scripts/install.sh PREFIX [--from DIR]}
+from=""
+if [ "${2:-}" = "--from" ]; then from=${3:?--from needs a directory}; fi
+if [ -z "$from" ]; then
+  cargo build --release --locked -p gmlake-ffi-c
+  from=target/release
+fi
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+mkdir -p "$prefix/lib/pkgconfig" "$prefix/lib/cmake/gmlake" "$prefix/include"
+cp "$from/libgmlake.a" "$prefix/lib/"
+[ -f "$from/libgmlake.so" ] && cp "$from/libgmlake.so" "$prefix/lib/"
+cp ffi-c/include/gmlake.h "$prefix/include/"
+sed -e "s|@PREFIX@|$(cd "$prefix" && pwd)|" -e "s|@VERSION@|$version|" ffi-c/pkg/gmlake.pc.in > "$prefix/lib/pkgconfig/gmlake.pc"
+cp ffi-c/pkg/gmlakeConfig.cmake "$prefix/lib/cmake/gmlake/"
+sed -e "s|@VERSION@|$version|" ffi-c/pkg/gmlakeConfigVersion.cmake.in > "$prefix/lib/cmake/gmlake/gmlakeConfigVersion.cmake"
+echo "installed gmlake $version into $prefix"
