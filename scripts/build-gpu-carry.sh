@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Builds, on a machine with Rust, what scripts/gpu-check.sh runs on the GPU machine (which has no
-# Rust toolchain) into carry/ (git-ignored): the CUDA backend's test executable and libgmlake.so.
+# Rust toolchain) into carry/ (git-ignored): the CUDA backend's test executable, libgmlake.so, and
+# libgmlake_cpp.a with the cxx headers for the C++ example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p carry
-cargo build --release --locked -p gmlake-ffi-c
-cp target/release/libgmlake.so carry/
+mkdir -p carry/include/rust carry/include/gmlake-ffi-cpp/src
+cargo build --release --locked -p gmlake-ffi-c -p gmlake-ffi-cpp
+strip --strip-debug -o carry/libgmlake.so target/release/libgmlake.so
+strip --strip-debug -o carry/libgmlake_cpp.a target/release/libgmlake_cpp.a
+cp -L target/cxxbridge/rust/cxx.h carry/include/rust/
+cp -L target/cxxbridge/gmlake-ffi-cpp/src/lib.rs.h carry/include/gmlake-ffi-cpp/src/
 exe=$(cargo test --release --locked -p gmlake-cuda --test gpu --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
@@ -13,4 +17,4 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu":
         print(m["executable"])')
 cp "$exe" carry/gpu-tests
-ls -la carry/
+du -sh carry/ && ls -la carry/

@@ -5,11 +5,11 @@
 # is printed at the end. Exit status: 0 when every check passed.
 #
 #   bash scripts/gpu-check.sh            # all checks
-#   CHECKS="tests bench" bash scripts/gpu-check.sh
+#   CHECKS="tests examples bench" bash scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
-CHECKS=${CHECKS:-"tests bench"}
+CHECKS=${CHECKS:-"tests examples bench"}
 mkdir -p "$OUT"
 export GMLAKE_TRACES=$PWD/traces
 summary=()
@@ -38,6 +38,23 @@ if [[ " $CHECKS " == *" tests "* ]]; then
   else
     record "gpu-tests" FAIL "carry/gpu-tests missing: run scripts/build-gpu-carry.sh"
   fi
+fi
+
+if [[ " $CHECKS " == *" examples "* ]]; then
+  # The C, C++ and PyTorch-entry examples of the test suite, on the CUDA backend.
+  : > "$OUT/examples.log"
+  example() { # name, then the compile command; the binary is /tmp/gmlake-example-NAME
+    name=$1; shift
+    if "$@" -o "/tmp/gmlake-example-$name" >> "$OUT/examples.log" 2>&1 &&
+       "/tmp/gmlake-example-$name" cuda >> "$OUT/examples.log" 2>&1; then
+      record "example $name (cuda)" PASS ""
+    else
+      record "example $name (cuda)" FAIL "see examples.log"
+    fi
+  }
+  example c gcc ffi-c/examples/basic.c -Iffi-c/include -Lcarry -lgmlake -Wl,-rpath,"$PWD/carry"
+  example torch_entry g++ ffi-c/examples/torch_entry.cpp -Iffi-c/include -Lcarry -lgmlake -Wl,-rpath,"$PWD/carry"
+  example cpp g++ -std=c++17 ffi-cpp/examples/basic.cpp -Iffi-cpp/include -Icarry/include carry/libgmlake_cpp.a -lpthread -ldl -lm
 fi
 
 if [[ " $CHECKS " == *" bench "* ]]; then

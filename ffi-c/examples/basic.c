@@ -1,6 +1,7 @@
 /* A C program that uses only include/gmlake.h: allocates, stitches, frees and reads statistics on
  * the simulated device, and checks that every bad input returns its documented error.
  * Build: cc basic.c -I../include <dir>/libgmlake.a -lstdc++ -lpthread -ldl -lm
+ * With the argument "cuda" it runs on GPU 0 instead (capped at 1% of its memory).
  * Exit status 0 and "c example: ok" when every check passed. */
 #include <stdio.h>
 #include <string.h>
@@ -15,8 +16,9 @@ static int failures = 0;
     }                                                                 \
   } while (0)
 
-int main(void) {
+int main(int argc, char **argv) {
   const size_t MiB = 1 << 20;
+  const int cuda = argc > 1 && strcmp(argv[1], "cuda") == 0;
   gmlake_allocator *a = NULL;
   CHECK(strlen(gmlake_version()) > 0, "version");
 
@@ -27,7 +29,16 @@ int main(void) {
   CHECK(strstr(gmlake_last_error(), "valid keys") != NULL, "config error lists valid keys");
   CHECK(gmlake_create_cuda(-1, NULL, &a) != GMLAKE_OK, "bad CUDA device");
 
-  CHECK(gmlake_create_simulated(1024 * MiB, "frag_limit:0,min_handle_size:2MB", &a) == GMLAKE_OK, "create");
+  if (cuda) {
+    CHECK(gmlake_create_cuda(0, "frag_limit:0,min_handle_size:2MB", &a) == GMLAKE_OK, "create on GPU 0");
+    CHECK(gmlake_set_memory_fraction(a, 0.01) == GMLAKE_OK, "cap at 1% so that 2 GiB runs out");
+  } else {
+    CHECK(gmlake_create_simulated(1024 * MiB, "frag_limit:0,min_handle_size:2MB", &a) == GMLAKE_OK, "create");
+  }
+  if (a == NULL) {
+    fprintf(stderr, "no allocator: %s\n", gmlake_last_error());
+    return 1;
+  }
 
   /* Allocate, free, stitch. */
   void *x = NULL, *y = NULL, *z = NULL, *s = NULL;
@@ -82,6 +93,6 @@ int main(void) {
     fprintf(stderr, "c example: %d failures\n", failures);
     return 1;
   }
-  printf("c example: ok\n");
+  printf("c example: ok (%s)\n", cuda ? "cuda" : "simulated");
   return 0;
 }

@@ -17,4 +17,12 @@ if(NOT TARGET gmlake::gmlake_shared AND EXISTS "${_gmlake_prefix}/lib/libgmlake.
     IMPORTED_LOCATION "${_gmlake_prefix}/lib/libgmlake.so"
     INTERFACE_INCLUDE_DIRECTORIES "${_gmlake_prefix}/include")
 endif()
+if(NOT TARGET gmlake::gmlake_cpp AND EXISTS "${_gmlake_prefix}/lib/libgmlake_cpp.a")
+  add_library(gmlake::gmlake_cpp STATIC IMPORTED)
+  set_target_properties(gmlake::gmlake_cpp PROPERTIES
+    IMPORTED_LOCATION "${_gmlake_prefix}/lib/libgmlake_cpp.a"
+    INTERFACE_INCLUDE_DIRECTORIES "${_gmlake_prefix}/include"
+    INTERFACE_COMPILE_FEATURES cxx_std_17
+    INTERFACE_LINK_LIBRARIES "Threads::Threads;${CMAKE_DL_LIBS};m")
+endif()
 set(gmlake_FOUND TRUE)

@@ -19,4 +19,9 @@ pub use api::*;
 pub use device::AnyDevice;
 pub use error::{gmlake_last_error, gmlake_status};
 pub use stats::gmlake_stats;
+
+/// The snapshot as JSON, as `gmlake_snapshot_json` returns it (for the C++ API).
+pub fn snapshot_json_of(s: &gmlake_core::Snapshot) -> String {
+    snapshot::snapshot_json(s)
+}
 pub use torch::*;

@@ -1,6 +1,7 @@
 //! The installed package serves C users without cargo: `scripts/install.sh PREFIX --from DIR`, then
 //! `examples/basic.c` built with `pkg-config --cflags --libs --static gmlake` and, where CMake is
-//! installed (CI installs it), with `find_package(gmlake)` and `gmlake::gmlake`.
+//! installed (CI installs it), with `find_package(gmlake)`: `gmlake::gmlake` for the C example and
+//! `gmlake::gmlake_cpp` for the C++ one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +14,14 @@ fn profile_dir() -> PathBuf {
 fn build_library() -> PathBuf {
     let dir = profile_dir();
     let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "-p", "gmlake-ffi-c", "--lib"]);
+    build.args([
+        "build",
+        "-p",
+        "gmlake-ffi-c",
+        "-p",
+        "gmlake-ffi-cpp",
+        "--lib",
+    ]);
     if dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
