@@ -28,6 +28,9 @@ int main(int argc, char **argv) {
   CHECK(gmlake_create_simulated(1024 * MiB, "bogus:1", &a) == GMLAKE_ERROR_CONFIG, "bad config");
   CHECK(strstr(gmlake_last_error(), "valid keys") != NULL, "config error lists valid keys");
   CHECK(gmlake_create_cuda(-1, NULL, &a) != GMLAKE_OK, "bad CUDA device");
+  CHECK(gmlake_create_cuda(0, NULL, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "create_cuda NULL out");
+  CHECK(gmlake_create_cuda(0, "frag_limit:lots", &a) == GMLAKE_ERROR_CONFIG, "create_cuda bad config");
+  CHECK(a == NULL, "no allocator after failures");
 
   if (cuda) {
     CHECK(gmlake_create_cuda(0, "frag_limit:0,min_handle_size:2MB", &a) == GMLAKE_OK, "create on GPU 0");
@@ -76,6 +79,11 @@ int main(int argc, char **argv) {
   CHECK(gmlake_free(a, (char *)y + 512) == GMLAKE_ERROR_NOT_ALLOCATED, "interior free");
   CHECK(gmlake_free(NULL, y) == GMLAKE_ERROR_INVALID_ARGUMENT, "free on NULL allocator");
   CHECK(gmlake_record_stream(a, x, NULL) == GMLAKE_ERROR_NOT_ALLOCATED, "record_stream unknown");
+  CHECK(gmlake_record_stream(NULL, y, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "record_stream NULL allocator");
+  CHECK(gmlake_set_memory_fraction(NULL, 0.5) == GMLAKE_ERROR_INVALID_ARGUMENT, "fraction NULL allocator");
+  CHECK(gmlake_get_stats(NULL, &st) == GMLAKE_ERROR_INVALID_ARGUMENT, "stats NULL allocator");
+  CHECK(gmlake_snapshot_json(NULL, &json) == GMLAKE_ERROR_INVALID_ARGUMENT, "snapshot NULL allocator");
+  CHECK(gmlake_stats_json(a, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "json NULL out");
   CHECK(gmlake_set_memory_fraction(a, 1.5) == GMLAKE_ERROR_INVALID_ARGUMENT, "bad fraction");
   CHECK(gmlake_get_stats(a, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "stats NULL out");
   CHECK(gmlake_stats_json(NULL, &json) == GMLAKE_ERROR_INVALID_ARGUMENT, "json NULL allocator");
