@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   const bool cuda = argc > 1 && std::strcmp(argv[1], "cuda") == 0;
   CHECK(error_of([] { gmlake::Allocator::simulated(1 << 30, "bogus:1"); }).find("valid keys") != std::string::npos, "bad config throws");
   CHECK(!error_of([] { gmlake::Allocator::simulated(0); }).empty(), "zero capacity throws");
+  CHECK(!error_of([] { gmlake::Allocator::cuda(-1); }).empty(), "bad device throws");
   {
     gmlake::Allocator a = cuda ? gmlake::Allocator::cuda(0, "frag_limit:0,min_handle_size:2MB")
                                : gmlake::Allocator::simulated(1024 * MiB, "frag_limit:0,min_handle_size:2MB");
