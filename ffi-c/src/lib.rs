@@ -21,6 +21,12 @@ pub use error::{gmlake_last_error, gmlake_status};
 pub use stats::gmlake_stats;
 
 /// The snapshot as JSON, as `gmlake_snapshot_json` returns it (for the C++ API).
+/// All statistics as flat JSON, as `gmlake_stats_json` returns them (also used by the Python module).
+pub fn stats_json_of(s: &gmlake_core::Stats) -> String {
+    stats::stats_json(s)
+}
+
+/// (Also used by the Python module.)
 pub fn snapshot_json_of(s: &gmlake_core::Snapshot) -> String {
     snapshot::snapshot_json(s)
 }

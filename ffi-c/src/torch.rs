@@ -212,3 +212,51 @@ pub extern "C" fn gmlake_torch_allocator(device: i32) -> *const gmlake_allocator
     });
     out
 }
+
+/// Runs `f` on the process-wide allocator of CUDA device `device` (created if needed), for the
+/// Python module, which shares these allocators with PyTorch's entry points.
+///
+/// # Errors
+/// No driver or device, a bad configuration, or the error `f` returns, as a message.
+pub fn with_torch_allocator<R>(
+    device: i32,
+    f: impl FnOnce(&mut gmlake_core::Allocator<AnyDevice>) -> gmlake_core::Result<R>,
+) -> Result<R, String> {
+    let a = device_allocator(device).map_err(|Failure(_, m)| m)?;
+    a.inner.with(f).map_err(|e| e.to_string())
+}
+
+/// Devices whose process-wide allocator exists.
+pub fn torch_devices() -> Vec<i32> {
+    DEVICES
+        .lock()
+        .map(|d| {
+            d.iter()
+                .enumerate()
+                .filter(|(_, a)| a.is_some())
+                .map(|(i, _)| i as i32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sets the configuration of the process-wide allocators (see [`gmlake_torch_configure`]).
+///
+/// # Errors
+/// A bad configuration, or allocators that already exist.
+pub fn configure_torch(config: Option<&str>) -> Result<(), String> {
+    if DEVICES
+        .lock()
+        .map(|d| d.iter().any(Option::is_some))
+        .unwrap_or(true)
+    {
+        return Err("allocators already exist; configure before the first allocation".into());
+    }
+    if let Some(t) = config {
+        Config::parse(t).map_err(|e| e.to_string())?;
+    }
+    if let Ok(mut c) = CONFIG.lock() {
+        *c = config.map(str::to_string);
+    }
+    Ok(())
+}

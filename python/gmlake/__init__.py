@@ -1,0 +1,243 @@
+"""gmlake: a GPU memory allocator that defeats fragmentation by virtual memory stitching.
+
+    import gmlake
+    gmlake.enable()          # before anything initializes CUDA
+    import torch             # tensors now live in gmlake's memory
+
+Also: PyTorch-style statistics (`memory_stats`, `memory_allocated`, `max_memory_reserved`, ...),
+`memory_summary()`, `snapshot()`/`dump_snapshot(path)`, and `replay(path)` to see what gmlake
+would reserve for a recorded trace, on a machine without a GPU.
+"""
+import json
+import os
+import pickle
+import threading
+
+from . import _core
+
+__version__ = _core.__version__
+__all__ = [
+    "enable", "is_enabled", "memory_stats", "memory_allocated", "max_memory_allocated",
+    "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats", "memory_summary",
+    "snapshot", "dump_snapshot", "replay",
+]
+
+# GMLake's environment names and their gmlake keys (GMLake's units: fragLimit in bytes, autoGC in GiB).
+_GMLAKE_ENV = ("vmmDefragment", "fragLimit", "reuseLimit", "defragLevel", "autoGC")
+_lock = threading.Lock()
+_enabled = False
+_allocator = None  # keeps PyTorch's CUDAPluggableAllocator object alive
+
+
+def _config_from_env():
+    parts = []
+    conf = os.environ.get("GMLAKE_ALLOC_CONF", "").strip()
+    if conf:
+        parts.append(conf)
+    parts += [f"{name}:{os.environ[name]}" for name in _GMLAKE_ENV if os.environ.get(name)]
+    return ",".join(parts)
+
+
+def replay(path, config=None, capacity=None):
+    """Replays an allocation trace (text, or a PyTorch snapshot pickle from
+    `torch.cuda.memory._dump_snapshot`; gzip or plain) through gmlake on a simulated device and
+    returns the figures of `gmlake-replay --format json` as a dict: utilization, peak bytes,
+    PyTorch's own figures from the trace, stitches, driver calls, leaks. `capacity` is the simulated
+    device's memory in bytes (default: an H200's). No GPU needed."""
+    return _core.replay(os.fspath(path), config, capacity)
+
+
+def is_enabled():
+    """Whether `enable()` has made gmlake PyTorch's CUDA allocator in this process."""
+    return _enabled
+
+
+def enable(config=None, patch_torch=True):
+    """Makes gmlake PyTorch's CUDA allocator (through `torch.cuda.memory.CUDAPluggableAllocator`).
+
+    Call it before anything initializes CUDA (the first CUDA tensor, `torch.cuda.current_device()`,
+    ...). `config` is a string such as "frag_limit:64MB,reuse_limit:10"; without it,
+    `GMLAKE_ALLOC_CONF` and GMLake's environment variables (vmmDefragment, fragLimit, ...) are read.
+    With `patch_torch` (the default), `torch.cuda.memory_stats()` and friends, which raise under a
+    pluggable allocator, return gmlake's figures instead. Calling it again does nothing.
+
+    Raises RuntimeError without PyTorch, without a CUDA GPU, or once CUDA is initialized (PyTorch
+    cannot change its allocator then); ValueError for a bad configuration.
+    """
+    global _enabled, _allocator
+    with _lock:
+        if _enabled:
+            return
+        try:
+            import torch
+        except ImportError as e:
+            raise RuntimeError("gmlake.enable() needs PyTorch (import torch failed: %s)" % e) from e
+        if not torch.cuda.is_available() or not _core.driver_present():
+            raise RuntimeError("gmlake.enable() needs a CUDA GPU: torch.cuda.is_available() is False")
+        if torch.cuda.is_initialized():
+            raise RuntimeError(
+                "gmlake.enable() must run before CUDA is initialized, and something already initialized it "
+                "(a CUDA tensor, torch.cuda.current_device(), get_device_properties(), mem_get_info(), or a "
+                "library that touches CUDA at import). Call gmlake.enable() first thing in your script, "
+                "right after `import gmlake`.")
+        conf = config if config is not None else _config_from_env()
+        _core.check_config(conf)
+        _core.configure(conf or None)
+        path = _core.__file__
+        alloc = torch.cuda.memory.CUDAPluggableAllocator(path, "gmlake_torch_malloc", "gmlake_torch_free")
+        import ctypes
+        lib = ctypes.CDLL(path)
+
+        def fn(name):
+            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+
+        a = alloc.allocator()
+        a.set_init_fn(fn("gmlake_torch_init"))
+        a.set_reset_fn(fn("gmlake_torch_empty_cache"))
+        a.set_memory_fraction_fn(fn("gmlake_torch_set_memory_fraction"))
+        a.set_record_stream_fn(fn("gmlake_torch_record_stream"))
+        torch.cuda.memory.change_current_allocator(alloc)
+        _allocator = alloc
+        _enabled = True
+        if patch_torch:
+            _patch(torch)
+
+
+def _device_index(device):
+    if device is None:
+        try:
+            import torch
+            if torch.cuda.is_initialized():
+                return torch.cuda.current_device()
+        except ImportError:
+            pass
+        return 0
+    if isinstance(device, int):
+        return device
+    index = getattr(device, "index", None)
+    if index is not None:
+        return index
+    text = str(device)
+    return int(text.split(":")[1]) if ":" in text else 0
+
+
+def memory_stats(device=None):
+    """Statistics of gmlake's allocator for `device`, with the keys of `torch.cuda.memory_stats()`
+    (`allocated_bytes.all.current`, ...) plus gmlake's own (`gmlake.*`), sorted by key."""
+    stats = json.loads(_core.stats_json(_device_index(device)))
+    return dict(sorted(stats.items()))
+
+
+def memory_allocated(device=None):
+    """Bytes held by live allocations (rounded), like `torch.cuda.memory_allocated`."""
+    return memory_stats(device)["allocated_bytes.all.current"]
+
+
+def max_memory_allocated(device=None):
+    """Peak of `memory_allocated`, like `torch.cuda.max_memory_allocated`."""
+    return memory_stats(device)["allocated_bytes.all.peak"]
+
+
+def memory_reserved(device=None):
+    """Physical bytes gmlake holds, like `torch.cuda.memory_reserved`."""
+    return memory_stats(device)["reserved_bytes.all.current"]
+
+
+def max_memory_reserved(device=None):
+    """Peak of `memory_reserved`, like `torch.cuda.max_memory_reserved`."""
+    return memory_stats(device)["reserved_bytes.all.peak"]
+
+
+def reset_peak_memory_stats(device=None):
+    """Sets every peak statistic to its current value."""
+    _core.reset_peak_stats(_device_index(device))
+
+
+def _fmt(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024.0
+
+
+def memory_summary(device=None, abbreviated=False):
+    """A table of the statistics, in the layout of `torch.cuda.memory_summary()`."""
+    s = memory_stats(device)
+    rows = [("Allocated memory", "allocated_bytes", True), ("Active memory", "active_bytes", True),
+            ("Requested memory", "requested_bytes", True), ("GPU reserved memory", "reserved_bytes", True),
+            ("Non-releasable memory", "inactive_split_bytes", True), ("Allocations", "allocation", False),
+            ("Active allocs", "active", False), ("GPU reserved segments", "segment", False)]
+    line = "|" + "=" * 75 + "|"
+    out = [line, "|" + " gmlake memory summary, device ID %d " % _device_index(device) + " " * 38 + "|", line,
+           "|        Metric         | Cur Usage  | Peak Usage | Tot Alloc  | Tot Freed  |", line]
+    for title, key, is_bytes in rows:
+        cells = []
+        for field in ("current", "peak", "allocated", "freed"):
+            v = s.get(f"{key}.all.{field}", 0)
+            cells.append(_fmt(v) if is_bytes else str(v))
+        out.append("| %-21s | %10s | %10s | %10s | %10s |" % (title, *cells))
+    out.append(line)
+    util = s.get("gmlake.utilization", 0.0)
+    out.append("| Stitches: %d, reused: %d, utilization (peak requested / peak reserved): %.4f" % (
+        s.get("gmlake.num_stitches", 0), s.get("gmlake.num_stitch_reuses", 0), util))
+    out.append(line)
+    return "\n".join(out)
+
+
+def snapshot(device=None):
+    """A snapshot in the structure of `torch.cuda.memory._snapshot()` (`segments` with `blocks`,
+    `device_traces`), for PyTorch's memory viewer. Stitched blocks appear as segments with
+    `"is_stitched": True`; the primitive blocks lent to them have state "active_allocated" and a
+    `"stitched_into"` address."""
+    dev = _device_index(device)
+    raw = json.loads(_core.snapshot_json(dev))
+    segments = []
+    for seg in raw["segments"]:
+        blocks = []
+        for b in seg["blocks"]:
+            state = b["state"]
+            entry = {"address": b["address"], "size": b["size"], "requested_size": b["requested_size"], "frames": []}
+            if isinstance(state, dict):
+                entry["state"] = "active_allocated"
+                entry["stitched_into"] = state["lent_to_stitched"]
+            elif state == "released":
+                continue
+            else:
+                entry["state"] = state
+            blocks.append(entry)
+        active = [b for b in blocks if b["state"] != "inactive"]
+        segments.append({
+            "device": dev, "address": seg["address"], "total_size": seg["total_size"],
+            "allocated_size": sum(b["size"] for b in active), "active_size": sum(b["size"] for b in active),
+            "requested_size": sum(b["requested_size"] for b in active), "stream": seg["stream"],
+            "segment_type": seg["segment_type"], "segment_pool_id": (0, 0), "is_expandable": False,
+            "is_stitched": False, "frames": [], "blocks": blocks, "chunks": seg["chunks"]})
+    for st in raw["stitched"]:
+        state = "active_allocated" if st["active"] else "inactive"
+        segments.append({
+            "device": dev, "address": st["address"], "total_size": st["size"],
+            "allocated_size": st["size"] if st["active"] else 0, "active_size": st["size"] if st["active"] else 0,
+            "requested_size": st["requested_size"], "stream": 0, "segment_type": "large",
+            "segment_pool_id": (0, 0), "is_expandable": False, "is_stitched": True, "frames": [],
+            "pieces": st["pieces"],
+            "blocks": [{"address": st["address"], "size": st["size"], "requested_size": st["requested_size"],
+                        "state": state, "frames": []}]})
+    return {"segments": segments, "device_traces": [[]], "allocator_settings": {"allocator": "gmlake"}}
+
+
+def dump_snapshot(path, device=None):
+    """Pickles `snapshot()` to `path`, as `torch.cuda.memory._dump_snapshot` does."""
+    with open(path, "wb") as f:
+        pickle.dump(snapshot(device), f)
+
+
+def _patch(torch):
+    """Makes PyTorch's memory statistics functions return gmlake's figures."""
+    cuda = torch.cuda
+    memory = torch.cuda.memory
+    for name, fn in (("memory_stats", memory_stats), ("memory_allocated", memory_allocated),
+                     ("max_memory_allocated", max_memory_allocated), ("memory_reserved", memory_reserved),
+                     ("max_memory_reserved", max_memory_reserved), ("reset_peak_memory_stats", reset_peak_memory_stats),
+                     ("memory_summary", memory_summary)):
+        setattr(cuda, name, fn)
+        setattr(memory, name, fn)
