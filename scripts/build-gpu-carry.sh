@@ -17,4 +17,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu":
         print(m["executable"])')
 cp "$exe" carry/gpu-tests
+# The Python package's wheel (abi3), built with maturin through pip.
+rm -f carry/gmlake-*.whl
+venv=$(mktemp -d) && python3 -m venv "$venv" && "$venv/bin/pip" install -q --upgrade pip && "$venv/bin/pip" wheel -q --no-deps -w carry/ . && rm -rf "$venv"
 du -sh carry/ && ls -la carry/

@@ -5,11 +5,11 @@
 # is printed at the end. Exit status: 0 when every check passed.
 #
 #   bash scripts/gpu-check.sh            # all checks
-#   CHECKS="tests examples bench" bash scripts/gpu-check.sh
+#   CHECKS="tests examples python bench" bash scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
-CHECKS=${CHECKS:-"tests examples bench"}
+CHECKS=${CHECKS:-"tests examples python bench"}
 mkdir -p "$OUT"
 export GMLAKE_TRACES=$PWD/traces
 summary=()
@@ -55,6 +55,17 @@ if [[ " $CHECKS " == *" examples "* ]]; then
   example c gcc ffi-c/examples/basic.c -Iffi-c/include -Lcarry -lgmlake -Wl,-rpath,"$PWD/carry"
   example torch_entry g++ ffi-c/examples/torch_entry.cpp -Iffi-c/include -Lcarry -lgmlake -Wl,-rpath,"$PWD/carry"
   example cpp g++ -std=c++17 ffi-cpp/examples/basic.cpp -Iffi-cpp/include -Icarry/include carry/libgmlake_cpp.a -lpthread -ldl -lm
+fi
+
+if [[ " $CHECKS " == *" python "* ]]; then
+  # The Python package's tests, GPU ones included, from the wheel in carry/.
+  rm -rf /tmp/gmlake-site
+  if python3 -m pip install -q --no-index --no-deps --target /tmp/gmlake-site carry/gmlake-*.whl > "$OUT/python.log" 2>&1 &&
+     PYTHONPATH=/tmp/gmlake-site python3 -m pytest -q -rs -p no:cacheprovider python/tests >> "$OUT/python.log" 2>&1; then
+    record "python package tests" PASS "$(tail -1 "$OUT/python.log")"
+  else
+    record "python package tests" FAIL "$(tail -1 "$OUT/python.log")"
+  fi
 fi
 
 if [[ " $CHECKS " == *" bench "* ]]; then
