@@ -1,9 +1,11 @@
-"""gmlake as PyTorch's CUDA allocator, on the GPU machine, without the Python package: loads
-libgmlake.so with torch.cuda.memory.CUDAPluggableAllocator, sets its hooks, and runs the training
-workloads of traces/record.py with deterministic settings, beside PyTorch's native allocator and
-expandable segments, each in its own process. Also checks out-of-memory recovery and empty_cache.
+"""gmlake as PyTorch's CUDA allocator, on the GPU machine: runs the training workloads of
+traces/record.py with deterministic settings, beside PyTorch's native allocator and expandable
+segments, each in its own process. LIB is `package` to use `import gmlake; gmlake.enable()` (the
+wheel installed on PYTHONPATH), or the path of libgmlake.so to load it directly with
+torch.cuda.memory.CUDAPluggableAllocator. Also checks out-of-memory recovery and empty_cache (with
+the library).
 
-    python3 scripts/torch_workloads.py LIBGMLAKE_SO OUT_JSON
+    python3 scripts/torch_workloads.py LIB OUT_JSON [CHECKS_LIB]
 
 Prints one line per run and a table; writes all figures to OUT_JSON.
 """
@@ -22,7 +24,11 @@ class Stats(ctypes.Structure):
         "num_alloc_retries", "num_ooms")] + [("utilization", ctypes.c_double)]
 
 lib = None
-if mode == "gmlake":
+package = mode == "gmlake" and lib_path == "package"
+if package:
+    import gmlake
+    gmlake.enable()
+elif mode == "gmlake":
     alloc = torch.cuda.memory.CUDAPluggableAllocator(lib_path, "gmlake_torch_malloc", "gmlake_torch_free")
     lib = ctypes.CDLL(lib_path)
     fp = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
@@ -45,7 +51,7 @@ def gmlake_stats():
     return s, json.loads(out.value.decode())
 
 def driver_memory_calls():
-    _, j = gmlake_stats()
+    j = gmlake.memory_stats() if package else gmlake_stats()[1]
     return sum(v for k, v in j.items() if k.startswith("gmlake.driver_calls.") and any(x in k for x in ("create_handle", "map", "set_access", "unmap", "release_handle", "reserve_range", "free_range")))
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -64,7 +70,7 @@ def step_loop(m, opt, vocab, choices_L, choices_B):
         loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize(); times.append(time.perf_counter() - t)
         losses.append(loss.item())
-        if lib is not None:
+        if mode == "gmlake":
             calls.append(driver_memory_calls())
 
 if wl == "gpt2_train":
@@ -83,7 +89,12 @@ elif wl == "opt13_lora":
     step_loop(m, opt, 50272, [256, 512, 768, 1024, 1536, 2048], [16, 24, 32])
 torch.cuda.synchronize()
 res = {"mode": mode, "workload": wl, "fixed": fixed, "losses": [repr(x) for x in losses], "step_s": times}
-if mode == "gmlake":
+if package:
+    st = torch.cuda.memory_stats()   # patched by gmlake.enable(): gmlake's figures
+    res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["reserved_bytes.all.peak"],
+               utilization=st["requested_bytes.all.peak"] / st["reserved_bytes.all.peak"],
+               stitches=st["gmlake.num_stitches"], reuses=st["gmlake.num_stitch_reuses"], driver_calls_after_step=calls)
+elif mode == "gmlake":
     s, j = gmlake_stats()
     res.update(peak_requested=s.peak_requested_bytes, peak_reserved=s.peak_reserved_bytes,
                utilization=s.peak_requested_bytes / s.peak_reserved_bytes, stitches=s.num_stitches,
@@ -142,9 +153,12 @@ def run(code, args, conf="", timeout=300):
     return json.loads(line[0][7:])
 
 def main():
-    lib_path, out_json = os.path.abspath(sys.argv[1]), sys.argv[2]
-    results = {"checks": run(CHECKS, [lib_path])}
-    print("checks", json.dumps(results["checks"]), flush=True)
+    lib_path = sys.argv[1] if sys.argv[1] == "package" else os.path.abspath(sys.argv[1])
+    out_json = sys.argv[2]
+    results = {}
+    if len(sys.argv) > 3:
+        results["checks"] = run(CHECKS, [os.path.abspath(sys.argv[3])])
+        print("checks", json.dumps(results["checks"]), flush=True)
     runs = []
     for wl, steps in (("gpt2_train", 12), ("opt13_lora", 10)):
         for mode, conf in (("native", ""), ("native", ""), ("expandable", "expandable_segments:True"), ("gmlake", "")):
