@@ -20,6 +20,8 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
+#[cfg(loom)]
+extern crate std;
 
 mod allocator;
 pub mod config;
