@@ -222,7 +222,9 @@ impl<D: Device> Allocator<D> {
             self.deferred.push(Deferred::Unmap { va, size, mapped });
             return;
         }
-        self.va_free(va, size);
+        if size > 0 {
+            self.va_free(va, size);
+        }
     }
 
     /// Retries queued cleanups; those refused again stay queued.
@@ -417,7 +419,14 @@ impl<D: Device> Allocator<D> {
                     .call(DriverCall::Unmap, |d| d.unmap(start, off))
                     .is_err()
             {
-                // The range stays mapped to handles we cannot release yet: queue them.
+                // The range stays mapped: queue its unmap (owned by the segment, `size: 0`, so
+                // the range goes back to the arena only with the segment and only once unmapped)
+                // and the handles' release.
+                self.deferred.push(Deferred::Unmap {
+                    va: start,
+                    size: 0,
+                    mapped: off,
+                });
                 for &(handle, size) in handles {
                     self.deferred.push(Deferred::Release {
                         handle,
@@ -517,7 +526,31 @@ impl<D: Device> Allocator<D> {
             b = self.blocks[id].next;
             self.blocks.remove(id);
         }
-        self.undo_range(segm.va, segm.size, 0);
+        // Parts of the range still mapped after a refused unmap (queued with `size: 0`) now own
+        // their piece of the range: it goes back to the arena when their unmap succeeds. The
+        // rest goes back now. (Found by the fuzzer: freeing the whole range let a later growth
+        // map over the stale mapping.)
+        let (lo, hi) = (segm.va, segm.va + segm.size);
+        let mut stale: Vec<(u64, u64)> = Vec::new();
+        for job in self.deferred.iter_mut() {
+            if let Deferred::Unmap { va, size, mapped } = job {
+                if *size == 0 && *va >= lo && *va < hi {
+                    *size = *mapped;
+                    stale.push((*va, *mapped));
+                }
+            }
+        }
+        stale.sort_unstable();
+        let mut at = lo;
+        for (va, len) in stale {
+            if va > at {
+                self.va_free(at, va - at);
+            }
+            at = at.max(va + len);
+        }
+        if hi > at {
+            self.va_free(at, hi - at);
+        }
         self.stats.segment.update(segm.pool, -1);
     }
 }

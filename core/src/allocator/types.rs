@@ -168,7 +168,8 @@ pub(crate) struct PendingFree {
 /// Cleanup that failed once and is retried later, so that nothing leaks.
 #[derive(Clone, Debug)]
 pub(crate) enum Deferred {
-    /// Unmap `[va, va + mapped)`, then return the virtual range `[va, va + size)` to the arena.
+    /// Unmap `[va, va + mapped)`, then return the virtual range `[va, va + size)` to the arena
+    /// (`size: 0`: the range belongs to a live segment and goes back with it).
     Unmap { va: u64, size: u64, mapped: u64 },
     /// Release a handle that nothing maps; `reserved` says whether it is still counted in
     /// `reserved_bytes` (and of which pool).

@@ -1,0 +1,164 @@
+//! The operation language the fuzzer decodes from raw bytes.
+
+use arbitrary::{Arbitrary, Unstructured};
+
+const MIB: u64 = 1 << 20;
+
+/// Which backend a program runs on.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `gmlake_core::sim::SimulatedDevice`: bookkeeping only, fast.
+    Simulated,
+    /// `gmlake_host::HostDevice`: memfd handles mapped with `mmap`, so data is checked too.
+    Host,
+}
+
+/// Which allocator configuration a program runs with.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// `Config::default()`.
+    Default,
+    /// Eager stitching with small handles and tight garbage-collection bounds, so that stitching,
+    /// reuse and StitchFree happen within a few operations.
+    EagerStitch,
+    /// Stitching off (`stitching:false`): the plain caching allocator.
+    NoStitch,
+}
+
+impl Preset {
+    /// The configuration string (`GMLAKE_CONF` syntax) of this preset.
+    pub fn config_string(self) -> &'static str {
+        match self {
+            Preset::Default => "",
+            Preset::EagerStitch => "frag_limit:0,max_handle_size:8MB,min_growth:2MB,max_stitch_mappings:12,stitched_bytes_limit:48MB",
+            Preset::NoStitch => "stitching:false",
+        }
+    }
+}
+
+/// A request size, in bytes, by class so that every class is reached often.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum SizeChoice {
+    /// 0 bytes: must be refused with `ZeroSize`.
+    Zero,
+    /// 1 byte to 64 KiB (the small pool).
+    Small(u16),
+    /// 1 byte to 4 MiB.
+    Medium(u32),
+    /// 1 byte to 40 MiB.
+    Large(u32),
+    /// Any size at all, mostly absurd ones.
+    Any(u64),
+}
+
+impl SizeChoice {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            SizeChoice::Zero => 0,
+            SizeChoice::Small(n) => 1 + u64::from(n),
+            SizeChoice::Medium(n) => 1 + u64::from(n) % (4 * MIB),
+            SizeChoice::Large(n) => 1 + u64::from(n) % (40 * MIB),
+            SizeChoice::Any(n) => n,
+        }
+    }
+}
+
+/// One operation. `pick` values choose among the live (or previously freed) allocations modulo
+/// their count; streams are taken modulo 3.
+#[derive(Arbitrary, Clone, Debug)]
+pub enum Op {
+    /// `malloc(size, stream)`.
+    Alloc {
+        /// The size.
+        size: SizeChoice,
+        /// The stream.
+        stream: u8,
+    },
+    /// Free a live allocation.
+    Free {
+        /// Which one.
+        pick: u16,
+    },
+    /// Free an address that was never returned.
+    FreeGarbage {
+        /// The address.
+        addr: u64,
+    },
+    /// Free an address that was freed before and is not live again.
+    DoubleFree {
+        /// Which freed address.
+        pick: u16,
+    },
+    /// Free an address inside a live allocation (not its start).
+    FreeInterior {
+        /// Which allocation.
+        pick: u16,
+        /// Offset in bytes (taken modulo the allocation's size, and at least 1).
+        offset: u32,
+    },
+    /// `record_stream` of a live allocation.
+    RecordStream {
+        /// Which allocation.
+        pick: u16,
+        /// The stream.
+        stream: u8,
+    },
+    /// `empty_cache`.
+    EmptyCache,
+    /// Change the device's capacity to 16 MiB x (1 + `units` % 24).
+    SetCapacity {
+        /// The new capacity, in units of 16 MiB.
+        units: u8,
+    },
+    /// Make one upcoming driver call fail.
+    InjectFault {
+        /// The call kind (index into `DriverCall::ALL`, modulo its length).
+        call: u8,
+        /// How many calls of that kind succeed first (modulo 8).
+        skip: u8,
+    },
+}
+
+/// A whole fuzz input: the backend, the configuration, the starting capacity and the operations.
+#[derive(Arbitrary, Clone, Debug)]
+pub struct Program {
+    /// The backend.
+    pub backend: Backend,
+    /// The configuration.
+    pub preset: Preset,
+    /// Starting capacity: 16 MiB x (1 + `capacity_units` % 24).
+    pub capacity_units: u8,
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Program {
+    /// Decodes a program from raw fuzz bytes: the header fields, then operations until the bytes
+    /// run out (unlike `arbitrary`'s own `Vec` decoding, which stops at a continuation bit and so
+    /// gives random inputs only a couple of operations). Never fails: missing bytes read as zeros.
+    pub fn decode(data: &[u8]) -> Program {
+        let mut u = Unstructured::new(data);
+        let backend = Backend::arbitrary(&mut u).unwrap_or(Backend::Simulated);
+        let preset = Preset::arbitrary(&mut u).unwrap_or(Preset::Default);
+        let capacity_units = u8::arbitrary(&mut u).unwrap_or(0);
+        let mut ops = Vec::new();
+        while !u.is_empty() {
+            match Op::arbitrary(&mut u) {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        Program {
+            backend,
+            preset,
+            capacity_units,
+            ops,
+        }
+    }
+}
+
+/// 16 MiB x (1 + `units` % 24), in bytes.
+pub(crate) fn capacity_bytes(units: u8) -> u64 {
+    16 * MIB * (1 + u64::from(units) % 24)
+}

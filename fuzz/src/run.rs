@@ -1,0 +1,440 @@
+//! Runs a [`Program`] and checks the invariants after every step.
+
+use crate::faulty::FaultyDevice;
+use crate::program::{capacity_bytes, Backend, Op, Program};
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{Allocator, Config, Device, DriverCall, Error, StreamHandle, MAX_REQUEST};
+use gmlake_host::HostDevice;
+use std::collections::BTreeMap;
+use std::fmt;
+
+const MIB: u64 = 1 << 20;
+/// The host device's granularity, in bytes (the CUDA granularity on an H200).
+const HOST_GRANULARITY: u64 = 2 * MIB;
+/// The simulated and host devices are built this large; the fuzzer's own capacity is lower.
+const BACKING_CAPACITY: u64 = 1 << 40;
+/// Programs longer than this are cut, to keep each run short.
+const MAX_OPS: usize = 400;
+
+/// An invariant the allocator broke: which step, which operation, what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// 0-based index of the operation (`usize::MAX` for the final teardown).
+    pub step: usize,
+    /// The operation, as `Debug` prints it.
+    pub op: String,
+    /// What was wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {} ({}): {}", self.step, self.op, self.what)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// What a program did, for the fuzz driver's statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Operations run.
+    pub ops: u64,
+    /// Allocations served.
+    pub allocations: u64,
+    /// Requests refused (any error).
+    pub refusals: u64,
+    /// Driver failures that fired.
+    pub faults_fired: u64,
+    /// Stitched blocks created.
+    pub stitches: u64,
+}
+
+/// Decodes `data` into a [`Program`] ([`Program::decode`]) and runs it.
+///
+/// # Errors
+/// The first [`Violation`] found.
+pub fn run_bytes(data: &[u8]) -> Result<Outcome, Violation> {
+    run_program(&Program::decode(data))
+}
+
+/// Runs `program` on its backend.
+///
+/// # Errors
+/// The first [`Violation`] found.
+pub fn run_program(program: &Program) -> Result<Outcome, Violation> {
+    let cfg = Config::parse(program.preset.config_string()).map_err(|e| Violation {
+        step: 0,
+        op: "config".into(),
+        what: e.to_string(),
+    })?;
+    let capacity = capacity_bytes(program.capacity_units);
+    match program.backend {
+        Backend::Simulated => {
+            let dev = FaultyDevice::new(SimulatedDevice::new(BACKING_CAPACITY), capacity);
+            Runner::new(dev, cfg, false)?.run(&program.ops)
+        }
+        Backend::Host => {
+            let dev = FaultyDevice::new(
+                HostDevice::new(BACKING_CAPACITY, HOST_GRANULARITY),
+                capacity,
+            );
+            Runner::new(dev, cfg, true)?.run(&program.ops)
+        }
+    }
+}
+
+/// A live allocation in the model.
+struct LiveAlloc {
+    size: u64,
+    tag: u64,
+}
+
+struct Runner<D: Device> {
+    a: Allocator<FaultyDevice<D>>,
+    /// Whether allocation addresses are real host memory that may be written.
+    data: bool,
+    live: BTreeMap<u64, LiveAlloc>,
+    freed: Vec<u64>,
+    next_tag: u64,
+    out: Outcome,
+    step: usize,
+    op: String,
+}
+
+impl<D: Device> Runner<D> {
+    fn new(dev: FaultyDevice<D>, cfg: Config, data: bool) -> Result<Self, Violation> {
+        let a = Allocator::new(dev, cfg).map_err(|e| Violation {
+            step: 0,
+            op: "Allocator::new".into(),
+            what: e.to_string(),
+        })?;
+        Ok(Runner {
+            a,
+            data,
+            live: BTreeMap::new(),
+            freed: Vec::new(),
+            next_tag: 1,
+            out: Outcome::default(),
+            step: 0,
+            op: String::new(),
+        })
+    }
+
+    fn fail(&self, what: impl Into<String>) -> Violation {
+        Violation {
+            step: self.step,
+            op: self.op.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn run(mut self, ops: &[Op]) -> Result<Outcome, Violation> {
+        for (i, op) in ops.iter().take(MAX_OPS).enumerate() {
+            self.step = i;
+            self.op = format!("{op:?}");
+            if std::env::var_os("GMLAKE_FUZZ_TRACE").is_some() {
+                eprintln!("step {i}: {op:?}");
+            }
+            self.apply(op)?;
+            self.check()?;
+            self.out.ops += 1;
+        }
+        self.out.faults_fired = self.a.device().injected();
+        let out = self.out;
+        self.teardown()?;
+        Ok(out)
+    }
+
+    fn pick_live(&self, pick: u16) -> Option<u64> {
+        if self.live.is_empty() {
+            return None;
+        }
+        self.live
+            .keys()
+            .nth(usize::from(pick) % self.live.len())
+            .copied()
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), Violation> {
+        match *op {
+            Op::Alloc { size, stream } => self.alloc(size.bytes(), u64::from(stream % 3)),
+            Op::Free { pick } => match self.pick_live(pick) {
+                Some(addr) => self.free_live(addr),
+                None => Ok(()),
+            },
+            Op::FreeGarbage { addr } => {
+                if self.is_live_start(addr) {
+                    return Ok(());
+                }
+                self.expect_not_allocated(addr)
+            }
+            Op::DoubleFree { pick } => {
+                if self.freed.is_empty() {
+                    return Ok(());
+                }
+                let addr = self.freed[usize::from(pick) % self.freed.len()];
+                if self.is_live_start(addr) {
+                    return Ok(());
+                }
+                self.expect_not_allocated(addr)
+            }
+            Op::FreeInterior { pick, offset } => {
+                let Some(addr) = self.pick_live(pick) else {
+                    return Ok(());
+                };
+                let size = self.live[&addr].size;
+                if size < 2 {
+                    return Ok(());
+                }
+                let inner = addr + 1 + u64::from(offset) % (size - 1);
+                self.expect_not_allocated(inner)
+            }
+            Op::RecordStream { pick, stream } => {
+                let Some(addr) = self.pick_live(pick) else {
+                    return Ok(());
+                };
+                self.a
+                    .record_stream(addr, StreamHandle(u64::from(stream % 3)))
+                    .map_err(|e| self.fail(format!("record_stream of a live allocation: {e}")))
+            }
+            Op::EmptyCache => match self.a.empty_cache() {
+                Ok(()) => Ok(()),
+                Err(Error::Device(e)) if self.fault_pending_or_fired(e.call) => {
+                    self.out.refusals += 1;
+                    Ok(())
+                }
+                Err(e) => Err(self.fail(format!("empty_cache: {e}"))),
+            },
+            Op::SetCapacity { units } => {
+                self.a.device_mut().set_capacity(capacity_bytes(units));
+                Ok(())
+            }
+            Op::InjectFault { call, skip } => {
+                let kind = DriverCall::ALL[usize::from(call) % DriverCall::ALL.len()];
+                self.a.device_mut().inject(kind, u32::from(skip % 8));
+                Ok(())
+            }
+        }
+    }
+
+    fn is_live_start(&self, addr: u64) -> bool {
+        self.live.contains_key(&addr)
+    }
+
+    /// An injected fault of this kind explains a device error (it has fired: the count of fired
+    /// faults is checked loosely, since one operation may fire several).
+    fn fault_pending_or_fired(&self, _call: DriverCall) -> bool {
+        self.a.device().injected() > 0
+    }
+
+    fn alloc(&mut self, size: u64, stream: u64) -> Result<(), Violation> {
+        let fired_before = self.a.device().injected();
+        let r = self.a.malloc(size, StreamHandle(stream));
+        match r {
+            Ok(addr) => {
+                if size == 0 || size > MAX_REQUEST {
+                    return Err(self.fail(format!("a {size}-byte request was served")));
+                }
+                // No overlap with any live allocation's virtual range.
+                if let Some((&prev, p)) = self.live.range(..=addr).next_back() {
+                    if prev + p.size > addr {
+                        return Err(
+                            self.fail(format!("{addr:#x} is inside live {prev:#x}+{}", p.size))
+                        );
+                    }
+                }
+                if let Some((&next, _)) = self.live.range(addr..).next() {
+                    if addr + size > next {
+                        return Err(self.fail(format!("{addr:#x}+{size} overlaps live {next:#x}")));
+                    }
+                }
+                if self.a.allocation_size(addr).is_none_or(|s| s < size) {
+                    return Err(self.fail("allocation_size is missing or short"));
+                }
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                if self.data {
+                    // SAFETY: on the host backend an allocation's address range is mapped
+                    // read/write host memory of at least `size` bytes until it is freed, and no
+                    // other live allocation shares it (checked by `check_invariants`).
+                    unsafe { write_tag(addr, size, tag) };
+                }
+                self.live.insert(addr, LiveAlloc { size, tag });
+                self.out.allocations += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.out.refusals += 1;
+                let fired = self.a.device().injected() > fired_before;
+                let fine = match &e {
+                    Error::ZeroSize => size == 0,
+                    Error::TooLarge { .. } => size > MAX_REQUEST,
+                    Error::OutOfMemory(_) => size != 0 && size <= MAX_REQUEST,
+                    Error::Device(_) => fired,
+                    _ => false,
+                };
+                if fine {
+                    Ok(())
+                } else {
+                    Err(self.fail(format!(
+                        "malloc({size}) refused with {e} (fault fired: {fired})"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn free_live(&mut self, addr: u64) -> Result<(), Violation> {
+        let l = self.live.remove(&addr).expect("picked from the model");
+        if self.data {
+            // SAFETY: as in `alloc`: still live, so still mapped and ours alone.
+            if let Err(what) = unsafe { check_tag(addr, l.size, l.tag) } {
+                return Err(self.fail(what));
+            }
+        }
+        let fired_before = self.a.device().injected();
+        match self.a.free(addr) {
+            Ok(()) => {}
+            // Documented: when an event cannot be recorded on a stream the allocation was recorded
+            // on and that stream cannot be synchronized either, the allocation stays live.
+            Err(Error::Device(_)) if self.a.device().injected() > fired_before => {
+                if self.a.allocation_size(addr) != Some(l.size) {
+                    return Err(self.fail("a refused free did not leave the allocation live"));
+                }
+                self.out.refusals += 1;
+                self.live.insert(addr, l);
+                return Ok(());
+            }
+            Err(e) => return Err(self.fail(format!("free of a live allocation: {e}"))),
+        }
+        self.freed.push(addr);
+        if self.freed.len() > 256 {
+            self.freed.remove(0);
+        }
+        Ok(())
+    }
+
+    fn expect_not_allocated(&mut self, addr: u64) -> Result<(), Violation> {
+        match self.a.free(addr) {
+            Err(Error::NotAllocated { addr: got }) if got == addr => Ok(()),
+            other => Err(self.fail(format!(
+                "free({addr:#x}) of a non-live address answered {other:?}"
+            ))),
+        }
+    }
+
+    fn check(&mut self) -> Result<(), Violation> {
+        self.a
+            .check_invariants()
+            .map_err(|e| self.fail(format!("check_invariants: {e}")))?;
+        let stats = self.a.stats();
+        let want: u64 = self.live.values().map(|l| l.size).sum();
+        let got = stats.requested_bytes.all.current;
+        if got != want as i64 as _ {
+            return Err(self.fail(format!("requested_bytes {got} != model {want}")));
+        }
+        if self.a.live_allocations() != self.live.len() {
+            return Err(self.fail(format!(
+                "{} live allocations, model has {}",
+                self.a.live_allocations(),
+                self.live.len()
+            )));
+        }
+        self.out.stitches = self.out.stitches.max(stats.stitched_blocks.peak as u64);
+        Ok(())
+    }
+
+    fn teardown(mut self) -> Result<(), Violation> {
+        self.step = usize::MAX;
+        self.op = "teardown".into();
+        self.a.device_mut().clear_faults();
+        self.a.device_mut().set_capacity(BACKING_CAPACITY);
+        let addrs: Vec<u64> = self.live.keys().copied().collect();
+        for addr in addrs {
+            self.free_live(addr)?;
+        }
+        let held = self
+            .a
+            .release_all()
+            .map_err(|e| self.fail(format!("release_all: {e}")))?;
+        if held != 0 {
+            return Err(self.fail(format!("{held} device objects still held")));
+        }
+        self.a
+            .check_invariants()
+            .map_err(|e| self.fail(format!("check_invariants after teardown: {e}")))?;
+        if let Some(b) = self.a.device().books() {
+            if (b.handles, b.ranges, b.mappings, b.events) != (0, 0, 0, 0) {
+                return Err(self.fail(format!(
+                    "leaked: {} handles, {} ranges, {} mappings, {} events",
+                    b.handles, b.ranges, b.mappings, b.events
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a byte derived from `tag` over the first 64 bytes of the allocation, then `tag` itself
+/// into its first 8 bytes and (from 16 bytes up) its last 8 bytes.
+///
+/// # Safety
+/// `[addr, addr + size)` must be writable memory owned by the caller.
+unsafe fn write_tag(addr: u64, size: u64, tag: u64) {
+    let p = addr as *mut u8;
+    let head = size.min(64) as usize;
+    // SAFETY: within the allocation, per the contract.
+    unsafe {
+        std::ptr::write_bytes(p, tag as u8, head);
+        if size >= 8 {
+            std::ptr::write_unaligned(p as *mut u64, tag);
+        }
+        if size >= 16 {
+            std::ptr::write_unaligned(p.add(size as usize - 8) as *mut u64, tag);
+        }
+    }
+}
+
+/// Checks what [`write_tag`] wrote.
+///
+/// # Safety
+/// `[addr, addr + size)` must be readable memory owned by the caller.
+unsafe fn check_tag(addr: u64, size: u64, tag: u64) -> Result<(), String> {
+    let p = addr as *const u8;
+    // SAFETY: within the allocation, per the contract.
+    unsafe {
+        if size >= 8 {
+            let head = std::ptr::read_unaligned(p as *const u64);
+            let tail = if size >= 16 {
+                std::ptr::read_unaligned(p.add(size as usize - 8) as *const u64)
+            } else {
+                tag
+            };
+            if head != tag || tail != tag {
+                return Err(format!(
+                    "allocation {addr:#x} (tag {tag}): head {head}, tail {tail}"
+                ));
+            }
+            for i in 8..size.min(64) as usize {
+                if size >= 16 && size as usize - 8 <= i {
+                    break;
+                }
+                if *p.add(i) != tag as u8 {
+                    return Err(format!(
+                        "allocation {addr:#x} (tag {tag}): byte {i} changed"
+                    ));
+                }
+            }
+        } else {
+            for i in 0..size as usize {
+                if *p.add(i) != tag as u8 {
+                    return Err(format!(
+                        "allocation {addr:#x} (tag {tag}): byte {i} changed"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
