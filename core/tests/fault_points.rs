@@ -1,0 +1,185 @@
+//! Fault points placed *within* one operation: for a segment growth, a stitch, an `empty_cache`
+//! and a garbage collection of stitched blocks (StitchFree), every kind of driver call the
+//! operation makes fails at its first, middle and last call of that kind inside the operation.
+//! Each time: the operation returns `Ok` or a `Device`/`OutOfMemory` error, the allocator stays
+//! consistent, the next request is served, and the teardown leaves no handle, range, mapping or
+//! event on the device. The clean run of each scenario is checked to really do what it is named for
+//! (a growth grows, a stitch stitches, a GC collects), so the faults land where intended.
+
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{
+    Allocator, Config, Device, DriverCall, DriverCallCounts, Error, Stats, StreamHandle,
+};
+
+const MIB: u64 = 1 << 20;
+const S: StreamHandle = StreamHandle(0);
+
+type A = Allocator<SimulatedDevice>;
+
+fn allocator(conf: &str) -> A {
+    Allocator::new(SimulatedDevice::new(1 << 40), Config::parse(conf).unwrap()).unwrap()
+}
+
+const EAGER: &str = "frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false";
+
+/// Eight separate 8 MiB segments, every other one freed: four free 8 MiB chunks that no single
+/// block can serve a 24 MiB request from; the device is then full, so only a stitch can.
+fn fragmented(a: &mut A, live: &mut Vec<u64>) {
+    let ps: Vec<u64> = (0..8).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
+    for (i, p) in ps.into_iter().enumerate() {
+        if i % 2 == 0 {
+            a.free(p).unwrap();
+        } else {
+            live.push(p);
+        }
+    }
+    let held = a.device().books().unwrap().handle_bytes;
+    a.device_mut().set_capacity(held);
+}
+
+struct Scenario {
+    name: &'static str,
+    conf: &'static str,
+    setup: fn(&mut A, &mut Vec<u64>),
+    op: fn(&mut A, &mut Vec<u64>) -> Result<(), Error>,
+    /// Checks, on the clean run, that the operation did what the scenario is named for.
+    did_it: fn(&Stats, &Stats) -> bool,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "segment growth",
+            conf: EAGER,
+            setup: |a, live| live.push(a.malloc(MIB, S).unwrap()),
+            op: |a, live| a.malloc(40 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| after.segment.all.current > before.segment.all.current,
+        },
+        Scenario {
+            name: "stitch",
+            conf: EAGER,
+            setup: fragmented,
+            op: |a, live| a.malloc(24 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| after.num_stitches > before.num_stitches,
+        },
+        Scenario {
+            name: "empty_cache",
+            conf: EAGER,
+            setup: |a, live| {
+                fragmented(a, live);
+                let p = a.malloc(24 * MIB, S).unwrap();
+                a.free(p).unwrap();
+                a.free(live.pop().unwrap()).unwrap();
+            },
+            op: |a, _| a.empty_cache(),
+            did_it: |before, after| {
+                after.reserved_bytes.all.current < before.reserved_bytes.all.current
+                    && after.stitched_blocks.current == 0
+                    && before.stitched_blocks.current > 0
+            },
+        },
+        Scenario {
+            name: "stitched-block garbage collection",
+            conf: "frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false,stitched_bytes_limit:40MB",
+            setup: |a, live| {
+                fragmented(a, live);
+                let p = a.malloc(24 * MIB, S).unwrap();
+                a.free(p).unwrap();
+            },
+            op: |a, live| a.malloc(32 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| after.num_stitch_gc > before.num_stitch_gc,
+        },
+    ]
+}
+
+fn diff(after: DriverCallCounts, before: DriverCallCounts, kind: DriverCall) -> u64 {
+    after.get(kind) - before.get(kind)
+}
+
+fn teardown(mut a: A, mut live: Vec<u64>, what: &str) {
+    a.device_mut().set_capacity(1 << 40);
+    let p = a
+        .malloc(3 * MIB, S)
+        .unwrap_or_else(|e| panic!("{what}: next request refused: {e}"));
+    live.push(p);
+    a.check_invariants()
+        .unwrap_or_else(|e| panic!("{what}: after the next request: {e}"));
+    for p in live {
+        a.free(p).unwrap();
+    }
+    assert_eq!(a.release_all().unwrap(), 0, "{what}: objects still held");
+    let h = a.device().holdings();
+    assert_eq!(
+        (h.handles, h.ranges, h.mappings, h.events),
+        (0, 0, 0, 0),
+        "{what}: leaked"
+    );
+}
+
+#[test]
+fn every_call_kind_fails_at_the_first_middle_and_last_point_of_each_operation() {
+    let mut tried = 0;
+    for sc in scenarios() {
+        // Clean run: which calls the operation makes, and a check that it does its job.
+        let mut a = allocator(sc.conf);
+        let mut live = Vec::new();
+        (sc.setup)(&mut a, &mut live);
+        let before_stats = a.stats();
+        let before = a.device().calls();
+        (sc.op)(&mut a, &mut live).unwrap_or_else(|e| panic!("{}: clean run: {e}", sc.name));
+        let after = a.device().calls();
+        assert!(
+            (sc.did_it)(&before_stats, &a.stats()),
+            "{}: the clean run did not do it",
+            sc.name
+        );
+        teardown(a, live, sc.name);
+
+        for kind in DriverCall::ALL {
+            let n = diff(after, before, kind);
+            if n == 0 {
+                continue;
+            }
+            println!("{}: {} x{n}", sc.name, kind.name());
+            let mut points = vec![1, n.div_ceil(2), n];
+            points.dedup();
+            // Each point alone, and with the cleanup's next unmap or handle release refused too
+            // (the rollback's own failure paths).
+            let seconds = [
+                None,
+                Some(DriverCall::Unmap),
+                Some(DriverCall::ReleaseHandle),
+            ];
+            for (k, second) in points.into_iter().flat_map(|k| seconds.map(|s| (k, s))) {
+                let what = format!("{}: {} #{k} of {n}, then {second:?}", sc.name, kind.name());
+                let mut a = allocator(sc.conf);
+                let mut live = Vec::new();
+                (sc.setup)(&mut a, &mut live);
+                let start = a.device().calls().get(kind);
+                a.device_mut().inject_fault(kind, start + k);
+                if let Some(second) = second {
+                    let at = if second == kind {
+                        start + k + 1
+                    } else {
+                        a.device().calls().get(second) + diff(after, before, second) + 1
+                    };
+                    a.device_mut().inject_fault(second, at);
+                }
+                match (sc.op)(&mut a, &mut live) {
+                    Ok(()) | Err(Error::Device(_)) | Err(Error::OutOfMemory(_)) => {}
+                    Err(e) => panic!("{what}: unexpected {e}"),
+                }
+                assert!(
+                    a.device().calls().get(kind) >= start + k,
+                    "{what}: the fault point was not reached"
+                );
+                a.check_invariants()
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                teardown(a, live, &what);
+                tried += 1;
+            }
+        }
+    }
+    println!("{tried} fault points tried within operations");
+    assert!(tried >= 60, "only {tried} fault points");
+}
