@@ -6,7 +6,6 @@ use gmlake_core::{
     device::{DeviceBooks, DeviceResult},
     Device, DeviceError, DeviceErrorKind, DriverCall, EventHandle, PhysHandle, StreamHandle,
 };
-use std::collections::HashMap;
 
 /// A device that fails injected calls and enforces a capacity, over any other [`Device`].
 ///
@@ -17,8 +16,6 @@ pub struct FaultyDevice<D: Device> {
     /// Pending faults: (call kind, how many more calls of that kind succeed before one fails).
     faults: Vec<(DriverCall, u32)>,
     capacity: u64,
-    handle_sizes: HashMap<PhysHandle, u64>,
-    handle_bytes: u64,
     injected: u64,
 }
 
@@ -29,8 +26,6 @@ impl<D: Device> FaultyDevice<D> {
             inner,
             faults: Vec::new(),
             capacity,
-            handle_sizes: HashMap::new(),
-            handle_bytes: 0,
             injected: 0,
         }
     }
@@ -60,6 +55,12 @@ impl<D: Device> FaultyDevice<D> {
     /// The wrapped device.
     pub fn inner(&self) -> &D {
         &self.inner
+    }
+
+    /// Bytes of live physical handles, as the wrapped device counts them (0 for a device that
+    /// keeps no books, which then never runs out of the fuzzer's capacity).
+    fn handle_bytes(&self) -> u64 {
+        self.inner.books().map_or(0, |b| b.handle_bytes)
     }
 
     fn gate(&mut self, call: DriverCall) -> DeviceResult<()> {
@@ -100,11 +101,11 @@ impl<D: Device> Device for FaultyDevice<D> {
         self.capacity
     }
     fn free_memory(&mut self) -> Option<u64> {
-        Some(self.capacity.saturating_sub(self.handle_bytes))
+        Some(self.capacity.saturating_sub(self.handle_bytes()))
     }
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
         self.gate(DriverCall::CreateHandle)?;
-        if self.handle_bytes + size > self.capacity {
+        if self.handle_bytes().saturating_add(size) > self.capacity {
             return Err(DeviceError::new(
                 DriverCall::CreateHandle,
                 DeviceErrorKind::OutOfMemory,
@@ -112,18 +113,11 @@ impl<D: Device> Device for FaultyDevice<D> {
                 format!("{size} bytes over the fuzzer's capacity"),
             ));
         }
-        let h = self.inner.create_handle(size)?;
-        self.handle_sizes.insert(h, size);
-        self.handle_bytes += size;
-        Ok(h)
+        self.inner.create_handle(size)
     }
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
         self.gate(DriverCall::ReleaseHandle)?;
-        self.inner.release_handle(handle)?;
-        if let Some(size) = self.handle_sizes.remove(&handle) {
-            self.handle_bytes -= size;
-        }
-        Ok(())
+        self.inner.release_handle(handle)
     }
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
         self.gate(DriverCall::ReserveRange)?;
