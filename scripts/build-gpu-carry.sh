@@ -10,13 +10,17 @@ strip --strip-debug -o carry/libgmlake.so target/release/libgmlake.so
 strip --strip-debug -o carry/libgmlake_cpp.a target/release/libgmlake_cpp.a
 cp -L target/cxxbridge/rust/cxx.h carry/include/rust/
 cp -L target/cxxbridge/gmlake-ffi-cpp/src/lib.rs.h carry/include/gmlake-ffi-cpp/src/
-exe=$(cargo test --release --locked -p gmlake-cuda --test gpu --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
+test_exe() { # package, test target: prints the path of its release test executable
+  cargo test --release --locked -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu":
-        print(m["executable"])')
-cp "$exe" carry/gpu-tests
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$2"
+}
+strip --strip-debug -o carry/gpu-tests "$(test_exe gmlake-cuda gpu)"
+# The host-memory trace replays, which need more RAM than a small build machine has.
+strip --strip-debug -o carry/host-trace-tests "$(test_exe gmlake-host trace_bytes)"
 # The Python package's wheel (abi3), built with maturin through pip.
 rm -f carry/gmlake-*.whl
 venv=$(mktemp -d) && python3 -m venv "$venv" && "$venv/bin/pip" install -q --upgrade pip && "$venv/bin/pip" wheel -q --no-deps -w carry/ . && rm -rf "$venv"

@@ -5,11 +5,11 @@
 # is printed at the end. Exit status: 0 when every check passed.
 #
 #   bash scripts/gpu-check.sh            # all checks
-#   CHECKS="tests examples python bench" bash scripts/gpu-check.sh
+#   CHECKS="tests host costs examples python bench" bash scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
-CHECKS=${CHECKS:-"tests examples python bench"}
+CHECKS=${CHECKS:-"tests host costs examples python bench"}
 mkdir -p "$OUT"
 export GMLAKE_TRACES=$PWD/traces
 summary=()
@@ -37,6 +37,40 @@ if [[ " $CHECKS " == *" tests "* ]]; then
     [ $status -eq 0 ] || record "gpu-tests exit" FAIL "status $status"
   else
     record "gpu-tests" FAIL "carry/gpu-tests missing: run scripts/build-gpu-carry.sh"
+  fi
+fi
+
+if [[ " $CHECKS " == *" host "* ]]; then
+  # The three traces on host memory (memfd handles), every byte of every allocation written and
+  # verified: needs about 32 GB of RAM per trace, which this machine has and a build machine may not.
+  if [ -x carry/host-trace-tests ]; then
+    rm -f "$OUT/host.results"
+    GMLAKE_VERIFY_ALL_BYTES=1 carry/host-trace-tests --test-threads=1 --nocapture --logfile "$OUT/host.results" > "$OUT/host.log" 2>&1
+    status=$?
+    while read -r result name; do
+      if grep -q "SKIPPED ${name%_on_host_memory}" "$OUT/host.log"; then
+        record "host $name" SKIP "not enough RAM"
+      elif [ "$result" = ok ]; then
+        record "host $name" PASS ""
+      else
+        record "host $name" FAIL "$result"
+      fi
+    done < "$OUT/host.results"
+    [ $status -eq 0 ] || record "host-trace-tests exit" FAIL "status $status"
+  else
+    record "host-trace-tests" FAIL "carry/host-trace-tests missing: run scripts/build-gpu-carry.sh"
+  fi
+fi
+
+if [[ " $CHECKS " == *" costs "* ]]; then
+  # Driver call costs at the sizes the traces use (bench/driver_costs.cpp).
+  CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+  if g++ -O2 -std=c++17 bench/driver_costs.cpp -o /tmp/gmlake-driver-costs -I"$CUDA_HOME/include" \
+      -L"$CUDA_HOME/lib64" -lcudart -lcuda -Wl,-rpath,"$CUDA_HOME/lib64" > "$OUT/costs.log" 2>&1 &&
+     /tmp/gmlake-driver-costs > "$OUT/costs.jsonl" 2>> "$OUT/costs.log"; then
+    record "driver costs" PASS "$(wc -l < "$OUT/costs.jsonl") figures"
+  else
+    record "driver costs" FAIL "see costs.log"
   fi
 fi
 
@@ -99,6 +133,18 @@ printf '%s\n' "${summary[@]}"
 if [ -s "$OUT/replay-details.txt" ]; then
   echo "-- replays on the GPU"
   grep -E '^(replay|random)' "$OUT/replay-details.txt"
+fi
+if [ -s "$OUT/host.log" ]; then
+  echo "-- host-memory replays"
+  grep -oE '(host replay|SKIPPED).*' "$OUT/host.log"
+fi
+if [ -s "$OUT/costs.jsonl" ]; then
+  echo "-- driver costs (median us)"
+  python3 - "$OUT/costs.jsonl" <<'PY'
+import json, sys
+for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
+    print(f"{r['call']:<20} {r['bytes']/2**20:>8.0f} MiB x{r['handles']:<2} {r['median_us']:>9.1f}")
+PY
 fi
 if [ -s "${OUT}/bench.jsonl" ]; then
   echo "-- benchmark (cold / warm pass)"

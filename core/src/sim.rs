@@ -61,70 +61,106 @@ fn log2(x: u64) -> f64 {
 
 /// Estimated driver cost of each call kind, in microseconds.
 ///
-/// The defaults were measured on an NVIDIA H200 (driver 580.159, CUDA 13.0): handle creation and
-/// release by size, and `cudaMalloc`/`cudaFree` for the native baseline, from
-/// `shared/reference/h200-measurements.md`; the per-call means of mapping, access, unmapping,
-/// address reservation and events from gmlake's own replays of the three traces on the CUDA
-/// backend (`scripts/gpu-check.sh`, 2026-11-20; `docs/benchmarks.md`). Costs not measured are
-/// marked as assumptions.
+/// The defaults were measured on an NVIDIA H200 (driver 580.159, CUDA 13.0) by
+/// `bench/driver_costs.cpp` on 2026-11-21 (medians of 8-64 calls, device idle, each size's
+/// allocations held until all were made, as in a growing allocator; raw figures in
+/// `docs/gpu-runs/2026-11-21-driver-costs.jsonl`), for handle sizes 2 MiB to 4 GiB and `cudaMalloc`
+/// sizes 2 MiB to 7 GiB, so that the multi-GiB segments of the traces are measured rather than
+/// extrapolated. Mapping and the event calls are the means of gmlake's own GPU replays
+/// (`docs/benchmarks.md`). Costs not measured are marked as assumptions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostTable {
-    /// `cuMemCreate` by handle size (14.4 us at 2 MiB, 14.3 at 20 MiB, 23.2 at 512 MiB).
+    /// `cuMemCreate` by handle size (10.6 us at 2 MiB, 7.9 at 32 MiB, 11.1 at 256 MiB, 33.5 at
+    /// 1 GiB, 15,497 at 4 GiB).
     pub create_handle: SizeCurve,
-    /// `cuMemRelease` by handle size (15.1 us at 2 MiB, 30.5 at 20 MiB, 292 at 512 MiB).
+    /// `cuMemRelease` by handle size (8.6 us at 2 MiB, 16.7 at 32 MiB, 75.1 at 256 MiB, 280 at
+    /// 1 GiB, 1,077 at 4 GiB).
     pub release_handle: SizeCurve,
-    /// `cuMemAddressReserve` (17-20 us measured by gmlake; 20-30 in the reference: 20).
+    /// `cuMemAddressReserve` of a 64 GiB arena (17-20 us measured by gmlake: 20; ranges up to
+    /// 4 GiB cost 1-3 us).
     pub reserve_range: f64,
     /// `cuMemAddressFree`: not measured; assumed 10 us.
     pub free_range: f64,
     /// `cuMemMap` of one handle (1.1-1.3 us measured by gmlake: 1.2).
     pub map: f64,
-    /// `cuMemSetAccess`, per physical handle mapped in the range (25.7-34.2 us measured by
-    /// gmlake, 29.3 over all calls: 29).
-    pub set_access_per_handle: f64,
-    /// `cuMemUnmap`, per physical handle mapped in the range (21.3-23.7 us measured: 22).
-    pub unmap_per_handle: f64,
+    /// `cuMemSetAccess`, for each physical handle mapped in the range, by that handle's size
+    /// (26.6 us at 2 MiB, 22.9 at 32 MiB, 37.3 at 256 MiB, 60.8 at 1 GiB, 207 at 4 GiB; where
+    /// both were measured, the mean of one call over one handle and one call over 4-8 handles).
+    pub set_access_per_handle: SizeCurve,
+    /// `cuMemUnmap`, for each physical handle mapped in the range, by its size (14.6 us at
+    /// 2 MiB, 14.8 at 32 MiB, 20.0 at 256 MiB, 29.0 at 1 GiB, 57.8 at 4 GiB).
+    pub unmap_per_handle: SizeCurve,
     /// Event creation, destruction, record and query: 3, 3 (assumed), 4 and 3 us (measured by
     /// gmlake: 2.8-3.2, -, 2.6-5.2, 1.8-4.3).
     pub event: [f64; 4],
     /// Stream or device synchronization of an idle device: not measured; assumed 10 us.
     pub synchronize: f64,
-    /// PyTorch's `cudaMalloc` by size, for the native baseline (52 us at 2 MiB, 59 at 20 MiB, 92 at
-    /// 512 MiB).
+    /// PyTorch's `cudaMalloc` by size, for the native baseline (48.3 us at 2 MiB, 68.7 at
+    /// 192 MiB, 60.6 at 512 MiB, 98.9 at 1 GiB, 181 at 4 GiB, 278 at 7 GiB).
     pub native_malloc: SizeCurve,
-    /// PyTorch's `cudaFree` by size (41 us at 2 MiB, 55 at 20 MiB, 335 at 512 MiB).
+    /// PyTorch's `cudaFree` by size (35.7 us at 2 MiB, 194 at 512 MiB, 371 at 1 GiB, 2,381 at
+    /// 7 GiB).
     pub native_free: SizeCurve,
 }
 
 impl Default for CostTable {
     fn default() -> Self {
+        const GIB: u64 = 1 << 30;
         CostTable {
             create_handle: SizeCurve(alloc::vec![
-                (2 * MIB, 14.4),
-                (20 * MIB, 14.3),
-                (512 * MIB, 23.2)
+                (2 * MIB, 10.6),
+                (32 * MIB, 7.9),
+                (256 * MIB, 11.1),
+                (GIB, 33.5),
+                (4 * GIB, 15_497.2)
             ]),
             release_handle: SizeCurve(alloc::vec![
-                (2 * MIB, 15.1),
-                (20 * MIB, 30.5),
-                (512 * MIB, 292.0)
+                (2 * MIB, 8.6),
+                (32 * MIB, 16.7),
+                (256 * MIB, 75.1),
+                (GIB, 280.2),
+                (4 * GIB, 1_077.3)
             ]),
             reserve_range: 20.0,
             free_range: 10.0,
             map: 1.2,
-            set_access_per_handle: 29.0,
-            unmap_per_handle: 22.0,
+            set_access_per_handle: SizeCurve(alloc::vec![
+                (2 * MIB, 26.6),
+                (32 * MIB, 22.9),
+                (256 * MIB, 37.3),
+                (GIB, 60.8),
+                (4 * GIB, 206.7)
+            ]),
+            unmap_per_handle: SizeCurve(alloc::vec![
+                (2 * MIB, 14.6),
+                (32 * MIB, 14.8),
+                (256 * MIB, 20.0),
+                (GIB, 29.0),
+                (4 * GIB, 57.8)
+            ]),
             event: [3.0, 3.0, 4.0, 3.0],
             synchronize: 10.0,
             native_malloc: SizeCurve(alloc::vec![
-                (2 * MIB, 52.0),
-                (20 * MIB, 59.0),
-                (512 * MIB, 92.0)
+                (2 * MIB, 48.3),
+                (20 * MIB, 49.3),
+                (96 * MIB, 47.0),
+                (192 * MIB, 68.7),
+                (512 * MIB, 60.6),
+                (GIB, 98.9),
+                (2 * GIB, 147.1),
+                (4 * GIB, 181.1),
+                (7 * GIB, 278.1)
             ]),
             native_free: SizeCurve(alloc::vec![
-                (2 * MIB, 41.0),
-                (20 * MIB, 55.0),
-                (512 * MIB, 335.0)
+                (2 * MIB, 35.7),
+                (20 * MIB, 51.9),
+                (96 * MIB, 82.4),
+                (192 * MIB, 134.4),
+                (512 * MIB, 193.7),
+                (GIB, 371.3),
+                (2 * GIB, 794.4),
+                (4 * GIB, 1_225.3),
+                (7 * GIB, 2_380.8)
             ]),
         }
     }
@@ -480,7 +516,10 @@ impl Device for SimulatedDevice {
                 alloc::format!("{addr:#x}+{size} is not covered by whole mappings"),
             )
         })?;
-        self.estimated_us += self.costs.unmap_per_handle * keys.len() as f64;
+        for k in &keys {
+            let size = self.mappings.get(k).map_or(0, |m| m.size);
+            self.estimated_us += self.costs.unmap_per_handle.at(size);
+        }
         for k in keys {
             if let Some(m) = self.mappings.remove(&k) {
                 if let Some(h) = self.handles.get_mut(&m.handle) {
@@ -497,7 +536,10 @@ impl Device for SimulatedDevice {
         let keys = self.tiling(addr, size).ok_or_else(|| {
             Self::invalid(call, alloc::format!("{addr:#x}+{size} is not fully mapped"))
         })?;
-        self.estimated_us += self.costs.set_access_per_handle * keys.len() as f64;
+        for k in &keys {
+            let size = self.mappings.get(k).map_or(0, |m| m.size);
+            self.estimated_us += self.costs.set_access_per_handle.at(size);
+        }
         Ok(())
     }
 
@@ -634,7 +676,8 @@ mod tests {
         d.map(va + G, G, b, 0).unwrap();
         let before = d.estimated_us();
         d.unmap(va, 2 * G).unwrap();
-        assert!((d.estimated_us() - before - 44.0).abs() < 1e-9);
+        let per_handle = d.costs().unmap_per_handle.at(G);
+        assert!((d.estimated_us() - before - 2.0 * per_handle).abs() < 1e-9);
         assert_eq!(d.holdings().mappings, 0);
     }
 
@@ -663,11 +706,12 @@ mod tests {
     #[test]
     fn size_curves_interpolate_in_log_size() {
         let c = CostTable::default();
-        assert!((c.native_malloc.at(2 * MIB) - 52.0).abs() < 1e-9);
-        assert!((c.native_malloc.at(512 * MIB) - 92.0).abs() < 1e-9);
-        let mid = c.native_malloc.at(100 * MIB);
-        assert!(mid > 59.0 && mid < 92.0);
-        assert!(c.native_malloc.at(4 << 30) > 92.0);
-        assert!((c.native_malloc.at(4096) - 52.0).abs() < 1e-9);
+        assert!((c.native_malloc.at(2 * MIB) - 48.3).abs() < 1e-9);
+        assert!((c.native_malloc.at(1 << 30) - 98.9).abs() < 1e-9);
+        let mid = c.native_malloc.at(1536 * MIB);
+        assert!(mid > 98.9 && mid < 147.1);
+        // Above the last point, along the last slope.
+        assert!(c.native_malloc.at(14 << 30) > 278.1);
+        assert!((c.native_malloc.at(4096) - 48.3).abs() < 1e-9);
     }
 }

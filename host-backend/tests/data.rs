@@ -1,14 +1,9 @@
 //! The allocator on real, aliasing host memory: data written through a stitched view is read back
 //! through the blocks it maps (and the other way round); random allocate/free/empty_cache sequences
-//! keep every byte of every live allocation; a trace replay keeps every allocation's tags and
-//! matches the simulated device's utilization exactly.
+//! keep every byte of every live allocation. Trace replays are in `trace_bytes.rs`.
 
-use gmlake_core::replay::{replay, TraceAction};
-use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, Device, Error, StreamHandle};
 use gmlake_host::HostDevice;
-use std::collections::HashMap;
-use std::path::PathBuf;
 
 const MIB: u64 = 1 << 20;
 const S0: StreamHandle = StreamHandle(0);
@@ -175,55 +170,4 @@ fn random_sequences_keep_every_byte_of_every_allocation() {
         let b = a.device().books().unwrap();
         assert_eq!((b.handles, b.ranges, b.mappings), (0, 0, 0));
     }
-}
-
-#[test]
-fn the_llama_trace_keeps_its_tags_and_matches_the_simulated_device() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces/llama_generate.txt.gz");
-    let events = gmlake_trace::read_trace(&path, None).unwrap();
-    let capacity = 150_754_820_096;
-    let mut a = Allocator::new(HostDevice::new(capacity, 2 * MIB), Config::default()).unwrap();
-    let mut live: HashMap<u64, (u64, u64, u64)> = HashMap::new();
-    for (i, e) in events.iter().enumerate() {
-        match e.action {
-            TraceAction::Alloc => {
-                let p = a.malloc(e.size, StreamHandle(e.stream)).unwrap();
-                let n = e.size.min(8);
-                let tag = (i as u64).to_le_bytes();
-                bytes(p, n).copy_from_slice(&tag[..n as usize]);
-                if e.size >= 16 {
-                    bytes(p + e.size - 8, 8).copy_from_slice(&tag);
-                }
-                live.insert(e.addr, (p, e.size, i as u64));
-            }
-            TraceAction::FreeRequested => {
-                if let Some((p, size, id)) = live.remove(&e.addr) {
-                    let n = size.min(8);
-                    let tag = id.to_le_bytes();
-                    assert_eq!(
-                        bytes(p, n),
-                        &tag[..n as usize],
-                        "allocation {id}: head overwritten"
-                    );
-                    if size >= 16 {
-                        assert_eq!(
-                            bytes(p + size - 8, 8),
-                            &tag[..],
-                            "allocation {id}: tail overwritten"
-                        );
-                    }
-                    a.free(p).unwrap();
-                }
-            }
-            _ => {}
-        }
-    }
-    let host = a.stats();
-    let sim = replay(SimulatedDevice::new(capacity), Config::default(), events).unwrap();
-    assert_eq!(
-        host.reserved_bytes.all.peak as u64, sim.peak_reserved_bytes,
-        "host and simulated peaks differ"
-    );
-    assert_eq!(host.requested_bytes.all.peak as u64, sim.peak_active_bytes);
-    assert_eq!(a.release_all().unwrap(), 0);
 }

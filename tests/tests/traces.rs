@@ -38,7 +38,7 @@ fn check(name: &str, floor: f64) {
         "{name}: no better than PyTorch"
     );
     // The goal is 2x PyTorch's driver time; under the driver's whole-handle mapping rule
-    // the default configuration reaches 1.7x-2.6x on these traces (docs/design.md). This asserts
+    // the default configuration reaches 1.85x-2.63x on these traces (docs/design.md). This asserts
     // what is reached, so that a regression shows.
     assert!(
         r.estimated_driver_us <= 3.0 * r.native_estimated_driver_us,

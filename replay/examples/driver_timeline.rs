@@ -1,0 +1,49 @@
+//! Prints every allocation that cost driver time: event index, request size, what it did.
+use gmlake_core::replay::{TraceAction, TraceEvent};
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{Allocator, Config, DriverCall, StreamHandle};
+use std::collections::HashMap;
+fn main() {
+    let path = std::env::args().nth(1).unwrap();
+    let cfg = Config::parse(&std::env::args().nth(2).unwrap_or_default()).unwrap();
+    let ev: Vec<TraceEvent> = gmlake_trace::read_trace(std::path::Path::new(&path), None).unwrap();
+    let mut a = Allocator::new(SimulatedDevice::new(150_754_820_096), cfg).unwrap();
+    let mut live: HashMap<u64, u64> = HashMap::new();
+    let mut live_bytes = 0u64;
+    for (i, e) in ev.iter().enumerate() {
+        let s0 = a.stats();
+        let us0 = a.device().estimated_us();
+        match e.action {
+            TraceAction::Alloc => {
+                let p = a.malloc(e.size, StreamHandle(e.stream)).unwrap();
+                live.insert(e.addr, p);
+                live_bytes += e.size;
+            }
+            TraceAction::FreeRequested => {
+                if let Some(p) = live.remove(&e.addr) {
+                    live_bytes -= a.allocation_size(p).unwrap_or(0).min(live_bytes);
+                    a.free(p).unwrap();
+                }
+            }
+            _ => continue,
+        }
+        let s = a.stats();
+        let d = |c: DriverCall| s.driver_calls.get(c) - s0.driver_calls.get(c);
+        let us = a.device().estimated_us() - us0;
+        if us > 0.0 {
+            println!(
+                "{i:7} {:>6} {:>10.1}MB cost {:7.0}us creates {:3} maps {:3} unmaps {:3} stitch {} split {} reserved {:.2}GB live {:.2}GB",
+                if e.action == TraceAction::Alloc { "alloc" } else { "free" },
+                e.size as f64 / 1048576.0,
+                us,
+                d(DriverCall::CreateHandle),
+                d(DriverCall::Map),
+                d(DriverCall::Unmap),
+                s.num_stitches - s0.num_stitches,
+                s.num_chunk_splits - s0.num_chunk_splits,
+                s.reserved_bytes.all.current as f64 / 1e9,
+                live_bytes as f64 / 1e9,
+            );
+        }
+    }
+}
