@@ -77,6 +77,8 @@ int main(int argc, char **argv) {
   CHECK(gmlake_malloc(a, 8, NULL, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "NULL out");
   CHECK(gmlake_free(a, x) == GMLAKE_ERROR_NOT_ALLOCATED, "double free");
   CHECK(gmlake_free(a, (char *)y + 512) == GMLAKE_ERROR_NOT_ALLOCATED, "interior free");
+  CHECK(gmlake_free(a, (void *)0xdeadbeef) == GMLAKE_ERROR_NOT_ALLOCATED
+        && strstr(gmlake_last_error(), "0xdeadbeef") != NULL, "unknown free names the address");
   CHECK(gmlake_free(NULL, y) == GMLAKE_ERROR_INVALID_ARGUMENT, "free on NULL allocator");
   CHECK(gmlake_record_stream(a, x, NULL) == GMLAKE_ERROR_NOT_ALLOCATED, "record_stream unknown");
   CHECK(gmlake_record_stream(NULL, y, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "record_stream NULL allocator");

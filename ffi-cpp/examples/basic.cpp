@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   const bool cuda = argc > 1 && std::strcmp(argv[1], "cuda") == 0;
   CHECK(error_of([] { gmlake::Allocator::simulated(1 << 30, "bogus:1"); }).find("valid keys") != std::string::npos, "bad config throws");
   CHECK(!error_of([] { gmlake::Allocator::simulated(0); }).empty(), "zero capacity throws");
+  CHECK(!error_of([] { gmlake::Allocator::simulated(1 << 30, "frag_limit:lots"); }).empty(), "malformed config value throws");
   CHECK(!error_of([] { gmlake::Allocator::cuda(-1); }).empty(), "bad device throws");
   {
     gmlake::Allocator a = cuda ? gmlake::Allocator::cuda(0, "frag_limit:0,min_handle_size:2MB")
@@ -59,6 +60,16 @@ int main(int argc, char** argv) {
     CHECK(error_of([&] { a.allocate(std::size_t(1) << 49); }).rfind("CUDA out of memory.", 0) == 0, "OOM throws its message");
     CHECK(error_of([&] { a.deallocate(p); }).find("double free") != std::string::npos, "double free throws");
     CHECK(!error_of([&] { a.record_stream(p, nullptr); }).empty(), "record_stream of a freed pointer throws");
+    CHECK(error_of([&] { a.allocate(std::size_t(1) << 51); }).find("larger than") != std::string::npos, "absurd size throws");
+    CHECK(error_of([&] { a.deallocate(reinterpret_cast<void*>(0xdeadbeef)); }).find("0xdeadbeef") != std::string::npos,
+          "unknown free throws naming the address");
+    {
+      gmlake::Buffer b(a, 4096);
+      char* inner = static_cast<char*>(b.data()) + 512;
+      CHECK(error_of([&] { a.deallocate(inner); }).find("not the start of an allocation") != std::string::npos,
+            "interior free throws");
+      CHECK(a.live_allocations() == 1, "the buffer survives a bad free of its interior");
+    }
     CHECK(!error_of([&] { a.set_memory_fraction(2.0); }).empty(), "bad fraction throws");
     a.empty_cache();
     CHECK(a.stats().reserved_bytes == 0, "everything returned");
