@@ -19,6 +19,8 @@ for line in sys.stdin:
         print(m["executable"])' "$2"
 }
 strip --strip-debug -o carry/gpu-tests "$(test_exe gmlake-cuda gpu)"
+# Driver failures injected on the GPU (tests/tests/gpu_faults.rs).
+strip --strip-debug -o carry/gpu-fault-tests "$(test_exe gmlake-tests gpu_faults)"
 # The host-memory trace replays, which need more RAM than a small build machine has.
 strip --strip-debug -o carry/host-trace-tests "$(test_exe gmlake-host trace_bytes)"
 # The Python package's wheel (abi3), built with maturin through pip.

@@ -38,6 +38,19 @@ if [[ " $CHECKS " == *" tests "* ]]; then
   else
     record "gpu-tests" FAIL "carry/gpu-tests missing: run scripts/build-gpu-carry.sh"
   fi
+  # Driver failures injected on the GPU: no handle, range, mapping or event may leak.
+  if [ -x carry/gpu-fault-tests ]; then
+    rm -f "$OUT/faults.results"
+    carry/gpu-fault-tests --include-ignored --test-threads=1 --nocapture --logfile "$OUT/faults.results" > "$OUT/faults.log" 2>&1
+    status=$?
+    while read -r result name; do
+      [ "$result" = ok ] && record "test $name" PASS "" || record "test $name" FAIL "$result"
+    done < "$OUT/faults.results"
+    grep -oE 'gpu faults: .*' "$OUT/faults.log" >> "$OUT/replay-details.txt" || true
+    [ $status -eq 0 ] || record "gpu-fault-tests exit" FAIL "status $status"
+  else
+    record "gpu-fault-tests" FAIL "carry/gpu-fault-tests missing: run scripts/build-gpu-carry.sh"
+  fi
 fi
 
 if [[ " $CHECKS " == *" host "* ]]; then
@@ -132,7 +145,7 @@ echo "== gmlake GPU check: $(cat "$OUT/gpu.txt")"
 printf '%s\n' "${summary[@]}"
 if [ -s "$OUT/replay-details.txt" ]; then
   echo "-- replays on the GPU"
-  grep -E '^(replay|random)' "$OUT/replay-details.txt"
+  grep -E '^(replay|random|gpu faults)' "$OUT/replay-details.txt"
 fi
 if [ -s "$OUT/host.log" ]; then
   echo "-- host-memory replays"

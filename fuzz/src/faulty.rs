@@ -57,6 +57,12 @@ impl<D: Device> FaultyDevice<D> {
         &self.inner
     }
 
+    /// The wrapped device, mutably (for backend-specific calls such as reading the driver's free
+    /// memory); calls made through it bypass the injected faults.
+    pub fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
     /// Bytes of live physical handles, as the wrapped device counts them (0 for a device that
     /// keeps no books, which then never runs out of the fuzzer's capacity).
     fn handle_bytes(&self) -> u64 {
