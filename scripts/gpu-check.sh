@@ -58,7 +58,7 @@ if [[ " $CHECKS " == *" host "* ]]; then
   # verified: needs about 32 GB of RAM per trace, which this machine has and a build machine may not.
   if [ -x carry/host-trace-tests ]; then
     rm -f "$OUT/host.results"
-    GMLAKE_VERIFY_ALL_BYTES=1 carry/host-trace-tests --test-threads=1 --nocapture --logfile "$OUT/host.results" > "$OUT/host.log" 2>&1
+    GMLAKE_VERIFY_ALL_BYTES=1 carry/host-trace-tests --include-ignored --test-threads=1 --nocapture --logfile "$OUT/host.results" > "$OUT/host.log" 2>&1
     status=$?
     while read -r result name; do
       if grep -q "SKIPPED ${name%_on_host_memory}" "$OUT/host.log"; then
