@@ -1,8 +1,13 @@
 // replay_bench: replays an allocation trace (the text format of traces/README.md, uncompressed)
 // through one GPU allocator, twice on the same allocator (a cold pass, then a warm pass), and
-// prints one JSON line per pass: wall time, ns per operation, peak reserved bytes, utilization.
+// prints one JSON line per pass: wall time, ns per operation, time inside driver calls (gmlake only,
+// -1 for the others), peak reserved bytes, utilization.
 //
-//   replay_bench --allocator torch|async|gmlake [--config GMLAKE_CONF] TRACE.txt
+//   replay_bench --allocator torch|async|gmlake [--config GMLAKE_CONF] [--explain N] TRACE.txt
+//
+// --explain N times every call (which slows the pass) and prints to stderr how much of the pass
+// went to calls that made driver calls and to those that made none, then the N calls that spent
+// the most time outside the driver (gmlake only: the others report no driver time).
 //
 // Allocators:
 //   torch  - PyTorch's CUDA caching allocator (c10::cuda::CUDACachingAllocator::raw_alloc_with_stream
@@ -19,9 +24,11 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -66,6 +73,8 @@ struct Allocator {
   virtual void* alloc(size_t size) = 0;
   virtual void free(void* p) = 0;
   virtual uint64_t peak_reserved() = 0;
+  // Wall time spent inside driver calls so far, in microseconds; negative where not known.
+  virtual double driver_us() { return -1.0; }
 };
 
 struct Torch : Allocator {
@@ -128,21 +137,69 @@ struct Gmlake : Allocator {
     check(gmlake_get_stats(a, &s));
     return s.peak_reserved_bytes;
   }
+  double driver_us() override {
+    char* json = nullptr;
+    check(gmlake_stats_json(a, &json));
+    const char* key = "\"gmlake.driver_us\":";
+    const char* at = std::strstr(json, key);
+    double us = at ? std::strtod(at + std::strlen(key), nullptr) : -1.0;
+    gmlake_string_free(json);
+    return us;
+  }
   ~Gmlake() override { gmlake_destroy(a, true); }
 };
+
+// One timed operation, for --explain.
+struct Timed {
+  double ns;         // wall time of the call
+  double driver_ns;  // of which inside driver calls
+  size_t event;      // index in the trace's alloc/free events
+  bool alloc;
+  uint64_t size;
+};
+
+// Prints to stderr where a pass's time went: in calls that made driver calls and in those that
+// made none, then the `n` calls with the most time outside the driver.
+void report_slowest(std::vector<Timed>& timed, int n, int pass) {
+  double with = 0, with_driver = 0, without = 0;
+  size_t n_with = 0;
+  for (const auto& t : timed) {
+    if (t.driver_ns > 0) {
+      with += t.ns;
+      with_driver += t.driver_ns;
+      n_with++;
+    } else {
+      without += t.ns;
+    }
+  }
+  std::fprintf(stderr,
+               "pass %d: %zu calls with driver calls: %.2f ms (%.2f ms in the driver); %zu calls without: %.2f ms "
+               "(%.0f ns each)\n",
+               pass, n_with, with / 1e6, with_driver / 1e6, timed.size() - n_with, without / 1e6,
+               without / (double)(timed.size() - n_with));
+  std::sort(timed.begin(), timed.end(),
+            [](const Timed& a, const Timed& b) { return a.ns - a.driver_ns > b.ns - b.driver_ns; });
+  for (int i = 0; i < n && i < (int)timed.size(); i++) {
+    const auto& t = timed[i];
+    std::fprintf(stderr, "  event %zu %s %.1f MB: %.1f us, %.1f us outside the driver\n", t.event,
+                 t.alloc ? "alloc" : "free", t.size / 1e6, t.ns / 1e3, (t.ns - t.driver_ns) / 1e3);
+  }
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string which, config, path;
+  int explain = 0;  // --explain N: per-call timing (slower), N slowest calls to stderr
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
     if (arg == "--allocator" && i + 1 < argc) which = argv[++i];
     else if (arg == "--config" && i + 1 < argc) config = argv[++i];
+    else if (arg == "--explain" && i + 1 < argc) explain = std::atoi(argv[++i]);
     else path = arg;
   }
   if (which.empty() || path.empty()) {
-    std::fprintf(stderr, "usage: replay_bench --allocator torch|async|gmlake [--config CONF] TRACE.txt\n");
+    std::fprintf(stderr, "usage: replay_bench --allocator torch|async|gmlake [--config CONF] [--explain N] TRACE.txt\n");
     return 2;
   }
   try {
@@ -174,17 +231,32 @@ int main(int argc, char** argv) {
     ptrs.reserve(1 << 16);
     for (int pass = 0; pass < 2; pass++) {
       uint64_t ops = 0;
+      double driver_before = alloc->driver_us();
       auto start = std::chrono::steady_clock::now();
-      for (const auto& e : events) {
+      std::vector<Timed> timed;
+      for (size_t i = 0; i < events.size(); i++) {
+        const auto& e = events[i];
+        auto t0 = std::chrono::steady_clock::now();
+        double d0 = explain ? alloc->driver_us() : 0.0;
+        if (explain) t0 = std::chrono::steady_clock::now();
+        bool did = false;
         if (e.alloc) {
           ptrs[e.addr] = alloc->alloc(e.size);
           ops++;
+          did = true;
         } else if (auto it = ptrs.find(e.addr); it != ptrs.end()) {
           alloc->free(it->second);
           ptrs.erase(it);
           ops++;
+          did = true;
+        }
+        if (explain && did) {
+          double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+          double d = alloc->driver_us() - d0;
+          timed.push_back({ns, d * 1e3, i, e.alloc, e.size});
         }
       }
+      if (explain) report_slowest(timed, explain, pass);
       for (auto& [addr, p] : ptrs) {
         alloc->free(p);
         ops++;
@@ -193,11 +265,13 @@ int main(int argc, char** argv) {
       check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       uint64_t peak = alloc->peak_reserved();
+      double driver_after = alloc->driver_us();
+      double driver_ms = driver_before < 0 ? -1.0 : (driver_after - driver_before) / 1e3;
       std::printf(
           "{\"trace\": \"%s\", \"allocator\": \"%s\", \"pass\": \"%s\", \"ops\": %llu, \"wall_ms\": %.3f, "
-          "\"ns_per_op\": %.1f, \"peak_active_bytes\": %llu, \"peak_reserved_bytes\": %llu, \"utilization\": %.4f}\n",
+          "\"ns_per_op\": %.1f, \"driver_ms\": %.3f, \"peak_active_bytes\": %llu, \"peak_reserved_bytes\": %llu, \"utilization\": %.4f}\n",
           path.substr(path.find_last_of('/') + 1).c_str(), which.c_str(), pass == 0 ? "cold" : "warm",
-          (unsigned long long)ops, secs * 1e3, secs * 1e9 / (double)ops, (unsigned long long)peak_live,
+          (unsigned long long)ops, secs * 1e3, secs * 1e9 / (double)ops, driver_ms, (unsigned long long)peak_live,
           (unsigned long long)peak, peak ? (double)peak_live / (double)peak : 0.0);
       std::fflush(stdout);
     }

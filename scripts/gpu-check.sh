@@ -6,6 +6,7 @@
 #
 #   bash scripts/gpu-check.sh            # all checks
 #   CHECKS="tests host costs examples python bench" bash scripts/gpu-check.sh
+#   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
@@ -135,6 +136,17 @@ if [[ " $CHECKS " == *" bench "* ]]; then
         fi
       done
     done
+    if [[ " $CHECKS " == *" explain "* ]]; then
+      # Where gmlake's time goes, call by call (slower than the timed passes above).
+      for t in gpt2_train opt13_lora llama_generate; do
+        echo "== $t" >> "$OUT/explain.log"
+        if "$BENCH" --allocator gmlake --explain 15 "/tmp/$t.txt" >> "$OUT/explain.log" 2>&1; then
+          record "explain $t" PASS "explain.log"
+        else
+          record "explain $t" FAIL "see explain.log"
+        fi
+      done
+    fi
   else
     record "bench build" FAIL "see bench-build.log"
   fi

@@ -176,6 +176,8 @@ struct SimHandle {
 struct SimMapping {
     size: u64,
     handle: u64,
+    /// Access granted (`set_access`) since it was mapped.
+    access: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -221,6 +223,7 @@ pub struct SimulatedDevice {
     faults: Vec<(DriverCall, u64)>,
     costs: CostTable,
     estimated_us: f64,
+    us_by_call: [f64; 13],
     event_latency: u32,
 }
 
@@ -248,6 +251,7 @@ impl SimulatedDevice {
             faults: Vec::new(),
             costs: CostTable::default(),
             estimated_us: 0.0,
+            us_by_call: [0.0; 13],
             event_latency: 0,
         }
     }
@@ -287,6 +291,38 @@ impl SimulatedDevice {
     /// Estimated driver time of all calls so far, in microseconds.
     pub fn estimated_us(&self) -> f64 {
         self.estimated_us
+    }
+
+    /// Estimated driver time of the calls of one kind so far, in microseconds.
+    pub fn estimated_us_of(&self, call: DriverCall) -> f64 {
+        self.us_by_call[call.index()]
+    }
+
+    /// Adds `us` microseconds of estimated driver time to `call`'s kind.
+    fn charge(&mut self, call: DriverCall, us: f64) {
+        self.estimated_us += us;
+        self.us_by_call[call.index()] += us;
+    }
+
+    /// Whether every byte of `[addr, addr + len)` lies in mappings with access granted, so that
+    /// the GPU could read and write it (for tests of what the allocator hands out).
+    pub fn accessible(&self, addr: u64, len: u64) -> bool {
+        let Some(end) = addr.checked_add(len.max(1)) else {
+            return false;
+        };
+        let mut at = addr;
+        let first = self.mappings.range(..=addr).next_back();
+        let rest = self.mappings.range(addr.saturating_add(1)..end);
+        for (&va, m) in first.into_iter().chain(rest) {
+            if va > at || !m.access {
+                return false;
+            }
+            at = at.max(va + m.size);
+            if at >= end {
+                return true;
+            }
+        }
+        false
     }
 
     /// Peak bytes of physical handles held at once.
@@ -359,7 +395,7 @@ impl Device for SimulatedDevice {
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
         let call = DriverCall::CreateHandle;
         self.enter(call)?;
-        self.estimated_us += self.costs.create_handle.at(size);
+        self.charge(DriverCall::CreateHandle, self.costs.create_handle.at(size));
         if size == 0 || !self.aligned(size) {
             return Err(Self::invalid(
                 call,
@@ -393,14 +429,15 @@ impl Device for SimulatedDevice {
             .handles
             .get(&handle.0)
             .ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
-        self.estimated_us += self.costs.release_handle.at(h.size);
-        if h.mappings != 0 {
+        let (size, mappings) = (h.size, h.mappings);
+        self.charge(call, self.costs.release_handle.at(size));
+        if mappings != 0 {
             return Err(Self::invalid(
                 call,
-                alloc::format!("handle {} is still mapped {} times", handle.0, h.mappings),
+                alloc::format!("handle {} is still mapped {mappings} times", handle.0),
             ));
         }
-        self.used -= h.size;
+        self.used -= size;
         self.handles.remove(&handle.0);
         Ok(())
     }
@@ -408,7 +445,7 @@ impl Device for SimulatedDevice {
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
         let call = DriverCall::ReserveRange;
         self.enter(call)?;
-        self.estimated_us += self.costs.reserve_range;
+        self.charge(DriverCall::ReserveRange, self.costs.reserve_range);
         if size == 0 || !self.aligned(size) {
             return Err(Self::invalid(
                 call,
@@ -432,7 +469,7 @@ impl Device for SimulatedDevice {
     fn free_range(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::FreeRange;
         self.enter(call)?;
-        self.estimated_us += self.costs.free_range;
+        self.charge(DriverCall::FreeRange, self.costs.free_range);
         if self.ranges.get(&addr) != Some(&size) {
             return Err(Self::invalid(
                 call,
@@ -452,7 +489,7 @@ impl Device for SimulatedDevice {
     fn map(&mut self, addr: u64, size: u64, handle: PhysHandle, offset: u64) -> DeviceResult<()> {
         let call = DriverCall::Map;
         self.enter(call)?;
-        self.estimated_us += self.costs.map;
+        self.charge(DriverCall::Map, self.costs.map);
         if size == 0 || !self.aligned(addr) || !self.aligned(size) || !self.aligned(offset) {
             return Err(Self::invalid(
                 call,
@@ -502,6 +539,7 @@ impl Device for SimulatedDevice {
             SimMapping {
                 size,
                 handle: handle.0,
+                access: false,
             },
         );
         Ok(())
@@ -518,7 +556,7 @@ impl Device for SimulatedDevice {
         })?;
         for k in &keys {
             let size = self.mappings.get(k).map_or(0, |m| m.size);
-            self.estimated_us += self.costs.unmap_per_handle.at(size);
+            self.charge(DriverCall::Unmap, self.costs.unmap_per_handle.at(size));
         }
         for k in keys {
             if let Some(m) = self.mappings.remove(&k) {
@@ -538,14 +576,19 @@ impl Device for SimulatedDevice {
         })?;
         for k in &keys {
             let size = self.mappings.get(k).map_or(0, |m| m.size);
-            self.estimated_us += self.costs.set_access_per_handle.at(size);
+            self.charge(call, self.costs.set_access_per_handle.at(size));
+        }
+        for k in keys {
+            if let Some(m) = self.mappings.get_mut(&k) {
+                m.access = true;
+            }
         }
         Ok(())
     }
 
     fn create_event(&mut self) -> DeviceResult<EventHandle> {
         self.enter(DriverCall::CreateEvent)?;
-        self.estimated_us += self.costs.event[0];
+        self.charge(DriverCall::CreateEvent, self.costs.event[0]);
         let id = self.next_event;
         self.next_event += 1;
         self.events.insert(id, SimEvent::default());
@@ -555,7 +598,7 @@ impl Device for SimulatedDevice {
     fn destroy_event(&mut self, event: EventHandle) -> DeviceResult<()> {
         let call = DriverCall::DestroyEvent;
         self.enter(call)?;
-        self.estimated_us += self.costs.event[1];
+        self.charge(DriverCall::DestroyEvent, self.costs.event[1]);
         self.events
             .remove(&event.0)
             .map(|_| ())
@@ -565,7 +608,7 @@ impl Device for SimulatedDevice {
     fn record_event(&mut self, event: EventHandle, _stream: StreamHandle) -> DeviceResult<()> {
         let call = DriverCall::RecordEvent;
         self.enter(call)?;
-        self.estimated_us += self.costs.event[2];
+        self.charge(DriverCall::RecordEvent, self.costs.event[2]);
         let latency = self.event_latency;
         let e = self
             .events
@@ -579,7 +622,7 @@ impl Device for SimulatedDevice {
     fn query_event(&mut self, event: EventHandle) -> DeviceResult<bool> {
         let call = DriverCall::QueryEvent;
         self.enter(call)?;
-        self.estimated_us += self.costs.event[3];
+        self.charge(DriverCall::QueryEvent, self.costs.event[3]);
         let e = self
             .events
             .get_mut(&event.0)
@@ -593,7 +636,7 @@ impl Device for SimulatedDevice {
 
     fn synchronize_stream(&mut self, _stream: StreamHandle) -> DeviceResult<()> {
         self.enter(DriverCall::SynchronizeStream)?;
-        self.estimated_us += self.costs.synchronize;
+        self.charge(DriverCall::SynchronizeStream, self.costs.synchronize);
         // The simulator does not track which stream an event was recorded on: complete them all,
         // which is what a synchronization of the stream they were recorded on would do.
         for e in self.events.values_mut() {
@@ -604,7 +647,7 @@ impl Device for SimulatedDevice {
 
     fn synchronize_device(&mut self) -> DeviceResult<()> {
         self.enter(DriverCall::SynchronizeDevice)?;
-        self.estimated_us += self.costs.synchronize;
+        self.charge(DriverCall::SynchronizeDevice, self.costs.synchronize);
         for e in self.events.values_mut() {
             e.queries_left = 0;
         }
@@ -679,6 +722,31 @@ mod tests {
         let per_handle = d.costs().unmap_per_handle.at(G);
         assert!((d.estimated_us() - before - 2.0 * per_handle).abs() < 1e-9);
         assert_eq!(d.holdings().mappings, 0);
+    }
+
+    #[test]
+    fn access_is_granted_per_mapping_and_lost_at_unmap() {
+        let mut d = SimulatedDevice::new(8 * G);
+        let a = d.create_handle(G).unwrap();
+        let b = d.create_handle(G).unwrap();
+        let va = d.reserve_range(4 * G).unwrap();
+        d.map(va, G, a, 0).unwrap();
+        d.map(va + G, G, b, 0).unwrap();
+        assert!(!d.accessible(va, 1));
+        d.set_access(va + G, G).unwrap();
+        assert!(d.accessible(va + G, G));
+        assert!(
+            !d.accessible(va, 2 * G),
+            "the first mapping has no access yet"
+        );
+        d.set_access(va, G).unwrap();
+        assert!(d.accessible(va + 100, 2 * G - 100));
+        assert!(!d.accessible(va + G, 2 * G), "past the mappings");
+        let sa = d.estimated_us_of(DriverCall::SetAccess);
+        assert!((sa - 2.0 * d.costs().set_access_per_handle.at(G)).abs() < 1e-9);
+        d.unmap(va, 2 * G).unwrap();
+        d.map(va, G, a, 0).unwrap();
+        assert!(!d.accessible(va, G), "a new mapping starts without access");
     }
 
     #[test]

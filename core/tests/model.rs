@@ -127,6 +127,13 @@ fn run(
             Op::Alloc { size, stream } => match a.malloc(size, StreamHandle(stream)) {
                 Ok(p) => {
                     prop_assert_eq!(p % 512, 0);
+                    // Readable and writable: mapped with access granted over every byte.
+                    prop_assert!(
+                        a.device().accessible(p, size),
+                        "{:#x}+{} not accessible",
+                        p,
+                        size
+                    );
                     // No overlap in address space with any live allocation.
                     if let Some((&q, &(qs, _))) = model.range(..=p).next_back() {
                         prop_assert!(q + qs <= p, "{:#x} overlaps {:#x}+{}", p, q, qs);

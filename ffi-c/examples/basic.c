@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
   CHECK(st.reserved_bytes == 24 * MiB, "reserved bytes");
   char *json = NULL;
   CHECK(gmlake_stats_json(a, &json) == GMLAKE_OK && strstr(json, "\"reserved_bytes.all.current\":25165824") != NULL, "json");
+  CHECK(strstr(json, "\"gmlake.driver_us\":") != NULL, "json has the driver time");
   gmlake_string_free(json);
   gmlake_string_free(NULL);
   char *snap = NULL;

@@ -284,7 +284,8 @@ enum gmlake_status gmlake_get_stats(const struct gmlake_allocator *a, struct gml
 enum gmlake_status gmlake_reset_peak_stats(struct gmlake_allocator *a);
 
 /*
- All statistics as a JSON object (PyTorch's `memory_stats()` keys, then `gmlake.*` keys).
+ All statistics as a JSON object (PyTorch's `memory_stats()` keys, then `gmlake.*` keys, with
+ `gmlake.driver_us`: the wall time spent inside driver calls so far, in microseconds).
  `*out` receives a NUL-terminated string owned by the caller: free it with `gmlake_string_free`.
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.

@@ -280,7 +280,8 @@ pub unsafe extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gm
     })
 }
 
-/// All statistics as a JSON object (PyTorch's `memory_stats()` keys, then `gmlake.*` keys).
+/// All statistics as a JSON object (PyTorch's `memory_stats()` keys, then `gmlake.*` keys, with
+/// `gmlake.driver_us`: the wall time spent inside driver calls so far, in microseconds).
 /// `*out` receives a NUL-terminated string owned by the caller: free it with `gmlake_string_free`.
 ///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
@@ -298,7 +299,10 @@ pub unsafe extern "C" fn gmlake_stats_json(
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
-        let json = with(a, |a| Ok(stats_json(a.stats_ref())))?;
+        let json = with(a, |a| {
+            let driver_us = gmlake_core::Device::books(a.device()).map(|b| b.driver_us);
+            Ok(stats_json(a.stats_ref(), driver_us))
+        })?;
         let c = CString::new(json).map_err(|_| invalid("statistics contain a NUL"))?;
         // SAFETY: checked non-null.
         unsafe { *out = c.into_raw() };

@@ -6,6 +6,9 @@ use gmlake_core::{Device, EventHandle, PhysHandle, StreamHandle};
 use gmlake_cuda::CudaVmm;
 
 /// Either backend, behind one type so that one allocator type serves both.
+// One per allocator, so the size of its largest variant does not matter; boxing would add an
+// indirection to every driver call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyDevice {
     /// A CUDA GPU.

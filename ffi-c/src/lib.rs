@@ -20,13 +20,15 @@ pub use device::AnyDevice;
 pub use error::{gmlake_last_error, gmlake_status};
 pub use stats::gmlake_stats;
 
-/// The snapshot as JSON, as `gmlake_snapshot_json` returns it (for the C++ API).
-/// All statistics as flat JSON, as `gmlake_stats_json` returns them (also used by the Python module).
-pub fn stats_json_of(s: &gmlake_core::Stats) -> String {
-    stats::stats_json(s)
+/// All statistics as flat JSON, as `gmlake_stats_json` returns them (also used by the Python
+/// module). `driver_us` is the device's driver time in microseconds, where it keeps one
+/// ([`gmlake_core::DeviceBooks::driver_us`]); it is then reported as `gmlake.driver_us`.
+pub fn stats_json_of(s: &gmlake_core::Stats, driver_us: Option<f64>) -> String {
+    stats::stats_json(s, driver_us)
 }
 
-/// (Also used by the Python module.)
+/// The snapshot as JSON, as `gmlake_snapshot_json` returns it (also used by the C++ API and the
+/// Python module).
 pub fn snapshot_json_of(s: &gmlake_core::Snapshot) -> String {
     snapshot::snapshot_json(s)
 }

@@ -69,8 +69,10 @@ impl From<&Stats> for gmlake_stats {
     }
 }
 
-/// Every statistic as a flat JSON object: PyTorch's `memory_stats()` keys, then gmlake's.
-pub(crate) fn stats_json(s: &Stats) -> String {
+/// Every statistic as a flat JSON object: PyTorch's `memory_stats()` keys, then gmlake's;
+/// `gmlake.driver_us` (wall time spent inside driver calls, microseconds) where `driver_us` is
+/// given.
+pub(crate) fn stats_json(s: &Stats, driver_us: Option<f64>) -> String {
     let mut fields: Vec<(String, String)> = Vec::new();
     for (name, array) in s.arrays() {
         for (pool, stat) in array.parts() {
@@ -121,6 +123,9 @@ pub(crate) fn stats_json(s: &Stats) -> String {
         "gmlake.utilization".to_string(),
         format!("{}", s.utilization()),
     ));
+    if let Some(us) = driver_us.filter(|us| us.is_finite()) {
+        fields.push(("gmlake.driver_us".to_string(), format!("{us:.1}")));
+    }
     let body: Vec<String> = fields
         .into_iter()
         .map(|(k, v)| format!("\"{k}\":{v}"))

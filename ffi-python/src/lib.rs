@@ -115,8 +115,11 @@ fn configure(config: Option<&str>) -> PyResult<()> {
 /// then `gmlake.*`). Raises RuntimeError without a driver or device.
 #[pyfunction]
 fn stats_json(device: i32) -> PyResult<String> {
-    gmlake::with_torch_allocator(device, |a| Ok(gmlake::stats_json_of(a.stats_ref())))
-        .map_err(PyRuntimeError::new_err)
+    gmlake::with_torch_allocator(device, |a| {
+        let driver_us = gmlake_core::Device::books(a.device()).map(|b| b.driver_us);
+        Ok(gmlake::stats_json_of(a.stats_ref(), driver_us))
+    })
+    .map_err(PyRuntimeError::new_err)
 }
 
 /// Device `device`'s allocator snapshot as JSON (the format of `gmlake_snapshot_json`).

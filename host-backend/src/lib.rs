@@ -6,7 +6,9 @@
 //! the allocator's tests check data rather than only bookkeeping, and lets a CPU-only user run
 //! gmlake on ordinary memory.
 //!
-//! Like the CUDA driver, it maps whole handles only and refuses impossible calls. Host memory has no
+//! Like the CUDA driver, it maps whole handles only, refuses impossible calls, and a mapping cannot
+//! be read or written until access is granted on it (`set_access`): until then it is `PROT_NONE`,
+//! so a touch of memory the allocator forgot to grant access to faults, as on a GPU. Host memory has no
 //! asynchronous work: events are complete as soon as recorded, synchronization returns at once.
 //! Addresses it returns are real, readable and writable host addresses while allocated.
 
@@ -16,7 +18,7 @@ use gmlake_core::{
 };
 use rustix::fd::OwnedFd;
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
-use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use rustix::mm::{mmap, mmap_anonymous, mprotect, munmap, MapFlags, MprotectFlags, ProtFlags};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::time::Instant;
@@ -288,11 +290,12 @@ impl Device for HostDevice {
             }
             let flags = MapFlags::SHARED | MapFlags::FIXED;
             // SAFETY: the address lies in a range this device reserved, where nothing is mapped.
+            // No access until `set_access`, as with the CUDA driver.
             unsafe {
                 mmap(
                     addr as *mut c_void,
                     size as usize,
-                    ProtFlags::READ | ProtFlags::WRITE,
+                    ProtFlags::empty(),
                     flags,
                     &h.fd,
                     0,
@@ -342,11 +345,26 @@ impl Device for HostDevice {
     fn set_access(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::SetAccess;
         self.timed(|d| {
-            d.tiling(addr, size).map(|_| ()).ok_or_else(|| {
+            d.tiling(addr, size).ok_or_else(|| {
                 err(
                     call,
                     DeviceErrorKind::InvalidValue,
                     format!("{addr:#x}+{size} is not fully mapped"),
+                )
+            })?;
+            // SAFETY: the range is wholly this device's own mappings (checked just above).
+            unsafe {
+                mprotect(
+                    addr as *mut c_void,
+                    size as usize,
+                    MprotectFlags::READ | MprotectFlags::WRITE,
+                )
+            }
+            .map_err(|e| {
+                os_err(
+                    call,
+                    e,
+                    format!("granting access to {size} bytes at {addr:#x}"),
                 )
             })
         })

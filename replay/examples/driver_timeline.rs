@@ -10,12 +10,17 @@ fn main() {
     let mut a = Allocator::new(SimulatedDevice::new(150_754_820_096), cfg).unwrap();
     let mut live: HashMap<u64, u64> = HashMap::new();
     let mut live_bytes = 0u64;
+    // GMLAKE_PIECES=1: also print the sizes of the pieces of every new stitched block.
+    let show_pieces = std::env::var_os("GMLAKE_PIECES").is_some();
     for (i, e) in ev.iter().enumerate() {
         let s0 = a.stats();
         let us0 = a.device().estimated_us();
         match e.action {
             TraceAction::Alloc => {
                 let p = a.malloc(e.size, StreamHandle(e.stream)).unwrap();
+                if show_pieces && a.stats().num_stitches > s0.num_stitches {
+                    print_pieces(&a, p);
+                }
                 live.insert(e.addr, p);
                 live_bytes += e.size;
             }
@@ -46,4 +51,37 @@ fn main() {
             );
         }
     }
+    let d = a.device();
+    let total = d.estimated_us();
+    println!("driver time by call kind, before teardown ({total:.0} us in all):");
+    for c in DriverCall::ALL {
+        let us = d.estimated_us_of(c);
+        if us > 0.0 {
+            println!(
+                "  {:<20} {:>6} calls {:>9.0} us {:>5.1}%",
+                c.name(),
+                d.calls().get(c),
+                us,
+                100.0 * us / total
+            );
+        }
+    }
+}
+
+/// Prints the piece sizes (MiB) of the stitched block at `addr`, largest first, with counts.
+fn print_pieces(a: &Allocator<SimulatedDevice>, addr: u64) {
+    let snap = a.snapshot();
+    let Some(st) = snap.stitched.iter().find(|s| s.address == addr) else {
+        return;
+    };
+    let mut sizes: std::collections::BTreeMap<u64, usize> = Default::default();
+    for p in &st.pieces {
+        *sizes.entry(p.size >> 20).or_default() += 1;
+    }
+    let list: Vec<String> = sizes
+        .iter()
+        .rev()
+        .map(|(mb, n)| format!("{n}x{mb}"))
+        .collect();
+    println!("         pieces (MiB): {}", list.join(" "));
 }
