@@ -1,9 +1,12 @@
 // replay_bench: replays an allocation trace (the text format of traces/README.md, uncompressed)
-// through one GPU allocator, twice on the same allocator (a cold pass, then a warm pass), and
+// through one GPU allocator, in passes on the same allocator (a cold pass, then warm passes), and
 // prints one JSON line per pass: wall time, ns per operation, time inside driver calls (gmlake only,
 // -1 for the others), peak reserved bytes, utilization.
 //
-//   replay_bench --allocator torch|async|gmlake [--config GMLAKE_CONF] [--explain N] TRACE.txt
+//   replay_bench --allocator torch|async|gmlake|gmlake-sim [--config GMLAKE_CONF] [--passes N]
+//                [--explain N] TRACE.txt
+//
+// --passes N (default 2): a cold pass, then N - 1 warm passes ("warm", "warm3", "warm4"...).
 //
 // --explain N times every call (which slows the pass) and prints to stderr how much of the pass
 // went to calls that made driver calls and to those that made none, then the N calls that spent
@@ -14,7 +17,9 @@
 //            and raw_delete, from libc10_cuda), default settings;
 //   async  - cudaMallocAsync / cudaFreeAsync on the device's default memory pool, with its release
 //            threshold set to the maximum so that it caches like the others;
-//   gmlake - gmlake on the CUDA backend through its C API (include/gmlake.h, libgmlake.so).
+//   gmlake - gmlake on the CUDA backend through its C API (include/gmlake.h, libgmlake.so);
+//   gmlake-sim - gmlake on its simulated device through the same API (no driver calls: the
+//            allocator's own time).
 //
 // Built on the GPU machine by scripts/gpu-check.sh with g++ against the installed PyTorch.
 // `alloc` allocates and `free_requested` frees; other actions are ignored. Allocations still live
@@ -120,8 +125,13 @@ struct Async : Allocator {
 
 struct Gmlake : Allocator {
   gmlake_allocator* a = nullptr;
-  explicit Gmlake(const std::string& config) {
-    check(gmlake_create_cuda(0, config.c_str(), &a));
+  // `simulated`: on gmlake's simulated device (bookkeeping only, no driver calls), to tell the
+  // allocator's own time from the driver's through the same C API.
+  explicit Gmlake(const std::string& config, bool simulated = false) {
+    if (simulated)
+      check(gmlake_create_simulated(150ull << 30, config.c_str(), &a));
+    else
+      check(gmlake_create_cuda(0, config.c_str(), &a));
   }
   static void check(gmlake_status s) {
     if (s != GMLAKE_OK) throw std::runtime_error(gmlake_last_error());
@@ -148,6 +158,13 @@ struct Gmlake : Allocator {
   }
   ~Gmlake() override { gmlake_destroy(a, true); }
 };
+
+// "cold" for the first pass, "warm" for the second, "warm3", "warm4"... after.
+std::string pass_name(int pass) {
+  if (pass == 0) return "cold";
+  if (pass == 1) return "warm";
+  return "warm" + std::to_string(pass + 1);
+}
 
 // One timed operation, for --explain.
 struct Timed {
@@ -191,15 +208,18 @@ void report_slowest(std::vector<Timed>& timed, int n, int pass) {
 int main(int argc, char** argv) {
   std::string which, config, path;
   int explain = 0;  // --explain N: per-call timing (slower), N slowest calls to stderr
+  int passes = 2;   // --passes N: a cold pass, then N - 1 warm passes
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
     if (arg == "--allocator" && i + 1 < argc) which = argv[++i];
     else if (arg == "--config" && i + 1 < argc) config = argv[++i];
     else if (arg == "--explain" && i + 1 < argc) explain = std::atoi(argv[++i]);
+    else if (arg == "--passes" && i + 1 < argc) passes = std::max(1, std::atoi(argv[++i]));
     else path = arg;
   }
   if (which.empty() || path.empty()) {
-    std::fprintf(stderr, "usage: replay_bench --allocator torch|async|gmlake [--config CONF] [--explain N] TRACE.txt\n");
+    std::fprintf(stderr, "usage: replay_bench --allocator torch|async|gmlake|gmlake-sim [--config CONF] [--passes N] "
+                         "[--explain N] TRACE.txt\n");
     return 2;
   }
   try {
@@ -210,6 +230,7 @@ int main(int argc, char** argv) {
     if (which == "torch") alloc = new Torch();
     else if (which == "async") alloc = new Async();
     else if (which == "gmlake") alloc = new Gmlake(config);
+    else if (which == "gmlake-sim") alloc = new Gmlake(config, true);
     else throw std::runtime_error("unknown allocator " + which);
 
     // Peak of live requested bytes, from the trace.
@@ -229,7 +250,7 @@ int main(int argc, char** argv) {
     }
     std::unordered_map<uint64_t, void*> ptrs;
     ptrs.reserve(1 << 16);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
       uint64_t ops = 0;
       double driver_before = alloc->driver_us();
       auto start = std::chrono::steady_clock::now();
@@ -270,7 +291,7 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"trace\": \"%s\", \"allocator\": \"%s\", \"pass\": \"%s\", \"ops\": %llu, \"wall_ms\": %.3f, "
           "\"ns_per_op\": %.1f, \"driver_ms\": %.3f, \"peak_active_bytes\": %llu, \"peak_reserved_bytes\": %llu, \"utilization\": %.4f}\n",
-          path.substr(path.find_last_of('/') + 1).c_str(), which.c_str(), pass == 0 ? "cold" : "warm",
+          path.substr(path.find_last_of('/') + 1).c_str(), which.c_str(), pass_name(pass).c_str(),
           (unsigned long long)ops, secs * 1e3, secs * 1e9 / (double)ops, driver_ms, (unsigned long long)peak_live,
           (unsigned long long)peak, peak ? (double)peak_live / (double)peak : 0.0);
       std::fflush(stdout);

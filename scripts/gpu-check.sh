@@ -126,14 +126,22 @@ if [[ " $CHECKS " == *" bench "* ]]; then
       -Wl,-rpath,"$TORCH/lib:$CUDA_HOME/lib64:$PWD/carry" > "$OUT/bench-build.log" 2>&1; then
     record "bench build" PASS ""
     : > "$OUT/bench.jsonl"
+    # BENCH_ROUNDS rounds (default 3), each running every allocator once per trace, one process
+    # per run, interleaved so that a slow moment of the machine does not fall on one allocator;
+    # each run makes BENCH_PASSES passes (default 4: cold, warm, warm3, warm4). The table gives
+    # the median over the rounds.
     for t in gpt2_train opt13_lora llama_generate; do
       gunzip -c "traces/$t.txt.gz" > "/tmp/$t.txt"
-      for a in torch async gmlake; do
-        if "$BENCH" --allocator "$a" "/tmp/$t.txt" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"; then
-          record "bench $t $a" PASS ""
-        else
-          record "bench $t $a" FAIL "see bench.log"
-        fi
+    done
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+      for t in gpt2_train opt13_lora llama_generate; do
+        for a in torch async gmlake gmlake-sim; do
+          if "$BENCH" --allocator "$a" --passes "${BENCH_PASSES:-4}" "/tmp/$t.txt" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"; then
+            [ "$round" = 1 ] && record "bench $t $a" PASS ""
+          else
+            record "bench $t $a round $round" FAIL "see bench.log"
+          fi
+        done
       done
     done
     if [[ " $CHECKS " == *" explain "* ]]; then
@@ -172,13 +180,23 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
 PY
 fi
 if [ -s "${OUT}/bench.jsonl" ]; then
-  echo "-- benchmark (cold / warm pass)"
+  echo "-- benchmark (median over rounds; driver ms: gmlake's time inside driver calls, estimated for gmlake-sim)"
   python3 - "$OUT/bench.jsonl" <<'PY'
-import json, sys
+import json, sys, statistics
+from collections import defaultdict
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'trace':<20} {'allocator':<8} {'pass':<5} {'wall ms':>10} {'ns/op':>9} {'peak reserved GB':>17} {'util':>7}")
+runs = defaultdict(list)
 for r in rows:
-    print(f"{r['trace']:<20} {r['allocator']:<8} {r['pass']:<5} {r['wall_ms']:>10.1f} {r['ns_per_op']:>9.0f} {r['peak_reserved_bytes']/1e9:>17.2f} {r['utilization']:>7.4f}")
+    runs[(r['trace'], r['allocator'], r['pass'])].append(r)
+med = lambda xs: statistics.median(xs)
+print(f"{'trace':<20} {'allocator':<10} {'pass':<6} {'runs':>4} {'wall ms':>9} {'min-max':>13} {'driver ms':>9} {'x torch':>7} {'peak GB':>8} {'util':>7}")
+for (t, a, p), rs in runs.items():
+    wall = med([r['wall_ms'] for r in rs])
+    drv = med([r.get('driver_ms', -1) for r in rs])
+    torch = runs.get((t, 'torch', p))
+    ratio = wall / med([r['wall_ms'] for r in torch]) if torch else float('nan')
+    lo, hi = min(r['wall_ms'] for r in rs), max(r['wall_ms'] for r in rs)
+    print(f"{t:<20} {a:<10} {p:<6} {len(rs):>4} {wall:>9.1f} {lo:>6.1f}-{hi:<6.1f} {drv:>9.2f} {ratio:>7.2f} {rs[0]['peak_reserved_bytes']/1e9:>8.2f} {rs[0]['utilization']:>7.4f}")
 PY
 fi
 exit $failed

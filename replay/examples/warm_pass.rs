@@ -14,7 +14,22 @@ fn pass(a: &mut Allocator<SimulatedDevice>, ev: &[TraceEvent], why: bool) {
             TraceAction::Alloc => {
                 let snap = why.then(|| a.snapshot());
                 let n0 = a.stats_ref().num_stitches;
+                let (us0, calls0) = (a.device().estimated_us(), a.device().calls());
                 let p = a.malloc(e.size, StreamHandle(e.stream)).unwrap();
+                let us = a.device().estimated_us() - us0;
+                if why && us > 0.0 {
+                    let calls = a.device().calls();
+                    let made: Vec<String> = gmlake_core::DriverCall::ALL
+                        .iter()
+                        .filter(|&&c| calls.get(c) > calls0.get(c))
+                        .map(|&c| format!("{} {}", c.name(), calls.get(c) - calls0.get(c)))
+                        .collect();
+                    println!(
+                        "  event {i}: alloc {:.1} MB cost {us:.0} us: {}",
+                        e.size as f64 / 1e6,
+                        made.join(", ")
+                    );
+                }
                 if let Some(snap) = snap.filter(|_| a.stats_ref().num_stitches > n0) {
                     explain(&snap, i, e.size);
                 }
@@ -76,7 +91,11 @@ fn main() {
     let ev = gmlake_trace::read_trace(std::path::Path::new(&path), None).unwrap();
     let why = std::env::var_os("GMLAKE_WHY").is_some();
     let mut a = Allocator::new(SimulatedDevice::new(150_754_820_096), cfg).unwrap();
-    for i in 0..3 {
+    let passes: usize = std::env::var("GMLAKE_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for i in 0..passes {
         let before = a.stats();
         let us0 = a.device().estimated_us();
         let t0 = std::time::Instant::now();

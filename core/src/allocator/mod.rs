@@ -265,18 +265,6 @@ impl<D: Device> Allocator<D> {
         if let Some(Served::Block(b)) = served {
             served = self.prepare_block(b, rounded, pool, s);
         }
-        if let Some(Served::Block(b)) = served {
-            // The caller will touch the block through its segment's range: grant access there now
-            // (chunks used only through stitched ranges never pay for it).
-            let (seg, at) = (self.blocks[b].seg, self.placement(b, rounded));
-            if let Err(e) = self.grant_access(seg, at, rounded) {
-                // The block stays free; memory grown for it goes back with the rest of the cache,
-                // so that a failed request holds no more than before it.
-                let _ = self.release_cached();
-                served = None;
-                device_error = Some(e);
-            }
-        }
         match served {
             Some(what) => Ok(self.hand_out(what, size, rounded, s)),
             None => {

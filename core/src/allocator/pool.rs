@@ -85,8 +85,8 @@ impl<D: Device> Allocator<D> {
                     return Some(b);
                 }
                 let (addr, end) = (blk.addr, blk.end());
-                if seg.whole_loss_capped(addr, end, addr, rounded, 0) == 0
-                    || seg.whole_loss_capped(addr, end, end - rounded, rounded, 0) == 0
+                if seg.whole_loss(addr, end, addr, rounded) == 0
+                    || seg.whole_loss(addr, end, end - rounded, rounded) == 0
                 {
                     return Some(b);
                 }
@@ -168,7 +168,7 @@ impl<D: Device> Allocator<D> {
             return addr;
         }
         let front = seg.whole_loss(addr, end, addr, rounded);
-        if front > 0 && seg.whole_loss_capped(addr, end, end - rounded, rounded, front) < front {
+        if front > 0 && seg.whole_loss(addr, end, end - rounded, rounded) < front {
             end - rounded
         } else {
             addr

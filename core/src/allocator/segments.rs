@@ -43,9 +43,8 @@ impl<D: Device> Allocator<D> {
         Ok(handles)
     }
 
-    /// Maps `handles` back to back at `va` (taken by the caller). Access is granted later, only
-    /// where a block is handed out (`grant_access`). On failure everything is undone: the range
-    /// goes back, the handles are released.
+    /// Maps `handles` back to back at `va` (taken by the caller) and grants access. On failure
+    /// everything is undone: the range goes back, the handles are released.
     fn map_chunks(&mut self, va: u64, handles: &[(PhysHandle, u64)]) -> Result<(), Miss> {
         let bytes: u64 = handles.iter().map(|h| h.1).sum();
         let mut offset = 0;
@@ -57,36 +56,10 @@ impl<D: Device> Allocator<D> {
             }
             offset += size;
         }
-        Ok(())
-    }
-
-    /// Grants access on every chunk under `[addr, addr + len)` of segment `seg` that does not have
-    /// it yet, with one call per run of such chunks. On failure the chunks granted so far keep
-    /// their access and the others stay without: the books stay true.
-    pub(super) fn grant_access(&mut self, seg: SegId, addr: u64, len: u64) -> DeviceResult<()> {
-        let segm = &self.segments[seg];
-        let (va, first) = (segm.va, segm.chunk_at(addr - segm.va));
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        for (i, c) in segm.chunks.iter().enumerate().skip(first) {
-            if va + c.offset >= addr + len {
-                break;
-            }
-            if c.access || c.released {
-                continue;
-            }
-            match runs.last_mut() {
-                Some(r) if r.1 == i => r.1 = i + 1,
-                _ => runs.push((i, i + 1)),
-            }
-        }
-        for (lo, hi) in runs {
-            let chunks = &self.segments[seg].chunks;
-            let start = va + chunks[lo].offset;
-            let bytes = chunks[hi - 1].offset + chunks[hi - 1].size - chunks[lo].offset;
-            self.call(DriverCall::SetAccess, |d| d.set_access(start, bytes))?;
-            for c in &mut self.segments[seg].chunks[lo..hi] {
-                c.access = true;
-            }
+        if let Err(e) = self.call(DriverCall::SetAccess, |d| d.set_access(va, bytes)) {
+            self.undo_range(va, bytes, bytes);
+            self.undo_handles(handles);
+            return Err(Miss::from_device(e));
         }
         Ok(())
     }
@@ -139,7 +112,6 @@ impl<D: Device> Allocator<D> {
                 handle,
                 released: false,
                 stitch_maps: 0,
-                access: false,
             });
             segm.size += size;
             segm.live_chunks += 1;
@@ -432,6 +404,13 @@ impl<D: Device> Allocator<D> {
             }
             off += size;
         }
+        if ok
+            && self
+                .call(DriverCall::SetAccess, |d| d.set_access(start, c.size))
+                .is_err()
+        {
+            ok = false;
+        }
         if !ok {
             if off > 0
                 && self
@@ -471,7 +450,6 @@ impl<D: Device> Allocator<D> {
                     handle,
                     released: false,
                     stitch_maps: 0,
-                    access: false,
                 };
                 offset += size;
                 ch

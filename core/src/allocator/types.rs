@@ -70,10 +70,6 @@ pub(crate) struct Chunk {
     pub released: bool,
     /// Pieces of stitched blocks that map part of this chunk; it cannot go back while any does.
     pub stitch_maps: u32,
-    /// Whether access has been granted on the chunk's range in its segment. It is granted only
-    /// when a block of the segment that covers the chunk is handed out, because a chunk used only
-    /// through stitched ranges never needs it, and each grant costs about 25 us per handle.
-    pub access: bool,
 }
 
 /// A primitive virtual range mapping one or more physical chunks back to back.
@@ -89,33 +85,58 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Bytes of whole free chunks (unreleased chunks lying wholly inside the free block
-    /// `[bstart, bend)`) that placing `[at, at + len)` would use up or leave partly used. Visits
-    /// only the chunks under the placement.
+    /// Bytes of whole free chunks (chunks lying wholly inside the free block `[bstart, bend)`)
+    /// that placing `[at, at + len)` (inside the block, `len > 0`) would use up or leave partly
+    /// used.
+    ///
+    /// O(log chunks): chunks tile the segment back to back and a free block spans no released
+    /// chunk (a released chunk is a hole block of its own), so the chunks concerned are one run of
+    /// indices, found by two binary searches, whose bytes are its end minus its start.
     pub fn whole_loss(&self, bstart: u64, bend: u64, at: u64, len: u64) -> u64 {
-        self.whole_loss_capped(bstart, bend, at, len, u64::MAX)
+        let (first, last) = (
+            self.chunk_at(at - self.va),
+            self.chunk_at(at + len - 1 - self.va),
+        );
+        let (Some(f), Some(l)) = (self.chunks.get(first), self.chunks.get(last)) else {
+            return 0;
+        };
+        // The run starts at the first chunk that starts inside the block and ends at the last
+        // that ends inside it.
+        let lo = if self.va + f.offset >= bstart {
+            first
+        } else {
+            first + 1
+        };
+        let hi = if self.va + l.offset + l.size <= bend {
+            Some(last)
+        } else {
+            last.checked_sub(1)
+        };
+        match hi {
+            Some(hi) if lo <= hi => {
+                let (a, b) = (&self.chunks[lo], &self.chunks[hi]);
+                b.offset + b.size - a.offset
+            }
+            _ => 0,
+        }
     }
 
-    /// [`Self::whole_loss`], stopping as soon as it exceeds `cap`.
-    pub fn whole_loss_capped(&self, bstart: u64, bend: u64, at: u64, len: u64, cap: u64) -> u64 {
-        let mut loss = 0;
-        for c in &self.chunks[self.chunk_at(at - self.va)..] {
-            let cs = self.va + c.offset;
-            if cs >= at + len {
-                break;
-            }
-            if !c.released && cs >= bstart && cs + c.size <= bend {
-                loss += c.size;
-                if loss > cap {
-                    break;
+    /// Index of the chunk holding byte `offset` of the segment (the number of chunks if past the
+    /// end).
+    ///
+    /// A growth cuts a segment into chunks of one size (but the last), so the index is first
+    /// guessed by division, which is right unless chunks were split since; else binary search.
+    /// This look-up runs several times per allocation (`whole_loss`), on segments of up to
+    /// hundreds of chunks.
+    pub fn chunk_at(&self, offset: u64) -> usize {
+        if let Some(first) = self.chunks.first() {
+            let guess = (offset / first.size.max(1)) as usize;
+            if let Some(c) = self.chunks.get(guess) {
+                if c.offset <= offset && offset < c.offset + c.size {
+                    return guess;
                 }
             }
         }
-        loss
-    }
-
-    /// Index of the chunk holding byte `offset` of the segment.
-    pub fn chunk_at(&self, offset: u64) -> usize {
         self.chunks.partition_point(|c| c.offset + c.size <= offset)
     }
 }
@@ -182,4 +203,62 @@ pub(crate) enum Deferred {
         size: u64,
         reserved: Option<PoolKind>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, chunk by chunk.
+    fn whole_loss_by_scan(seg: &Segment, bstart: u64, bend: u64, at: u64, len: u64) -> u64 {
+        seg.chunks
+            .iter()
+            .map(|c| (seg.va + c.offset, seg.va + c.offset + c.size))
+            .filter(|&(cs, ce)| cs >= bstart && ce <= bend && cs < at + len && ce > at)
+            .map(|(cs, ce)| ce - cs)
+            .sum()
+    }
+
+    #[test]
+    fn whole_loss_matches_a_scan_of_every_chunk() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..2000 {
+            let mut seg = Segment {
+                va: 1 << 40,
+                size: 0,
+                stream: 0,
+                pool: PoolKind::Large,
+                chunks: Vec::new(),
+                live_chunks: 0,
+                first_block: 0,
+            };
+            for _ in 0..1 + next(8) {
+                let size = (1 + next(5)) * 512;
+                seg.chunks.push(Chunk {
+                    offset: seg.size,
+                    size,
+                    handle: PhysHandle(0),
+                    released: false,
+                    stitch_maps: 0,
+                });
+                seg.size += size;
+            }
+            let bstart = seg.va + next(seg.size);
+            let bend = bstart + 1 + next(seg.va + seg.size - bstart);
+            let at = bstart + next(bend - bstart);
+            let len = 1 + next(bend - at);
+            assert_eq!(
+                seg.whole_loss(bstart, bend, at, len),
+                whole_loss_by_scan(&seg, bstart, bend, at, len),
+                "{:?} block {bstart:#x}..{bend:#x} at {at:#x}+{len}",
+                seg.chunks
+            );
+        }
+    }
 }
