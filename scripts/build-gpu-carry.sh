@@ -23,6 +23,14 @@ strip --strip-debug -o carry/gpu-tests "$(test_exe gmlake-cuda gpu)"
 strip --strip-debug -o carry/gpu-fault-tests "$(test_exe gmlake-tests gpu_faults)"
 # The host-memory trace replays, which need more RAM than a small build machine has.
 strip --strip-debug -o carry/host-trace-tests "$(test_exe gmlake-host trace_bytes)"
+# The core's cost benchmark (replay/benches/replay.rs), to run on the GPU machine's quieter host.
+bench_exe=$(cargo bench --locked -p gmlake-replay --bench replay --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "replay":
+        print(m["executable"])')
+strip --strip-debug -o carry/core-bench "$bench_exe"
 # The Python package's wheel (abi3), built with maturin through pip.
 rm -f carry/gmlake-*.whl
 venv=$(mktemp -d) && python3 -m venv "$venv" && "$venv/bin/pip" install -q --upgrade pip && "$venv/bin/pip" wheel -q --no-deps -w carry/ . && rm -rf "$venv"

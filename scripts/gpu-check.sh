@@ -5,12 +5,12 @@
 # is printed at the end. Exit status: 0 when every check passed.
 #
 #   bash scripts/gpu-check.sh            # all checks
-#   CHECKS="tests host costs examples python bench" bash scripts/gpu-check.sh
+#   CHECKS="tests host costs examples python corebench bench" bash scripts/gpu-check.sh
 #   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
-CHECKS=${CHECKS:-"tests host costs examples python bench"}
+CHECKS=${CHECKS:-"tests host costs examples python corebench bench"}
 mkdir -p "$OUT"
 export GMLAKE_TRACES=$PWD/traces
 summary=()
@@ -116,6 +116,25 @@ if [[ " $CHECKS " == *" python "* ]]; then
   fi
 fi
 
+if [[ " $CHECKS " == *" corebench "* ]]; then
+  # The core's own cost per operation on the simulated device (replay/benches/replay.rs), here
+  # because this host is quieter than a small build machine. Three runs.
+  if [ -x carry/core-bench ]; then
+    : > "$OUT/core-bench.log"
+    ok=1
+    for i in 1 2 3; do
+      carry/core-bench --bench >> "$OUT/core-bench.log" 2>&1 || ok=0
+    done
+    if [ $ok = 1 ]; then
+      record "core cost benchmark" PASS "core-bench.log"
+    else
+      record "core cost benchmark" FAIL "see core-bench.log"
+    fi
+  else
+    record "core cost benchmark" FAIL "carry/core-bench missing: run scripts/build-gpu-carry.sh"
+  fi
+fi
+
 if [[ " $CHECKS " == *" bench "* ]]; then
   TORCH=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)
   CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
@@ -178,6 +197,10 @@ import json, sys
 for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
     print(f"{r['call']:<20} {r['bytes']/2**20:>8.0f} MiB x{r['handles']:<2} {r['median_us']:>9.1f}")
 PY
+fi
+if [ -s "${OUT}/core-bench.log" ]; then
+  echo "-- core cost per operation, simulated device (ns; three runs)"
+  grep -A3 '^trace ' "$OUT/core-bench.log" | grep -v '^--'
 fi
 if [ -s "${OUT}/bench.jsonl" ]; then
   echo "-- benchmark (median over rounds; driver ms: gmlake's time inside driver calls, estimated for gmlake-sim)"

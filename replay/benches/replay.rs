@@ -14,10 +14,14 @@ use std::time::Instant;
 
 const TRACES: [&str; 3] = ["gpt2_train", "opt13_lora", "llama_generate"];
 
+/// The trace `name` from `$GMLAKE_TRACES` if set (a prebuilt bench run elsewhere, as by
+/// scripts/gpu-check.sh), else from the repository's `traces/`.
 fn load(name: &str) -> Vec<TraceEvent> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../traces")
-        .join(format!("{name}.txt.gz"));
+    let dir = std::env::var_os("GMLAKE_TRACES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces"),
+        std::path::PathBuf::from,
+    );
+    let path = dir.join(format!("{name}.txt.gz"));
     gmlake_trace::read_trace(&path, None).expect("trace")
 }
 

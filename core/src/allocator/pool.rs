@@ -25,11 +25,19 @@ impl<D: Device> Allocator<D> {
         let blk = &self.blocks[b];
         let (key, size) = (fit_key(blk.size, blk.addr), blk.size);
         let split = blk.prev.is_some() || blk.next.is_some();
-        let pool = self.segments[blk.seg].pool;
+        let seg = &self.segments[blk.seg];
+        let pool = seg.pool;
+        // (The small pool's blocks are handed out without looking at chunks.)
+        let whole = if pool == PoolKind::Large {
+            seg.whole_span(blk.addr, blk.end())
+        } else {
+            (u64::MAX, 0)
+        };
         self.pool_set(b).insert(key, b);
         let blk = &mut self.blocks[b];
         blk.state = BlockState::Free;
         blk.counted_split = split;
+        blk.whole = whole;
         if split {
             self.stats.inactive_split.update(pool, 1);
             self.stats.inactive_split_bytes.update(pool, size as i64);
@@ -84,10 +92,16 @@ impl<D: Device> Allocator<D> {
                 if seg.pool == PoolKind::Small || blk.size == rounded {
                     return Some(b);
                 }
+                // Whether the allocation at the front or at the back of the block would stay
+                // clear of every whole chunk in it (`whole` is kept by `insert_free`).
                 let (addr, end) = (blk.addr, blk.end());
-                if seg.whole_loss(addr, end, addr, rounded) == 0
-                    || seg.whole_loss(addr, end, end - rounded, rounded) == 0
-                {
+                let keeps = addr + rounded <= blk.whole.0 || end - rounded >= blk.whole.1;
+                debug_assert_eq!(
+                    keeps,
+                    seg.whole_loss(addr, end, addr, rounded) == 0
+                        || seg.whole_loss(addr, end, end - rounded, rounded) == 0
+                );
+                if keeps {
                     return Some(b);
                 }
                 if !keep_chunks {
@@ -146,6 +160,7 @@ impl<D: Device> Allocator<D> {
             state: blk.state,
             fence: blk.fence,
             counted_split: false,
+            whole: (u64::MAX, 0),
         };
         let next = blk.next;
         let u = self.blocks.insert(upper);

@@ -95,6 +95,7 @@ impl<D: Device> Allocator<D> {
             state: BlockState::Free,
             fence: Fence::NONE,
             counted_split: false,
+            whole: (u64::MAX, 0),
         });
         self.segments[seg].first_block = b;
         self.insert_free(b);
@@ -189,6 +190,7 @@ impl<D: Device> Allocator<D> {
             state: BlockState::Free,
             fence: Fence::NONE,
             counted_split: false,
+            whole: (u64::MAX, 0),
         });
         self.blocks[last].next = Some(b);
         self.insert_free(b);

@@ -52,6 +52,10 @@ pub(crate) struct Block {
     pub fence: Fence,
     /// Whether this free block was counted in `inactive_split` when it entered its pool.
     pub counted_split: bool,
+    /// For a free block: the start of the first and the end of the last physical chunk lying
+    /// wholly inside it (`u64::MAX, 0` if none), set when it enters its pool, so that the best
+    /// fit can tell whether a placement breaks a whole chunk without reading the chunks.
+    pub whole: (u64, u64),
 }
 
 impl Block {
@@ -118,6 +122,36 @@ impl Segment {
                 b.offset + b.size - a.offset
             }
             _ => 0,
+        }
+    }
+
+    /// The start of the first and the end of the last chunk lying wholly inside `[bstart, bend)`
+    /// (a range of a free block, which spans no released chunk); `(u64::MAX, 0)` if none.
+    pub fn whole_span(&self, bstart: u64, bend: u64) -> (u64, u64) {
+        const NONE: (u64, u64) = (u64::MAX, 0);
+        let (first, last) = (
+            self.chunk_at(bstart - self.va),
+            self.chunk_at(bend - 1 - self.va),
+        );
+        let (Some(f), Some(l)) = (self.chunks.get(first), self.chunks.get(last)) else {
+            return NONE;
+        };
+        let lo = if self.va + f.offset >= bstart {
+            first
+        } else {
+            first + 1
+        };
+        let hi = if self.va + l.offset + l.size <= bend {
+            Some(last)
+        } else {
+            last.checked_sub(1)
+        };
+        match hi {
+            Some(hi) if lo <= hi => (
+                self.va + self.chunks[lo].offset,
+                self.va + self.chunks[hi].offset + self.chunks[hi].size,
+            ),
+            _ => NONE,
         }
     }
 
