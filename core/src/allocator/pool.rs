@@ -182,6 +182,11 @@ impl<D: Device> Allocator<D> {
         if blk.size == rounded || seg.chunks.len() < 2 {
             return addr;
         }
+        // The front breaks no whole chunk: nothing to weigh (`whole` is kept by `insert_free`).
+        if addr + rounded <= blk.whole.0 {
+            debug_assert_eq!(seg.whole_loss(addr, end, addr, rounded), 0);
+            return addr;
+        }
         let front = seg.whole_loss(addr, end, addr, rounded);
         if front > 0 && seg.whole_loss(addr, end, end - rounded, rounded) < front {
             end - rounded
