@@ -55,7 +55,9 @@ fn explain(snap: &gmlake_core::Snapshot, i: usize, size: u64) {
     for st in snap.stitched.iter().filter(|s| !s.active && s.size >= size) {
         let mut busy = 0u64;
         let mut busy_by: Vec<String> = Vec::new();
+        let mut busy_pieces = 0;
         for p in &st.pieces {
+            let before = busy_by.len();
             let seg = snap
                 .segments
                 .iter()
@@ -74,11 +76,13 @@ fn explain(snap: &gmlake_core::Snapshot, i: usize, size: u64) {
                     busy_by.push(format!("{:.1}MB", b.size as f64 / 1e6));
                 }
             }
+            busy_pieces += usize::from(busy_by.len() > before);
         }
         println!(
-            "    cached stitched block of {:.1} MB, {} pieces: {:.1} MB of its chunks in use (blocks {})",
+            "    cached stitched block of {:.1} MB, {} pieces ({} taken): {:.1} MB of its chunks in use (blocks {})",
             st.size as f64 / 1e6,
             st.pieces.len(),
+            busy_pieces,
             busy as f64 / 1e6,
             busy_by.join(" ")
         );
