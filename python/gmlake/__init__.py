@@ -123,7 +123,9 @@ def _device_index(device):
 
 def memory_stats(device=None):
     """Statistics of gmlake's allocator for `device`, with the keys of `torch.cuda.memory_stats()`
-    (`allocated_bytes.all.current`, ...) plus gmlake's own (`gmlake.*`), sorted by key."""
+    (`allocated_bytes.all.current`, ...) plus gmlake's own (`gmlake.*`, among them
+    `gmlake.driver_us`: wall time spent inside CUDA driver calls so far, in microseconds), sorted
+    by key."""
     stats = json.loads(_core.stats_json(_device_index(device)))
     return dict(sorted(stats.items()))
 
