@@ -22,7 +22,7 @@ pub use stats::gmlake_stats;
 
 /// All statistics as flat JSON, as `gmlake_stats_json` returns them (also used by the Python
 /// module). `driver_us` is the device's driver time in microseconds, where it keeps one
-/// ([`gmlake_core::DeviceBooks::driver_us`]); it is then reported as `gmlake.driver_us`.
+/// ([`gmlake_core::device::DeviceBooks::driver_us`]); it is then reported as `gmlake.driver_us`.
 pub fn stats_json_of(s: &gmlake_core::Stats, driver_us: Option<f64>) -> String {
     stats::stats_json(s, driver_us)
 }
