@@ -137,5 +137,48 @@ int main() {
     emit("cuMemUnmap", total, s.k, tu);
     emit("cuMemRelease", hb, 1, tr);
   }
+
+  // Stitched views: k handles, each already mapped with access in its own range (its segment),
+  // mapped back to back into a second range and then a third, as when a stitched block maps chunks
+  // that other cached stitched blocks map too. Is access to a handle's further mappings dearer?
+  for (Shape s : {Shape{32, 16}, Shape{256, 8}, Shape{1024, 4}}) {
+    size_t hb = s.mib * MiB, total = hb * s.k;
+    std::vector<double> t1, t2, t3;
+    for (int rep = 0; rep < 8; rep++) {
+      std::vector<CUmemGenericAllocationHandle> h(s.k);
+      std::vector<CUdeviceptr> own(s.k);
+      for (int j = 0; j < s.k; j++) {
+        CK(cuMemCreate(&h[j], hb, &prop, 0));
+        CK(cuMemAddressReserve(&own[j], hb, 0, 0, 0));
+        CK(cuMemMap(own[j], hb, 0, h[j], 0));
+        double t0 = now_us();
+        CK(cuMemSetAccess(own[j], hb, &access, 1));
+        t1.push_back(now_us() - t0);
+      }
+      CUdeviceptr views[2];
+      for (int v = 0; v < 2; v++) {
+        CK(cuMemAddressReserve(&views[v], total, 0, 0, 0));
+        for (int j = 0; j < s.k; j++) CK(cuMemMap(views[v] + j * hb, hb, 0, h[j], 0));
+        double t0 = now_us();
+        CK(cuMemSetAccess(views[v], total, &access, 1));
+        (v == 0 ? t2 : t3).push_back((now_us() - t0) / s.k);
+      }
+      CK(cuCtxSynchronize());
+      for (CUdeviceptr v : views) {
+        CK(cuMemUnmap(v, total));
+        CK(cuMemAddressFree(v, total));
+      }
+      for (int j = 0; j < s.k; j++) {
+        CK(cuMemUnmap(own[j], hb));
+        CK(cuMemAddressFree(own[j], hb));
+        CK(cuMemRelease(h[j]));
+      }
+    }
+    // Per handle: the first mapping's grant (one call per handle), then one call over k handles
+    // for the second and the third mapping, divided by k.
+    emit("cuMemSetAccess first mapping, per handle", hb, 1, t1);
+    emit("cuMemSetAccess second mapping, per handle", hb, s.k, t2);
+    emit("cuMemSetAccess third mapping, per handle", hb, s.k, t3);
+  }
   return 0;
 }
