@@ -97,62 +97,47 @@ impl Segment {
     /// chunk (a released chunk is a hole block of its own), so the chunks concerned are one run of
     /// indices, found by two binary searches, whose bytes are its end minus its start.
     pub fn whole_loss(&self, bstart: u64, bend: u64, at: u64, len: u64) -> u64 {
-        let (first, last) = (
-            self.chunk_at(at - self.va),
-            self.chunk_at(at + len - 1 - self.va),
-        );
-        let (Some(f), Some(l)) = (self.chunks.get(first), self.chunks.get(last)) else {
-            return 0;
-        };
-        // The run starts at the first chunk that starts inside the block and ends at the last
-        // that ends inside it.
-        let lo = if self.va + f.offset >= bstart {
-            first
-        } else {
-            first + 1
-        };
-        let hi = if self.va + l.offset + l.size <= bend {
-            Some(last)
-        } else {
-            last.checked_sub(1)
-        };
-        match hi {
-            Some(hi) if lo <= hi => {
-                let (a, b) = (&self.chunks[lo], &self.chunks[hi]);
-                b.offset + b.size - a.offset
+        match self.whole_run(at, at + len, bstart, bend) {
+            Some((lo, hi)) => {
+                self.chunks[hi].offset + self.chunks[hi].size - self.chunks[lo].offset
             }
-            _ => 0,
+            None => 0,
         }
     }
 
     /// The start of the first and the end of the last chunk lying wholly inside `[bstart, bend)`
     /// (a range of a free block, which spans no released chunk); `(u64::MAX, 0)` if none.
     pub fn whole_span(&self, bstart: u64, bend: u64) -> (u64, u64) {
-        const NONE: (u64, u64) = (u64::MAX, 0);
+        match self.whole_run(bstart, bend, bstart, bend) {
+            Some((lo, hi)) => (
+                self.va + self.chunks[lo].offset,
+                self.va + self.chunks[hi].offset + self.chunks[hi].size,
+            ),
+            None => (u64::MAX, 0),
+        }
+    }
+
+    /// Indices of the first and last chunk that overlap `[start, end)` (non-empty) and lie wholly
+    /// inside `[bstart, bend)`, which contains it; `None` if there is none. Two look-ups: the run
+    /// goes from the chunk holding `start`, or the next if that one begins before the block, to
+    /// the chunk holding `end - 1`, or the one before if that one ends after the block.
+    fn whole_run(&self, start: u64, end: u64, bstart: u64, bend: u64) -> Option<(usize, usize)> {
         let (first, last) = (
-            self.chunk_at(bstart - self.va),
-            self.chunk_at(bend - 1 - self.va),
+            self.chunk_at(start - self.va),
+            self.chunk_at(end - 1 - self.va),
         );
-        let (Some(f), Some(l)) = (self.chunks.get(first), self.chunks.get(last)) else {
-            return NONE;
-        };
+        let (f, l) = (self.chunks.get(first)?, self.chunks.get(last)?);
         let lo = if self.va + f.offset >= bstart {
             first
         } else {
             first + 1
         };
         let hi = if self.va + l.offset + l.size <= bend {
-            Some(last)
+            last
         } else {
-            last.checked_sub(1)
+            last.checked_sub(1)?
         };
-        match hi {
-            Some(hi) if lo <= hi => (
-                self.va + self.chunks[lo].offset,
-                self.va + self.chunks[hi].offset + self.chunks[hi].size,
-            ),
-            _ => NONE,
-        }
+        (lo <= hi).then_some((lo, hi))
     }
 
     /// Index of the chunk holding byte `offset` of the segment (the number of chunks if past the
