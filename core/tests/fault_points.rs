@@ -63,6 +63,20 @@ fn scenarios() -> Vec<Scenario> {
             did_it: |before, after| after.num_stitches > before.num_stitches,
         },
         Scenario {
+            name: "stitch with new memory",
+            conf: EAGER,
+            setup: |a, live| {
+                fragmented(a, live);
+                let cap = a.device().books().unwrap().handle_bytes + 8 * MIB;
+                a.device_mut().set_capacity(cap);
+            },
+            op: |a, live| a.malloc(40 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| {
+                after.num_stitches > before.num_stitches
+                    && after.segment.all.current > before.segment.all.current
+            },
+        },
+        Scenario {
             name: "empty_cache",
             conf: EAGER,
             setup: |a, live| {

@@ -1,7 +1,8 @@
 //! Replays a trace three times on one allocator and prints what each pass cost: a warm pass (the
 //! second and third) should need no driver calls. With `GMLAKE_WHY=1`, every allocation of a warm
 //! pass that made a new stitch is printed with the cached stitched blocks large enough to serve it
-//! and how many bytes of their chunks other blocks were using at that moment.
+//! and how many bytes of their chunks other blocks were using at that moment, and every free that
+//! cost driver time.
 use gmlake_core::replay::{TraceAction, TraceEvent};
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, BlockStateInfo, Config, StreamHandle};
@@ -37,7 +38,12 @@ fn pass(a: &mut Allocator<SimulatedDevice>, ev: &[TraceEvent], why: bool) {
             }
             TraceAction::FreeRequested => {
                 if let Some(p) = live.remove(&e.addr) {
+                    let us0 = a.device().estimated_us();
                     a.free(p).unwrap();
+                    let us = a.device().estimated_us() - us0;
+                    if why && us > 0.0 {
+                        println!("  event {i}: free cost {us:.0} us");
+                    }
                 }
             }
             _ => {}
@@ -50,6 +56,7 @@ fn pass(a: &mut Allocator<SimulatedDevice>, ev: &[TraceEvent], why: bool) {
 
 /// For a request that made a new stitch: the cached stitched blocks that could have served it
 /// and, for each, the bytes of its chunks that blocks other than free ones covered.
+#[allow(dead_code)]
 fn explain(snap: &gmlake_core::Snapshot, i: usize, size: u64) {
     println!("  event {i}: new stitch for {:.1} MB", size as f64 / 1e6);
     for st in snap.stitched.iter().filter(|s| !s.active && s.size >= size) {

@@ -324,13 +324,9 @@ impl<D: Device> Allocator<D> {
             let floor = if last_resort { 0 } else { self.min_growth() };
             if have > 0 && have < rounded && (rounded > self.min_growth() || last_resort) {
                 let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
-                match self.grow(s, PoolKind::Large, grow) {
-                    Ok(_) => {
-                        if let Some(sid) = self.stitch(rounded, s) {
-                            return Some(Served::Stitched(sid));
-                        }
-                    }
-                    Err(Miss::NoMemory) => {}
+                match self.stitch_growing(rounded, grow, s) {
+                    Ok(Some(sid)) => return Some(Served::Stitched(sid)),
+                    Ok(None) | Err(Miss::NoMemory) => {}
                     Err(Miss::Failed(e)) => {
                         *device_error = Some(e);
                         return None;

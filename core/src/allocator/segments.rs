@@ -76,6 +76,32 @@ impl<D: Device> Allocator<D> {
             }
         };
         self.map_chunks(va, &handles)?;
+        Ok(self.add_segment(va, &handles, s, pool))
+    }
+
+    /// Creates a large-pool segment of `bytes` for stream `s` at `va`, address space the caller
+    /// has taken. On failure everything is undone, including `[va, va + bytes)` going back.
+    pub(super) fn grow_at(&mut self, va: u64, s: StreamIdx, bytes: u64) -> Result<SegId, Miss> {
+        let handles = match self.create_chunks(bytes) {
+            Ok(h) => h,
+            Err(m) => {
+                self.va_free(va, bytes);
+                return Err(m);
+            }
+        };
+        self.map_chunks(va, &handles)?;
+        Ok(self.add_segment(va, &handles, s, PoolKind::Large))
+    }
+
+    /// Registers mapped `handles` at `va` as a new segment holding one free block.
+    fn add_segment(
+        &mut self,
+        va: u64,
+        handles: &[(PhysHandle, u64)],
+        s: StreamIdx,
+        pool: PoolKind,
+    ) -> SegId {
+        let bytes: u64 = handles.iter().map(|h| h.1).sum();
         let seg = self.segments.insert(Segment {
             va,
             size: 0,
@@ -85,7 +111,7 @@ impl<D: Device> Allocator<D> {
             chunks: Vec::new(),
             first_block: 0,
         });
-        self.add_chunks(seg, &handles);
+        self.add_chunks(seg, handles);
         let b = self.blocks.insert(Block {
             addr: va,
             size: bytes,
@@ -100,7 +126,7 @@ impl<D: Device> Allocator<D> {
         self.segments[seg].first_block = b;
         self.insert_free(b);
         self.stats.segment.update(pool, 1);
-        Ok(seg)
+        seg
     }
 
     /// Appends mapped chunks to a segment's books and counts them as reserved.
@@ -556,7 +582,7 @@ impl<D: Device> Allocator<D> {
 }
 
 impl Miss {
-    fn from_device(e: crate::device::DeviceError) -> Miss {
+    pub(super) fn from_device(e: crate::device::DeviceError) -> Miss {
         if e.kind == DeviceErrorKind::OutOfMemory {
             Miss::NoMemory
         } else {

@@ -8,9 +8,13 @@
 //! against the free blocks at that moment: stitching then costs no driver call. Cached stitched blocks are
 //! destroyed least recently freed first when their virtual bytes or mappings pass the configured
 //! bounds (StitchFree), and all of them on `empty_cache`; never while work that used them may run.
+//!
+//! A stitch that needs new memory (`stitch_growing`) puts the new chunks, as a new segment, at the
+//! start of its range: they are mapped once for both, and the stitched block owns and unmaps only
+//! the rest of the range.
 
 use super::types::*;
-use super::{Allocator, REUSE_PROBES};
+use super::{Allocator, Miss, REUSE_PROBES};
 use crate::device::{Device, DriverCall};
 use alloc::vec::Vec;
 
@@ -83,19 +87,7 @@ impl<D: Device> Allocator<D> {
                 i += 1;
             }
         }
-        let g = self.gran;
-        let pieces: Vec<Piece> = chosen
-            .iter()
-            .map(|c| {
-                let seg = &self.segments[c.seg];
-                let chunk = &seg.chunks[c.chunk];
-                Piece {
-                    seg: c.seg,
-                    first_page: (chunk.offset / g) as u32,
-                    pages: (chunk.size / g) as u32,
-                }
-            })
-            .collect();
+        let pieces = self.pieces_of(&chosen);
         let size: u64 = chosen.iter().map(|c| c.bytes).sum();
         let sid = match self.map_stitched(&pieces, size) {
             Some(sid) => sid,
@@ -114,11 +106,27 @@ impl<D: Device> Allocator<D> {
         Some(sid)
     }
 
-    /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
-    /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
-    fn map_stitched(&mut self, pieces: &[Piece], size: u64) -> Option<StitchId> {
+    /// The pieces that map `chosen` chunks whole.
+    fn pieces_of(&self, chosen: &[Candidate]) -> Vec<Piece> {
         let g = self.gran;
-        let va = self.va_alloc(size).ok()?;
+        chosen
+            .iter()
+            .map(|c| {
+                let chunk = &self.segments[c.seg].chunks[c.chunk];
+                Piece {
+                    seg: c.seg,
+                    first_page: (chunk.offset / g) as u32,
+                    pages: (chunk.size / g) as u32,
+                }
+            })
+            .collect()
+    }
+
+    /// Maps `pieces` back to back from `va` (address space the caller holds) and grants access to
+    /// them. On failure, what was mapped is unmapped and `[va, va + bytes of pieces)` goes back.
+    fn map_pieces(&mut self, va: u64, pieces: &[Piece]) -> Option<()> {
+        let g = self.gran;
+        let size: u64 = pieces.iter().map(|p| p.pages as u64 * g).sum();
         let mut off = 0;
         for p in pieces {
             let segm = &self.segments[p.seg];
@@ -144,9 +152,24 @@ impl<D: Device> Allocator<D> {
             self.undo_range(va, size, size);
             return None;
         }
+        Some(())
+    }
+
+    /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
+    /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
+    fn map_stitched(&mut self, pieces: &[Piece], size: u64) -> Option<StitchId> {
+        let va = self.va_alloc(size).ok()?;
+        self.map_pieces(va, pieces)?;
+        Some(self.register_stitched(va, size, 0, pieces))
+    }
+
+    /// Records a mapped stitched block of `size` bytes at `va` whose first `shared` bytes are a
+    /// segment's.
+    fn register_stitched(&mut self, va: u64, size: u64, shared: u64, pieces: &[Piece]) -> StitchId {
         let sid = self.stitched.insert(Stitched {
             va,
             size,
+            shared,
             pieces: pieces.to_vec(),
             active: false,
             lent: Vec::new(),
@@ -157,7 +180,61 @@ impl<D: Device> Allocator<D> {
         self.stats.stitched_bytes.update(size as i64);
         self.stats.stitched_blocks.update(1);
         self.stats.stitch_mappings.update(pieces.len() as i64);
-        Some(sid)
+        sid
+    }
+
+    /// Serves `rounded` bytes on stream `s` when the whole free chunks usable by `s` hold some,
+    /// but fewer, bytes: creates `grow` new bytes (at least the shortfall) as a new segment and
+    /// stitches it with all those free chunks, mapped right after it. The new segment's chunks
+    /// are thus mapped and granted access once, at the same addresses for the segment and for the
+    /// stitched block. (GMLake, and gmlake before, mapped them into a new segment and then again
+    /// into the stitched range; each handle mapped costs about 25 us on the H200:
+    /// `docs/design.md`.)
+    ///
+    /// `Ok(None)` if no free chunk qualifies, or if mapping the free chunks failed: the new
+    /// segment then stays, as after any growth. `Err` if the growth failed (nothing changed).
+    pub(super) fn stitch_growing(
+        &mut self,
+        rounded: u64,
+        grow: u64,
+        s: StreamIdx,
+    ) -> Result<Option<StitchId>, Miss> {
+        let mut cands = self.candidates(s);
+        let have: u64 = cands.iter().map(|c| c.bytes).sum();
+        if have == 0 || have >= rounded || have + grow < rounded {
+            return Ok(None);
+        }
+        // Largest first, as in `stitch`.
+        cands.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then(a.start.cmp(&b.start)));
+        let old = self.pieces_of(&cands);
+        let va = self.va_alloc(grow + have).map_err(Miss::from_device)?;
+        let seg = match self.grow_at(va, s, grow) {
+            Ok(seg) => seg,
+            Err(m) => {
+                self.va_free(va + grow, have);
+                return Err(m);
+            }
+        };
+        if self.map_pieces(va + grow, &old).is_none() {
+            return Ok(None);
+        }
+        let g = self.gran;
+        let mut pieces: Vec<Piece> = self.segments[seg]
+            .chunks
+            .iter()
+            .map(|c| Piece {
+                seg,
+                first_page: (c.offset / g) as u32,
+                pages: (c.size / g) as u32,
+            })
+            .collect();
+        pieces.extend(old);
+        let sid = self.register_stitched(va, grow + have, grow, &pieces);
+        self.stats.num_stitches += 1;
+        let claimed = self.claim(sid, rounded, s);
+        debug_assert!(claimed, "a new stitched block lies on free chunks");
+        self.enforce_stitch_bounds();
+        Ok(Some(sid))
     }
 
     /// Counts pieces of a stitched block on their chunks (`up`) or uncounts them.
@@ -305,14 +382,15 @@ impl<D: Device> Allocator<D> {
         any
     }
 
-    /// Unmaps and frees a free stitched block and forgets it. `false` if the device refused to
-    /// unmap (it then stays cached).
+    /// Unmaps and frees a free stitched block and forgets it (a segment sharing the start of its
+    /// range stays). `false` if the device refused to unmap (it then stays cached).
     fn destroy_stitched(&mut self, sid: StitchId) -> bool {
-        let (va, size) = (self.stitched[sid].va, self.stitched[sid].size);
-        if self.call(DriverCall::Unmap, |d| d.unmap(va, size)).is_err() {
+        let st = &self.stitched[sid];
+        let (va, own) = (st.va + st.shared, st.size - st.shared);
+        if self.call(DriverCall::Unmap, |d| d.unmap(va, own)).is_err() {
             return false;
         }
-        self.va_free(va, size);
+        self.va_free(va, own);
         let Some(st) = self.stitched.remove(sid) else {
             return false;
         };

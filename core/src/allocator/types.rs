@@ -174,6 +174,10 @@ pub(crate) struct Piece {
 pub(crate) struct Stitched {
     pub va: u64,
     pub size: u64,
+    /// Bytes at the start of the range that are a segment's own (`Allocator::stitch_growing`):
+    /// a segment grown for this block, whose chunks are mapped once, at the same addresses, for
+    /// both. The block maps and owns the rest of its range (all of it when this is 0).
+    pub shared: u64,
     pub pieces: Vec<Piece>,
     /// Handed to a caller: the lent blocks back its first bytes.
     pub active: bool,
