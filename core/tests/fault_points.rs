@@ -11,7 +11,8 @@ use gmlake_core::{
     Allocator, Config, Device, DriverCall, DriverCallCounts, Error, Stats, StreamHandle,
 };
 
-const MIB: u64 = 1 << 20;
+mod support;
+use support::{fragmented, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 type A = Allocator<SimulatedDevice>;
@@ -21,21 +22,6 @@ fn allocator(conf: &str) -> A {
 }
 
 const EAGER: &str = "frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false";
-
-/// Eight separate 8 MiB segments, every other one freed: four free 8 MiB chunks that no single
-/// block can serve a 24 MiB request from; the device is then full, so only a stitch can.
-fn fragmented(a: &mut A, live: &mut Vec<u64>) {
-    let ps: Vec<u64> = (0..8).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
-    for (i, p) in ps.into_iter().enumerate() {
-        if i % 2 == 0 {
-            a.free(p).unwrap();
-        } else {
-            live.push(p);
-        }
-    }
-    let held = a.device().books().unwrap().handle_bytes;
-    a.device_mut().set_capacity(held);
-}
 
 struct Scenario {
     name: &'static str,

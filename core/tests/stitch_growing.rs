@@ -6,24 +6,18 @@
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, Device, DriverCall, StreamHandle};
 
-const MIB: u64 = 1 << 20;
+mod support;
+use support::{fragmented, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 /// Four free 8 MiB chunks, each in a segment of its own between live ones, and room on the
 /// device for 8 MiB more.
-fn fragmented() -> (Allocator<SimulatedDevice>, Vec<u64>) {
+fn fragmented_with_room() -> (Allocator<SimulatedDevice>, Vec<u64>) {
     let cfg = Config::parse("frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false")
         .unwrap();
     let mut a = Allocator::new(SimulatedDevice::new(1 << 40), cfg).unwrap();
-    let ps: Vec<u64> = (0..8).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
     let mut live = Vec::new();
-    for (i, p) in ps.into_iter().enumerate() {
-        if i % 2 == 0 {
-            a.free(p).unwrap();
-        } else {
-            live.push(p);
-        }
-    }
+    fragmented(&mut a, &mut live);
     let held = a.device().books().unwrap().handle_bytes;
     a.device_mut().set_capacity(held + 8 * MIB);
     (a, live)
@@ -31,7 +25,7 @@ fn fragmented() -> (Allocator<SimulatedDevice>, Vec<u64>) {
 
 #[test]
 fn new_chunks_are_mapped_once_and_outlive_the_stitched_block() {
-    let (mut a, mut live) = fragmented();
+    let (mut a, mut live) = fragmented_with_room();
     let (before, calls) = (a.stats(), a.device().calls());
     let mappings = a.device().holdings().mappings;
 

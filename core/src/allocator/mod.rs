@@ -320,11 +320,9 @@ impl<D: Device> Allocator<D> {
             }
             // New physical memory for only what the free chunks lack, stitched with them; for
             // requests smaller than a growth, a growth that serves them alone is cheaper.
-            let have = self.stitchable_bytes(s);
             let floor = if last_resort { 0 } else { self.min_growth() };
-            if have > 0 && have < rounded && (rounded > self.min_growth() || last_resort) {
-                let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
-                match self.stitch_growing(rounded, grow, s) {
+            if rounded > self.min_growth() || last_resort {
+                match self.stitch_growing(rounded, floor, s) {
                     Ok(Some(sid)) => return Some(Served::Stitched(sid)),
                     Ok(None) | Err(Miss::NoMemory) => {}
                     Err(Miss::Failed(e)) => {

@@ -29,11 +29,8 @@ struct Candidate {
 }
 
 impl<D: Device> Allocator<D> {
-    /// Bytes of whole free chunks usable by stream `s` (what a stitch could map now).
-    pub(super) fn stitchable_bytes(&self, s: StreamIdx) -> u64 {
-        self.candidates(s).iter().map(|c| c.bytes).sum()
-    }
-
+    /// The whole free chunks usable by stream `s` (what a stitch could map now). Scans every free
+    /// large-pool block: stitching's slow path only.
     fn candidates(&self, s: StreamIdx) -> Vec<Candidate> {
         let mut out = Vec::new();
         for &b in self.pools.iter().flat_map(|p| p.large.values()) {
@@ -184,8 +181,8 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Serves `rounded` bytes on stream `s` when the whole free chunks usable by `s` hold some,
-    /// but fewer, bytes: creates `grow` new bytes (at least the shortfall) as a new segment and
-    /// stitches it with all those free chunks, mapped right after it. The new segment's chunks
+    /// but fewer, bytes: creates what they lack (rounded up to the granularity, at least `floor`
+    /// bytes) as a new segment and stitches it with all those free chunks, mapped right after it. The new segment's chunks
     /// are thus mapped and granted access once, at the same addresses for the segment and for the
     /// stitched block. (GMLake, and gmlake before, mapped them into a new segment and then again
     /// into the stitched range; each handle mapped costs about 25 us on the H200:
@@ -196,14 +193,15 @@ impl<D: Device> Allocator<D> {
     pub(super) fn stitch_growing(
         &mut self,
         rounded: u64,
-        grow: u64,
+        floor: u64,
         s: StreamIdx,
     ) -> Result<Option<StitchId>, Miss> {
         let mut cands = self.candidates(s);
         let have: u64 = cands.iter().map(|c| c.bytes).sum();
-        if have == 0 || have >= rounded || have + grow < rounded {
+        if have == 0 || have >= rounded {
             return Ok(None);
         }
+        let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
         // Largest first, as in `stitch`.
         cands.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then(a.start.cmp(&b.start)));
         let old = self.pieces_of(&cands);
