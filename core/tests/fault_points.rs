@@ -63,6 +63,37 @@ fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            name: "growing a cached stitched block",
+            conf: EAGER,
+            setup: |a, live| {
+                fragmented(a, live);
+                let p = a.malloc(16 * MIB, S).unwrap();
+                a.free(p).unwrap();
+            },
+            op: |a, live| a.malloc(24 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| {
+                after.num_stitches > before.num_stitches
+                    && after.stitched_blocks.current == before.stitched_blocks.current
+            },
+        },
+        Scenario {
+            name: "growing a cached stitched block with new memory",
+            conf: EAGER,
+            setup: |a, live| {
+                fragmented(a, live);
+                let p = a.malloc(24 * MIB, S).unwrap();
+                a.free(p).unwrap();
+                let cap = a.device().books().unwrap().handle_bytes + 8 * MIB;
+                a.device_mut().set_capacity(cap);
+            },
+            op: |a, live| a.malloc(40 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| {
+                after.num_stitches > before.num_stitches
+                    && after.segment.all.current > before.segment.all.current
+                    && after.stitched_blocks.current == before.stitched_blocks.current
+            },
+        },
+        Scenario {
             name: "empty_cache",
             conf: EAGER,
             setup: |a, live| {
@@ -81,12 +112,15 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "stitched-block garbage collection",
             conf: "frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false,stitched_bytes_limit:40MB",
+            // A cached block over three of the four free chunks, one of which a primitive block
+            // then takes: the next stitch cannot grow it and makes a new one, past the bound.
             setup: |a, live| {
                 fragmented(a, live);
                 let p = a.malloc(24 * MIB, S).unwrap();
                 a.free(p).unwrap();
+                live.push(a.malloc(8 * MIB, S).unwrap());
             },
-            op: |a, live| a.malloc(32 * MIB, S).map(|p| live.push(p)),
+            op: |a, live| a.malloc(24 * MIB, S).map(|p| live.push(p)),
             did_it: |before, after| after.num_stitch_gc > before.num_stitch_gc,
         },
     ]

@@ -174,10 +174,14 @@ pub(crate) struct Piece {
 pub(crate) struct Stitched {
     pub va: u64,
     pub size: u64,
-    /// Bytes at the start of the range that are a segment's own (`Allocator::stitch_growing`):
-    /// a segment grown for this block, whose chunks are mapped once, at the same addresses, for
-    /// both. The block maps and owns the rest of its range (all of it when this is 0).
-    pub shared: u64,
+    /// The parts of the range this block mapped and owns, `(address, bytes)`, which it unmaps and
+    /// frees when destroyed. The rest of the range is segments' own: a segment grown for this
+    /// block (`Allocator::stitch_growing`) has its chunks mapped once, at the same addresses, for
+    /// both.
+    pub own: Vec<(u64, u64)>,
+    /// Address space right after the range that the block holds, unmapped, to grow into
+    /// (`Allocator::stitch_onto_cached`), in bytes.
+    pub headroom: u64,
     pub pieces: Vec<Piece>,
     /// Handed to a caller: the lent blocks back its first bytes.
     pub active: bool,

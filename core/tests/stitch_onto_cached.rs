@@ -1,0 +1,137 @@
+//! A stitch whose chunks include all those of a cached stitched block grows that block into the
+//! address space it holds after its range, mapping only the chunks it lacks. Checked on the
+//! simulated device, which keeps every mapping and its access: the grown block must be accessible
+//! throughout, destroying it must leave segments' own mappings in place, and nothing may leak.
+
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{Allocator, Config, Device, DriverCall, StreamHandle};
+
+mod support;
+use support::{fragmented, MIB};
+const S: StreamHandle = StreamHandle(0);
+
+/// Four free 8 MiB chunks in segments of their own between live ones (`fragmented`), then a
+/// stitched block of `first` bytes made over some of them and freed: it stays cached.
+fn with_cached_block(first: u64) -> (Allocator<SimulatedDevice>, Vec<u64>, u64) {
+    let cfg = Config::parse("frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false")
+        .unwrap();
+    let mut a = Allocator::new(SimulatedDevice::new(1 << 40), cfg).unwrap();
+    let mut live = Vec::new();
+    fragmented(&mut a, &mut live);
+    let p = a.malloc(first, S).unwrap();
+    a.free(p).unwrap();
+    assert_eq!(a.stats().stitched_blocks.current, 1);
+    (a, live, p)
+}
+
+fn maps(a: &Allocator<SimulatedDevice>) -> u64 {
+    a.device().calls().get(DriverCall::Map)
+}
+
+/// Frees everything, empties the cache and checks that the device holds nothing.
+fn teardown(mut a: Allocator<SimulatedDevice>, live: Vec<u64>) {
+    for q in live {
+        a.free(q).unwrap();
+    }
+    assert_eq!(a.release_all().unwrap(), 0);
+    let h = a.device().holdings();
+    assert_eq!((h.handles, h.ranges, h.mappings), (0, 0, 0));
+}
+
+#[test]
+fn a_cached_block_grows_by_the_chunks_it_lacks() {
+    let (mut a, live, cached) = with_cached_block(16 * MIB);
+    let (before, m0) = (a.stats(), maps(&a));
+
+    // 24 MiB: the two chunks of the cached 16 MiB block and one more.
+    let p = a.malloc(24 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert_eq!(p, cached, "the cached block, grown in place, serves it");
+    assert_eq!(maps(&a) - m0, 1, "only the chunk it lacked is mapped");
+    let st = a.stats();
+    assert_eq!(st.num_stitches, before.num_stitches + 1);
+    assert_eq!(st.stitched_blocks.current, 1, "no second stitched block");
+    assert_eq!(st.stitched_bytes.current, 24 * MIB as i64);
+    assert_eq!(
+        st.reserved_bytes.all.current,
+        before.reserved_bytes.all.current
+    );
+    assert!(a.device().accessible(p, 24 * MIB));
+
+    // Freed, it serves a 24 MiB request again with no driver call.
+    a.free(p).unwrap();
+    let calls = a.device().calls();
+    let q = a.malloc(24 * MIB, S).unwrap();
+    assert_eq!(q, p);
+    assert_eq!(a.device().calls(), calls);
+    a.free(q).unwrap();
+    teardown(a, live);
+}
+
+#[test]
+fn a_cached_block_grows_with_new_memory_and_its_segment_outlives_it() {
+    let (mut a, mut live, cached) = with_cached_block(24 * MIB);
+    let cap = a.device().books().unwrap().handle_bytes + 8 * MIB;
+    a.device_mut().set_capacity(cap);
+    let (before, m0) = (a.stats(), maps(&a));
+
+    // 40 MiB: the cached block's three chunks, the fourth free one and 8 MiB of new memory.
+    let p = a.malloc(40 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert_eq!(p, cached, "the cached block, grown in place, serves it");
+    assert_eq!(
+        maps(&a) - m0,
+        2,
+        "the new chunk and the free chunk it lacked"
+    );
+    let st = a.stats();
+    assert_eq!(st.segment.all.current, before.segment.all.current + 1);
+    assert_eq!(st.stitched_blocks.current, 1, "no second stitched block");
+    assert_eq!(
+        st.reserved_bytes.all.current - before.reserved_bytes.all.current,
+        8 * MIB as i64,
+        "only the shortfall is new"
+    );
+    assert!(a.device().accessible(p, 40 * MIB));
+    a.free(p).unwrap();
+
+    // Five 8 MiB requests take the five free chunks as primitive blocks; destroying the stitched
+    // block (empty_cache does) must unmap its own mappings only, not the new segment's.
+    let parts: Vec<u64> = (0..5).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
+    assert_eq!(
+        a.stats().reserved_bytes.all.current,
+        st.reserved_bytes.all.current
+    );
+    a.empty_cache().unwrap();
+    assert_eq!(a.stats().stitched_blocks.current, 0);
+    a.check_invariants().unwrap();
+    for &q in &parts {
+        assert!(
+            a.device().accessible(q, 8 * MIB),
+            "{q:#x} lost its mapping with the stitched block"
+        );
+    }
+    live.extend(parts);
+    teardown(a, live);
+}
+
+#[test]
+fn a_block_whose_chunk_is_taken_is_not_grown() {
+    let (mut a, mut live, cached) = with_cached_block(16 * MIB);
+    // Primitive blocks take three of the four free chunks: one of the cached block's two at least.
+    let taken: Vec<u64> = (0..3).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
+    let cap = a.device().books().unwrap().handle_bytes + 16 * MIB;
+    a.device_mut().set_capacity(cap);
+    let before = a.stats();
+    let p = a.malloc(24 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert_ne!(p, cached);
+    assert!(a.device().accessible(p, 24 * MIB));
+    assert_eq!(
+        a.stats().stitched_blocks.current,
+        before.stitched_blocks.current + 1
+    );
+    live.push(p);
+    live.extend(taken);
+    teardown(a, live);
+}
