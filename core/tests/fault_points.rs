@@ -7,12 +7,10 @@
 //! (a growth grows, a stitch stitches, a GC collects), so the faults land where intended.
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{
-    Allocator, Config, Device, DriverCall, DriverCallCounts, Error, Stats, StreamHandle,
-};
+use gmlake_core::{Allocator, Config, DriverCall, DriverCallCounts, Error, Stats, StreamHandle};
 
 mod support;
-use support::{fragmented, MIB};
+use support::{add_room, fragmented, fragmented_with_cached, EAGER, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 type A = Allocator<SimulatedDevice>;
@@ -20,8 +18,6 @@ type A = Allocator<SimulatedDevice>;
 fn allocator(conf: &str) -> A {
     Allocator::new(SimulatedDevice::new(1 << 40), Config::parse(conf).unwrap()).unwrap()
 }
-
-const EAGER: &str = "frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false";
 
 struct Scenario {
     name: &'static str,
@@ -53,8 +49,7 @@ fn scenarios() -> Vec<Scenario> {
             conf: EAGER,
             setup: |a, live| {
                 fragmented(a, live);
-                let cap = a.device().books().unwrap().handle_bytes + 8 * MIB;
-                a.device_mut().set_capacity(cap);
+                add_room(a, 8 * MIB);
             },
             op: |a, live| a.malloc(40 * MIB, S).map(|p| live.push(p)),
             did_it: |before, after| {
@@ -66,9 +61,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "growing a cached stitched block",
             conf: EAGER,
             setup: |a, live| {
-                fragmented(a, live);
-                let p = a.malloc(16 * MIB, S).unwrap();
-                a.free(p).unwrap();
+                fragmented_with_cached(a, live, 16 * MIB);
             },
             op: |a, live| a.malloc(24 * MIB, S).map(|p| live.push(p)),
             did_it: |before, after| {
@@ -80,11 +73,8 @@ fn scenarios() -> Vec<Scenario> {
             name: "growing a cached stitched block with new memory",
             conf: EAGER,
             setup: |a, live| {
-                fragmented(a, live);
-                let p = a.malloc(24 * MIB, S).unwrap();
-                a.free(p).unwrap();
-                let cap = a.device().books().unwrap().handle_bytes + 8 * MIB;
-                a.device_mut().set_capacity(cap);
+                fragmented_with_cached(a, live, 24 * MIB);
+                add_room(a, 8 * MIB);
             },
             op: |a, live| a.malloc(40 * MIB, S).map(|p| live.push(p)),
             did_it: |before, after| {
@@ -97,9 +87,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "empty_cache",
             conf: EAGER,
             setup: |a, live| {
-                fragmented(a, live);
-                let p = a.malloc(24 * MIB, S).unwrap();
-                a.free(p).unwrap();
+                fragmented_with_cached(a, live, 24 * MIB);
                 a.free(live.pop().unwrap()).unwrap();
             },
             op: |a, _| a.empty_cache(),
@@ -115,9 +103,7 @@ fn scenarios() -> Vec<Scenario> {
             // A cached block over three of the four free chunks, one of which a primitive block
             // then takes: the next stitch cannot grow it and makes a new one, past the bound.
             setup: |a, live| {
-                fragmented(a, live);
-                let p = a.malloc(24 * MIB, S).unwrap();
-                a.free(p).unwrap();
+                fragmented_with_cached(a, live, 24 * MIB);
                 live.push(a.malloc(8 * MIB, S).unwrap());
             },
             op: |a, live| a.malloc(24 * MIB, S).map(|p| live.push(p)),

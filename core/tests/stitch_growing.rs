@@ -3,29 +3,19 @@
 //! device, which keeps every mapping and its access: the stitched block must be accessible
 //! throughout, destroying it must leave the segment's own mappings in place, and nothing may leak.
 
-use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, Device, DriverCall, StreamHandle};
+use gmlake_core::{DriverCall, StreamHandle};
 
 mod support;
-use support::{fragmented, MIB};
+use support::{add_room, destroy_keeps_segments, eager, fragmented, teardown, MIB};
 const S: StreamHandle = StreamHandle(0);
-
-/// Four free 8 MiB chunks, each in a segment of its own between live ones, and room on the
-/// device for 8 MiB more.
-fn fragmented_with_room() -> (Allocator<SimulatedDevice>, Vec<u64>) {
-    let cfg = Config::parse("frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false")
-        .unwrap();
-    let mut a = Allocator::new(SimulatedDevice::new(1 << 40), cfg).unwrap();
-    let mut live = Vec::new();
-    fragmented(&mut a, &mut live);
-    let held = a.device().books().unwrap().handle_bytes;
-    a.device_mut().set_capacity(held + 8 * MIB);
-    (a, live)
-}
 
 #[test]
 fn new_chunks_are_mapped_once_and_outlive_the_stitched_block() {
-    let (mut a, mut live) = fragmented_with_room();
+    // Four free 8 MiB chunks, each in a segment of its own between live ones, and room on the
+    // device for 8 MiB more.
+    let (mut a, mut live) = (eager(), Vec::new());
+    fragmented(&mut a, &mut live);
+    add_room(&mut a, 8 * MIB);
     let (before, calls) = (a.stats(), a.device().calls());
     let mappings = a.device().holdings().mappings;
 
@@ -56,30 +46,8 @@ fn new_chunks_are_mapped_once_and_outlive_the_stitched_block() {
     );
     a.free(p).unwrap();
 
-    // Five 8 MiB requests take the five free chunks, the new one included, as primitive blocks.
-    let mut parts = Vec::new();
-    for _ in 0..5 {
-        parts.push(a.malloc(8 * MIB, S).unwrap());
-    }
-    assert_eq!(
-        a.stats().reserved_bytes.all.current,
-        st.reserved_bytes.all.current
-    );
-    // Destroying the cached stitched block (empty_cache does) must unmap only its own mappings.
-    a.empty_cache().unwrap();
-    assert_eq!(a.stats().stitched_blocks.current, 0);
-    a.check_invariants().unwrap();
-    for &q in &parts {
-        assert!(
-            a.device().accessible(q, 8 * MIB),
-            "{q:#x} lost its mapping with the stitched block"
-        );
-    }
-    live.extend(parts);
-    for q in live {
-        a.free(q).unwrap();
-    }
-    assert_eq!(a.release_all().unwrap(), 0);
-    let h = a.device().holdings();
-    assert_eq!((h.handles, h.ranges, h.mappings), (0, 0, 0));
+    // Five 8 MiB requests take the five free chunks, the new one included, as primitive blocks;
+    // destroying the cached stitched block (empty_cache does) must unmap only its own mappings.
+    live.extend(destroy_keeps_segments(&mut a, 5));
+    teardown(a, live);
 }

@@ -4,38 +4,23 @@
 //! throughout, destroying it must leave segments' own mappings in place, and nothing may leak.
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, Device, DriverCall, StreamHandle};
+use gmlake_core::{Allocator, DriverCall, StreamHandle};
 
 mod support;
-use support::{fragmented, MIB};
+use support::{add_room, destroy_keeps_segments, eager, fragmented_with_cached, teardown, MIB};
 const S: StreamHandle = StreamHandle(0);
 
-/// Four free 8 MiB chunks in segments of their own between live ones (`fragmented`), then a
-/// stitched block of `first` bytes made over some of them and freed: it stays cached.
+/// Four free 8 MiB chunks in segments of their own between live ones, then a stitched block of
+/// `first` bytes made over some of them and freed (`fragmented_with_cached`).
 fn with_cached_block(first: u64) -> (Allocator<SimulatedDevice>, Vec<u64>, u64) {
-    let cfg = Config::parse("frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false")
-        .unwrap();
-    let mut a = Allocator::new(SimulatedDevice::new(1 << 40), cfg).unwrap();
-    let mut live = Vec::new();
-    fragmented(&mut a, &mut live);
-    let p = a.malloc(first, S).unwrap();
-    a.free(p).unwrap();
+    let (mut a, mut live) = (eager(), Vec::new());
+    let p = fragmented_with_cached(&mut a, &mut live, first);
     assert_eq!(a.stats().stitched_blocks.current, 1);
     (a, live, p)
 }
 
 fn maps(a: &Allocator<SimulatedDevice>) -> u64 {
     a.device().calls().get(DriverCall::Map)
-}
-
-/// Frees everything, empties the cache and checks that the device holds nothing.
-fn teardown(mut a: Allocator<SimulatedDevice>, live: Vec<u64>) {
-    for q in live {
-        a.free(q).unwrap();
-    }
-    assert_eq!(a.release_all().unwrap(), 0);
-    let h = a.device().holdings();
-    assert_eq!((h.handles, h.ranges, h.mappings), (0, 0, 0));
 }
 
 #[test]
@@ -71,8 +56,7 @@ fn a_cached_block_grows_by_the_chunks_it_lacks() {
 #[test]
 fn a_cached_block_grows_with_new_memory_and_its_segment_outlives_it() {
     let (mut a, mut live, cached) = with_cached_block(24 * MIB);
-    let cap = a.device().books().unwrap().handle_bytes + 8 * MIB;
-    a.device_mut().set_capacity(cap);
+    add_room(&mut a, 8 * MIB);
     let (before, m0) = (a.stats(), maps(&a));
 
     // 40 MiB: the cached block's three chunks, the fourth free one and 8 MiB of new memory.
@@ -97,21 +81,7 @@ fn a_cached_block_grows_with_new_memory_and_its_segment_outlives_it() {
 
     // Five 8 MiB requests take the five free chunks as primitive blocks; destroying the stitched
     // block (empty_cache does) must unmap its own mappings only, not the new segment's.
-    let parts: Vec<u64> = (0..5).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
-    assert_eq!(
-        a.stats().reserved_bytes.all.current,
-        st.reserved_bytes.all.current
-    );
-    a.empty_cache().unwrap();
-    assert_eq!(a.stats().stitched_blocks.current, 0);
-    a.check_invariants().unwrap();
-    for &q in &parts {
-        assert!(
-            a.device().accessible(q, 8 * MIB),
-            "{q:#x} lost its mapping with the stitched block"
-        );
-    }
-    live.extend(parts);
+    live.extend(destroy_keeps_segments(&mut a, 5));
     teardown(a, live);
 }
 
@@ -120,8 +90,7 @@ fn a_block_whose_chunk_is_taken_is_not_grown() {
     let (mut a, mut live, cached) = with_cached_block(16 * MIB);
     // Primitive blocks take three of the four free chunks: one of the cached block's two at least.
     let taken: Vec<u64> = (0..3).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
-    let cap = a.device().books().unwrap().handle_bytes + 16 * MIB;
-    a.device_mut().set_capacity(cap);
+    add_room(&mut a, 16 * MIB);
     let before = a.stats();
     let p = a.malloc(24 * MIB, S).unwrap();
     a.check_invariants().unwrap();

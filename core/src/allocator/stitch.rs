@@ -120,12 +120,12 @@ impl<D: Device> Allocator<D> {
         let chosen = choose(&rest, rounded - self.stitched[sid].size);
         let pieces = self.pieces_of(&chosen);
         let extra: u64 = chosen.iter().map(|c| c.bytes).sum();
-        let (va, rest) = self.take_headroom(sid, extra)?;
+        let (va, left) = self.take_headroom(sid, extra)?;
         if self.map_pieces(va, &pieces).is_none() {
-            self.drop_headroom(va + extra, rest);
+            self.drop_headroom(va + extra, left);
             return None;
         }
-        self.annex(sid, va, extra, rest, pieces, Some((va, extra)));
+        self.annex(sid, extra, left, pieces, Some((va, extra)));
         self.stats.num_stitches += 1;
         self.claim_new(sid, rounded, s);
         Some(sid)
@@ -198,13 +198,12 @@ impl<D: Device> Allocator<D> {
         size.min(self.dev.total_memory().saturating_sub(size) / g * g)
     }
 
-    /// Grows the inactive stitched block `sid` by `pieces`, which the caller has mapped at `va`,
-    /// `extra` bytes of its headroom right after it (`take_headroom`), with `headroom` bytes left
-    /// after them; `own` is the part of them the block owns.
+    /// Grows the inactive stitched block `sid` by `pieces`, which the caller has mapped into the
+    /// first `extra` bytes of its headroom, right after its range (`take_headroom`), with
+    /// `headroom` bytes left after them; `own` is the part of them the block owns.
     fn annex(
         &mut self,
         sid: StitchId,
-        va: u64,
         extra: u64,
         headroom: u64,
         pieces: Vec<Piece>,
@@ -215,11 +214,6 @@ impl<D: Device> Allocator<D> {
         self.stats.stitch_mappings.update(pieces.len() as i64);
         let st = &mut self.stitched[sid];
         self.reusable.remove(&(st.size, sid));
-        debug_assert_eq!(
-            va,
-            st.va + st.size,
-            "a stitched block grows into its headroom"
-        );
         st.pieces.extend(pieces);
         st.size += extra;
         st.headroom = headroom;
@@ -282,7 +276,7 @@ impl<D: Device> Allocator<D> {
         let headroom = self.headroom_for(size);
         let va = self.va_alloc(size + headroom).ok()?;
         if self.map_pieces(va, pieces).is_none() {
-            self.va_free(va + size, headroom);
+            self.drop_headroom(va + size, headroom);
             return None;
         }
         Some(self.register_stitched(va, size, Vec::from([(va, size)]), headroom, pieces))
@@ -355,7 +349,7 @@ impl<D: Device> Allocator<D> {
                     }
                 };
                 let own = (rest_bytes > 0).then_some((va + grow, rest_bytes));
-                self.annex(sid, va, extra, left, pieces, own);
+                self.annex(sid, extra, left, pieces, own);
                 self.stats.num_stitches += 1;
                 self.claim_new(sid, rounded, s);
                 return Ok(Some(sid));
