@@ -64,6 +64,21 @@ impl<D: Device> Allocator<D> {
                     "segment {sid}: blocks end at {at:#x}, not at its end"
                 ));
             }
+            let mut offset = 0;
+            for (ci, c) in seg.chunks.iter().enumerate() {
+                if c.offset != offset
+                    || seg.chunk_at(c.offset) != ci
+                    || seg.chunk_at(c.offset + c.size - 1) != ci
+                {
+                    return Err(format!(
+                        "segment {sid}: chunk {ci} misplaced or mis-indexed"
+                    ));
+                }
+                offset += c.size;
+            }
+            if seg.chunk_at(seg.size) != seg.chunks.len() {
+                return Err(format!("segment {sid}: chunk index past its end"));
+            }
             let live = seg.chunks.iter().filter(|c| !c.released).count() as u32;
             if live != seg.live_chunks {
                 return Err(format!("segment {sid}: live chunk count is off"));

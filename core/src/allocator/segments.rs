@@ -110,6 +110,8 @@ impl<D: Device> Allocator<D> {
             live_chunks: 0,
             chunks: Vec::new(),
             first_block: 0,
+            chunk_of: Vec::new(),
+            unit_shift: 0,
         });
         self.add_chunks(seg, handles);
         let b = self.blocks.insert(Block {
@@ -144,6 +146,7 @@ impl<D: Device> Allocator<D> {
             segm.live_chunks += 1;
             self.stats.reserved_bytes.update(segm.pool, size as i64);
         }
+        segm.reindex();
     }
 
     /// The large-pool segment of stream `s` to grow in place for a request of `rounded` bytes, and
@@ -485,6 +488,7 @@ impl<D: Device> Allocator<D> {
             .collect();
         segm.live_chunks += new.len() as u32 - 1;
         segm.chunks.splice(ci..=ci, new);
+        segm.reindex();
         true
     }
 
