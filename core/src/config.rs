@@ -43,7 +43,7 @@ pub struct Config {
     pub max_handle_size: u64,
     /// A growth for a request of `r` bytes creates physical handles of `r / handle_divisions`
     /// bytes (rounded up to the granularity, at most `max_handle_size`), so that large tensors are
-    /// made of few large chunks and small ones of small chunks. Default 1.
+    /// made of few large chunks and small ones of small chunks. Default 16; see `docs/design.md`.
     pub handle_divisions: u64,
     /// Smallest physical handle a large-pool growth creates (rounded to the granularity), in
     /// bytes, unless the growth itself is smaller. Default 32 MiB; see `docs/design.md`.
