@@ -275,6 +275,59 @@ mod tests {
             .sum()
     }
 
+    /// The table of `chunk_at` against a plain search, and the search it falls back on (a
+    /// segment too long for a table) against the same.
+    #[test]
+    fn chunk_at_agrees_with_a_scan_with_and_without_its_table() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..500 {
+            let mut seg = Segment {
+                va: 1 << 40,
+                size: 0,
+                stream: 0,
+                pool: PoolKind::Large,
+                chunks: Vec::new(),
+                live_chunks: 0,
+                first_block: 0,
+                chunk_of: Vec::new(),
+                unit_shift: 0,
+            };
+            for _ in 0..1 + next(12) {
+                // Sizes of 1-6 units of 2^(9..12) bytes: mixed powers, so the unit varies.
+                let size = (1 + next(6)) << (9 + next(4));
+                seg.chunks.push(Chunk {
+                    offset: seg.size,
+                    size,
+                    handle: PhysHandle(0),
+                    released: false,
+                    stitch_maps: 0,
+                });
+                seg.size += size;
+            }
+            seg.reindex();
+            assert_eq!(seg.chunk_of.len() as u64, seg.size >> seg.unit_shift);
+            let by_scan = |off: u64| {
+                seg.chunks
+                    .iter()
+                    .position(|c| c.offset <= off && off < c.offset + c.size)
+                    .unwrap_or(seg.chunks.len())
+            };
+            let mut untabled = seg.clone();
+            untabled.chunk_of.clear();
+            for _ in 0..50 {
+                let off = next(seg.size + 1024);
+                assert_eq!(seg.chunk_at(off), by_scan(off), "{:?} at {off}", seg.chunks);
+                assert_eq!(untabled.chunk_at(off), by_scan(off));
+            }
+        }
+    }
+
     #[test]
     fn whole_loss_matches_a_scan_of_every_chunk() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
