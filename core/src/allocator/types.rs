@@ -91,6 +91,7 @@ pub(crate) struct Segment {
     /// multiple of `1 << unit_shift`. Empty when the table would be too long (binary search then).
     /// Kept by [`Segment::reindex`].
     pub chunk_of: Vec<u32>,
+    /// log2 of the unit of `chunk_of`, in bytes (21 for 2 MiB).
     pub unit_shift: u32,
 }
 
@@ -275,42 +276,57 @@ mod tests {
             .sum()
     }
 
-    /// The table of `chunk_at` against a plain search, and the search it falls back on (a
-    /// segment too long for a table) against the same.
-    #[test]
-    fn chunk_at_agrees_with_a_scan_with_and_without_its_table() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
+    /// A xorshift generator: each call with `n` gives a number in `0..n`.
+    fn xorshift(mut rng: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             rng % n
+        }
+    }
+
+    /// A segment at 1 TiB of 1 to `max_chunks` chunks back to back, each `size(next)` bytes, with
+    /// its `chunk_at` table built.
+    fn random_segment(
+        next: &mut dyn FnMut(u64) -> u64,
+        max_chunks: u64,
+        size: fn(&mut dyn FnMut(u64) -> u64) -> u64,
+    ) -> Segment {
+        let mut seg = Segment {
+            va: 1 << 40,
+            size: 0,
+            stream: 0,
+            pool: PoolKind::Large,
+            chunks: Vec::new(),
+            live_chunks: 0,
+            first_block: 0,
+            chunk_of: Vec::new(),
+            unit_shift: 0,
         };
+        for _ in 0..1 + next(max_chunks) {
+            let size = size(next);
+            seg.chunks.push(Chunk {
+                offset: seg.size,
+                size,
+                handle: PhysHandle(0),
+                released: false,
+                stitch_maps: 0,
+            });
+            seg.size += size;
+        }
+        seg.reindex();
+        seg
+    }
+
+    /// The table of `chunk_at` against a plain search, and the search it falls back on (a
+    /// segment too long for a table) against the same.
+    #[test]
+    fn chunk_at_agrees_with_a_scan_with_and_without_its_table() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..500 {
-            let mut seg = Segment {
-                va: 1 << 40,
-                size: 0,
-                stream: 0,
-                pool: PoolKind::Large,
-                chunks: Vec::new(),
-                live_chunks: 0,
-                first_block: 0,
-                chunk_of: Vec::new(),
-                unit_shift: 0,
-            };
-            for _ in 0..1 + next(12) {
-                // Sizes of 1-6 units of 2^(9..12) bytes: mixed powers, so the unit varies.
-                let size = (1 + next(6)) << (9 + next(4));
-                seg.chunks.push(Chunk {
-                    offset: seg.size,
-                    size,
-                    handle: PhysHandle(0),
-                    released: false,
-                    stitch_maps: 0,
-                });
-                seg.size += size;
-            }
-            seg.reindex();
+            // Sizes of 1-6 units of 2^(9..12) bytes: mixed powers, so the unit varies.
+            let seg = random_segment(&mut next, 12, |next| (1 + next(6)) << (9 + next(4)));
             assert_eq!(seg.chunk_of.len() as u64, seg.size >> seg.unit_shift);
             let by_scan = |off: u64| {
                 seg.chunks
@@ -330,37 +346,9 @@ mod tests {
 
     #[test]
     fn whole_loss_matches_a_scan_of_every_chunk() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
-            let mut seg = Segment {
-                va: 1 << 40,
-                size: 0,
-                stream: 0,
-                pool: PoolKind::Large,
-                chunks: Vec::new(),
-                live_chunks: 0,
-                first_block: 0,
-                chunk_of: Vec::new(),
-                unit_shift: 0,
-            };
-            for _ in 0..1 + next(8) {
-                let size = (1 + next(5)) * 512;
-                seg.chunks.push(Chunk {
-                    offset: seg.size,
-                    size,
-                    handle: PhysHandle(0),
-                    released: false,
-                    stitch_maps: 0,
-                });
-                seg.size += size;
-            }
-            seg.reindex();
+            let seg = random_segment(&mut next, 8, |next| (1 + next(5)) * 512);
             let bstart = seg.va + next(seg.size);
             let bend = bstart + 1 + next(seg.va + seg.size - bstart);
             let at = bstart + next(bend - bstart);
