@@ -64,18 +64,6 @@ impl<D: Device> Allocator<D> {
         s: StreamIdx,
         rounded: u64,
     ) -> Option<BlockId> {
-        self.best_fit_where(pool, s, rounded, false)
-    }
-
-    /// [`Self::best_fit`]; with `keep_chunks`, only blocks where the allocation breaks no whole free
-    /// physical chunk.
-    pub(super) fn best_fit_where(
-        &mut self,
-        pool: PoolKind,
-        s: StreamIdx,
-        rounded: u64,
-        keep_chunks: bool,
-    ) -> Option<BlockId> {
         // Among the smallest fitting blocks, the first whose use breaks no whole physical chunk
         // (whole free chunks are what stitching can map); else the smallest.
         let pick = |set: &alloc::collections::BTreeMap<u128, BlockId>,
@@ -104,9 +92,7 @@ impl<D: Device> Allocator<D> {
                 if keeps {
                     return Some(b);
                 }
-                if !keep_chunks {
-                    first.get_or_insert(b);
-                }
+                first.get_or_insert(b);
             }
             first
         };

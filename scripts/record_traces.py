@@ -1,0 +1,135 @@
+"""Records held-out allocation traces: real workloads that gmlake was never tuned on.
+
+Run on a GPU machine with PyTorch and transformers: `OUT=<dir> python3 scripts/record_traces.py`.
+Each workload runs in its own process under PyTorch's default caching allocator with
+`torch.cuda.memory._record_memory_history`, and writes `<workload>.txt.gz` in the text format of
+`traces/README.md` plus one line of `results.json` (PyTorch's own peak figures). Models are built
+from published configurations with random weights (no download), as in `traces/record.py`, which
+recorded the three traces in the repository; the workloads here are different models and jobs,
+so that a policy chosen on those three can be checked on traces it was not fitted to.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+OUT = os.environ["OUT"]
+
+WORKER = r'''
+import os, sys, json, random, gzip, torch
+wl = sys.argv[1]
+torch.manual_seed(0); random.seed(0)
+dev = "cuda"
+torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=5_000_000)
+
+def bert_mlm():
+    # BERT-large masked-LM pre-training, fp32 weights, bf16 autocast, AdamW.
+    from transformers import BertConfig, BertForMaskedLM
+    m = BertForMaskedLM(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(10):
+        L = random.choice([128, 256, 384, 512]); B = random.choice([8, 16, 24, 32])
+        x = torch.randint(0, 30522, (B, L), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_ids=x, labels=x).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def t5_train():
+    # T5-base sequence-to-sequence training in bf16, varying source and target lengths.
+    from transformers import T5Config, T5ForConditionalGeneration
+    cfg = T5Config(d_model=768, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12, vocab_size=32128, decoder_start_token_id=0, pad_token_id=0)
+    m = T5ForConditionalGeneration(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(10):
+        S = random.choice([128, 256, 512, 1024]); T = random.choice([32, 64, 128, 256]); B = random.choice([8, 16, 32])
+        x = torch.randint(0, 32128, (B, S), device=dev); y = torch.randint(0, 32128, (B, T), device=dev)
+        loss = m(input_ids=x, labels=y).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def gpt2m_ckpt():
+    # GPT-2 medium with gradient checkpointing and bf16 autocast.
+    from transformers import GPT2Config, GPT2LMHeadModel
+    m = GPT2LMHeadModel(GPT2Config(n_layer=24, n_embd=1024, n_head=16)).to(dev)
+    m.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(10):
+        L = random.choice([256, 512, 768, 1024]); B = random.choice([4, 8, 16])
+        x = torch.randint(0, 50257, (B, L), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_ids=x, labels=x).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def llama_sft():
+    # A 0.4B Llama-style model, full fine-tuning in bf16 with AdamW, long and varying sequences.
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=1536, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4, vocab_size=32000)
+    m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(8):
+        L = random.choice([512, 1024, 1536, 2048]); B = random.choice([2, 4, 8])
+        x = torch.randint(0, 32000, (B, L), device=dev)
+        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def llama_beam():
+    # Beam-search generation (4 beams: the KV cache is reordered every step).
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=4, vocab_size=32000)
+    m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16).eval()
+    with torch.no_grad():
+        for r in range(4):
+            B = random.choice([1, 2, 4, 8]); L = random.choice([64, 128, 256, 512])
+            x = torch.randint(0, 32000, (B, L), device=dev)
+            m.generate(input_ids=x, max_new_tokens=random.choice([32, 64]), num_beams=4, do_sample=False, pad_token_id=0)
+
+def vit_train():
+    # ViT-base image classification training, fp32 weights, bf16 autocast, varying batch.
+    from transformers import ViTConfig, ViTForImageClassification
+    m = ViTForImageClassification(ViTConfig(image_size=224, patch_size=16, num_labels=1000)).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(10):
+        B = random.choice([32, 64, 96, 128])
+        x = torch.randn(B, 3, 224, 224, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(pixel_values=x, labels=y).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+globals()[wl]()
+torch.cuda.synchronize()
+s = torch.cuda.memory_stats()
+res = {k: s.get(k) for k in ["active_bytes.all.peak", "reserved_bytes.all.peak", "num_alloc_retries", "num_ooms", "segment.all.allocated"]}
+res["utilization"] = s["active_bytes.all.peak"] / s["reserved_bytes.all.peak"]
+tr = torch.cuda.memory._snapshot()["device_traces"][0]
+with gzip.open(os.path.join(os.environ["OUT"], f"{wl}.txt.gz"), "wt") as f:
+    f.write("# action addr size stream\n")
+    for e in tr:
+        f.write(f"{e['action']} {e.get('addr', 0)} {e.get('size', 0)} {e.get('stream', 0)}\n")
+res["trace_events"] = len(tr)
+print("RESULT", json.dumps(res))
+'''
+
+WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train"]
+
+
+def main():
+    chosen = sys.argv[1:] or WORKLOADS
+    results = {}
+    for wl in chosen:
+        env = dict(os.environ, OUT=OUT)
+        env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+        t = time.time()
+        p = subprocess.run([sys.executable, "-c", WORKER, wl], env=env, capture_output=True,
+                           text=True, timeout=240)
+        line = [l for l in p.stdout.splitlines() if l.startswith("RESULT")]
+        if not line:
+            print(wl, "FAILED", p.stderr[-3000:], flush=True)
+            continue
+        r = json.loads(line[0][len("RESULT "):])
+        r["secs"] = round(time.time() - t, 1)
+        results[wl] = r
+        print(wl, json.dumps(r), flush=True)
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
