@@ -33,8 +33,8 @@ if [[ " $CHECKS " == *" tests "* ]]; then
     while read -r result name; do
       [ "$result" = ok ] && record "test $name" PASS "" || record "test $name" FAIL "$result"
     done < "$OUT/tests.results"
-    grep -E '(replay [a-z0-9_]+|random): ' "$OUT/tests.log" | sed -E 's/^test [^ ]+ \.\.\. //' > "$OUT/replay-details.txt" || true
-    grep -E '^  (gpt2|opt13|llama)' "$OUT/tests.log" >> "$OUT/replay-details.txt" || true
+    grep -E '(replay [a-z0-9_/-]+|random): ' "$OUT/tests.log" | sed -E 's/^test [^ ]+ \.\.\. //' > "$OUT/replay-details.txt" || true
+    grep -E '^  (gpt2|opt13|llama|held-out)' "$OUT/tests.log" >> "$OUT/replay-details.txt" || true
     [ $status -eq 0 ] || record "gpu-tests exit" FAIL "status $status"
   else
     record "gpu-tests" FAIL "carry/gpu-tests missing: run scripts/build-gpu-carry.sh"

@@ -352,7 +352,22 @@ fn trace(name: &str) -> Vec<gmlake_core::replay::TraceEvent> {
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/gpu-check.sh"]
 fn trace_replays_on_the_gpu_match_the_driver_and_the_simulation() {
-    for name in ["gpt2_train", "opt13_lora", "llama_generate"] {
+    // The three traces the defaults were chosen on must reach 0.98; the held-out ones
+    // (`traces/held-out/`) must match the simulation, whatever it reaches.
+    let held_out = [
+        "bert_mlm",
+        "t5_train",
+        "gpt2m_ckpt",
+        "llama_sft",
+        "llama_beam",
+        "vit_train",
+    ];
+    let names = ["gpt2_train", "opt13_lora", "llama_generate"]
+        .map(|n| (n.to_string(), true))
+        .into_iter()
+        .chain(held_out.map(|n| (format!("held-out/{n}"), false)));
+    for (name, goal) in names {
+        let name = name.as_str();
         let events = trace(name);
         let dev = CudaVmm::new(0).unwrap();
         let gran = dev.granularity();
@@ -403,7 +418,11 @@ fn trace_replays_on_the_gpu_match_the_driver_and_the_simulation() {
             timings.mappings_covered[0], timings.mappings_covered[1]
         );
         assert_eq!(gpu.ooms, 0, "{name}");
-        assert!(gpu.utilization >= 0.98, "{name}: {}", gpu.utilization);
+        assert!(
+            !goal || gpu.utilization >= 0.98,
+            "{name}: {}",
+            gpu.utilization
+        );
         assert!(
             (gpu.utilization - sim.utilization).abs() <= 0.005,
             "{name}: gpu {} sim {}",
