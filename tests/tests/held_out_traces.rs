@@ -5,49 +5,11 @@
 //! no OOM, better than PyTorch, no OOM at PyTorch's own peak reserved memory, nothing left on
 //! the device.
 
-use gmlake_core::replay::{replay, ReplayReport};
-use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::Config;
-use std::path::PathBuf;
-
-const H200_BYTES: u64 = 150_754_820_096;
-
-fn run(name: &str, capacity: u64) -> ReplayReport {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../traces/held-out")
-        .join(format!("{name}.txt.gz"));
-    let events = gmlake_trace::read_trace(&path, None).unwrap();
-    replay(SimulatedDevice::new(capacity), Config::default(), events).unwrap()
-}
+mod trace_replay;
 
 fn check(name: &str, floor: f64) {
-    let r = run(name, H200_BYTES);
-    assert_eq!(r.ooms, 0, "{name}");
-    assert!(
-        r.utilization >= floor,
-        "{name}: utilization {} below {floor}",
-        r.utilization
-    );
-    assert!(
-        r.utilization > r.native_utilization,
-        "{name}: {} is no better than PyTorch's {}",
-        r.utilization,
-        r.native_utilization
-    );
     // 2.0x-3.5x on these traces, against the goal of 2x: a regression guard.
-    assert!(
-        r.estimated_driver_us <= 4.0 * r.native_estimated_driver_us,
-        "{name}: {} us of driver time against PyTorch's {}",
-        r.estimated_driver_us,
-        r.native_estimated_driver_us
-    );
-    assert_eq!(
-        (r.end_handles, r.end_ranges, r.end_mappings, r.end_events),
-        (0, 0, 0, 0),
-        "{name}"
-    );
-    let tight = run(name, r.native_peak_reserved_bytes);
-    assert_eq!(tight.ooms, 0, "{name} at PyTorch's peak reserved");
+    trace_replay::check("traces/held-out", name, floor, 0.0, 4.0);
 }
 
 #[test]
