@@ -1,6 +1,7 @@
-//! Fault points placed *within* one operation: for a segment growth, a stitch, an `empty_cache`
-//! and a garbage collection of stitched blocks (StitchFree), every kind of driver call the
-//! operation makes fails at its first, middle and last call of that kind inside the operation.
+//! Fault points placed *within* one operation: for a segment growth, a stitch, a chunk split, an
+//! `empty_cache` and a garbage collection of stitched blocks (StitchFree), every kind of driver
+//! call the operation makes fails at its first, middle and last call of that kind inside the
+//! operation.
 //! Each time: the operation returns `Ok` or a `Device`/`OutOfMemory` error, the allocator stays
 //! consistent, the next request is served, and the teardown leaves no handle, range, mapping or
 //! event on the device. The clean run of each scenario is checked to really do what it is named for
@@ -82,6 +83,19 @@ fn scenarios() -> Vec<Scenario> {
                     && after.segment.all.current > before.segment.all.current
                     && after.stitched_blocks.current == before.stitched_blocks.current
             },
+        },
+        Scenario {
+            name: "chunk split",
+            conf: "",
+            // A free 64 MiB segment of two 32 MiB handles beside a live one: a 4 MiB request
+            // cuts one of the handles in two (`core/tests/chunk_splits.rs`).
+            setup: |a, live| {
+                live.push(a.malloc(64 * MIB, S).unwrap());
+                let p = a.malloc(64 * MIB, S).unwrap();
+                a.free(p).unwrap();
+            },
+            op: |a, live| a.malloc(4 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| after.num_chunk_splits > before.num_chunk_splits,
         },
         Scenario {
             name: "empty_cache",

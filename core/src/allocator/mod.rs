@@ -98,6 +98,8 @@ pub struct Allocator<D: Device> {
     tick: u64,
     /// Size of the physical handles the current request's growth creates (see `set_handle_size`).
     handle_size: u64,
+    /// The largest rounded request so far, in bytes (see `split_for`).
+    largest_request: u64,
 }
 
 /// What serves a request.
@@ -147,6 +149,7 @@ impl<D: Device> Allocator<D> {
             va: va::VaSpace::default(),
             tick: 0,
             handle_size: 0,
+            largest_request: 0,
         };
         if let Some(f) = a.cfg.memory_fraction {
             a.set_memory_fraction(f)?;
@@ -252,6 +255,7 @@ impl<D: Device> Allocator<D> {
             PoolKind::Large
         };
 
+        self.largest_request = self.largest_request.max(rounded);
         let mut device_error = None;
         let mut served = self.serve(rounded, pool, s, false, &mut device_error);
         if served.is_none() && device_error.is_none() {

@@ -1,0 +1,109 @@
+//! Chunk splits: before a request lands inside a whole free physical chunk at least four times its
+//! size, the chunk is cut in two so that the rest stays stitchable; but not while the free
+//! reserved bytes exceed twice the largest request so far (`SPLIT_FREE_FACTOR` in
+//! `core/src/allocator/segments.rs`), when the cut is unlikely to be needed and costs about
+//! 100 us of driver calls.
+
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{Allocator, Config, DriverCall, StreamHandle};
+
+mod support;
+use support::{teardown, MIB};
+const S: StreamHandle = StreamHandle(0);
+
+type A = Allocator<SimulatedDevice>;
+
+fn allocator() -> A {
+    Allocator::new(SimulatedDevice::new(1 << 40), Config::default()).unwrap()
+}
+
+/// `n` segments of 64 MiB (two 32 MiB handles each: the default's smallest handle), of which the
+/// last `freed` are freed again. Returns the live ones.
+fn segments(a: &mut A, n: usize, freed: usize) -> Vec<u64> {
+    let mut ps: Vec<u64> = (0..n).map(|_| a.malloc(64 * MIB, S).unwrap()).collect();
+    for p in ps.split_off(n - freed) {
+        a.free(p).unwrap();
+    }
+    assert_eq!(
+        a.stats().reserved_bytes.all.current,
+        (n as i64) * 64 * MIB as i64
+    );
+    ps
+}
+
+/// The sizes of the live (not released) physical chunks, in bytes, sorted.
+fn chunk_sizes(a: &A) -> Vec<u64> {
+    let mut v: Vec<u64> = a
+        .snapshot()
+        .segments
+        .iter()
+        .flat_map(|s| s.chunks.iter().filter(|c| !c.released).map(|c| c.size))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn a_request_cuts_a_whole_chunk_four_times_its_size_when_free_memory_is_scarce() {
+    let mut a = allocator();
+    // Two 64 MiB segments, one freed: 64 MiB free, the largest request 64 MiB.
+    let mut live = segments(&mut a, 2, 1);
+    let before = a.device().calls();
+    let p = a.malloc(4 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    let after = a.device().calls();
+    assert_eq!(a.stats().num_chunk_splits, 1);
+    // One handle released, two created in its place; no new memory.
+    assert_eq!(
+        after.get(DriverCall::ReleaseHandle) - before.get(DriverCall::ReleaseHandle),
+        1
+    );
+    assert_eq!(
+        after.get(DriverCall::CreateHandle) - before.get(DriverCall::CreateHandle),
+        2
+    );
+    assert_eq!(a.stats().reserved_bytes.all.current, 128 * MIB as i64);
+    // The request has a chunk of its own size; the rest of the cut chunk stays whole and free.
+    assert_eq!(
+        chunk_sizes(&a),
+        vec![4 * MIB, 28 * MIB, 32 * MIB, 32 * MIB, 32 * MIB]
+    );
+    live.push(p);
+    teardown(a, live);
+}
+
+#[test]
+fn no_cut_while_the_free_bytes_exceed_twice_the_largest_request() {
+    let mut a = allocator();
+    // Three 64 MiB segments, all freed: 192 MiB free, more than twice the largest request.
+    let mut live = segments(&mut a, 3, 3);
+    let before = a.device().calls();
+    let p = a.malloc(4 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert_eq!(a.stats().num_chunk_splits, 0);
+    assert_eq!(a.device().calls(), before, "no driver call at all");
+    assert_eq!(chunk_sizes(&a), vec![32 * MIB; 6]);
+    live.push(p);
+
+    // Once 128 MiB of it are taken (64 MiB free, no more than the largest request), the next
+    // request that would break a whole 32 MiB chunk cuts it.
+    live.push(a.malloc(64 * MIB, S).unwrap());
+    live.push(a.malloc(60 * MIB, S).unwrap());
+    assert_eq!(a.stats().num_chunk_splits, 0);
+    live.push(a.malloc(4 * MIB, S).unwrap());
+    a.check_invariants().unwrap();
+    assert_eq!(a.stats().num_chunk_splits, 1);
+    teardown(a, live);
+}
+
+#[test]
+fn no_cut_of_a_chunk_under_four_times_the_request() {
+    let mut a = allocator();
+    let mut live = segments(&mut a, 2, 1);
+    // 10 MiB in a 32 MiB chunk: 32 < 4 x 10.
+    live.push(a.malloc(10 * MIB, S).unwrap());
+    a.check_invariants().unwrap();
+    assert_eq!(a.stats().num_chunk_splits, 0);
+    assert_eq!(chunk_sizes(&a), vec![32 * MIB; 4]);
+    teardown(a, live);
+}
