@@ -8,7 +8,7 @@ use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, DriverCall, StreamHandle};
 
 mod support;
-use support::{teardown, MIB};
+use support::{calls_made, teardown, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 type A = Allocator<SimulatedDevice>;
@@ -54,14 +54,8 @@ fn a_request_cuts_a_whole_chunk_four_times_its_size_when_free_memory_is_scarce()
     let after = a.device().calls();
     assert_eq!(a.stats().num_chunk_splits, 1);
     // One handle released, two created in its place; no new memory.
-    assert_eq!(
-        after.get(DriverCall::ReleaseHandle) - before.get(DriverCall::ReleaseHandle),
-        1
-    );
-    assert_eq!(
-        after.get(DriverCall::CreateHandle) - before.get(DriverCall::CreateHandle),
-        2
-    );
+    assert_eq!(calls_made(before, after, DriverCall::ReleaseHandle), 1);
+    assert_eq!(calls_made(before, after, DriverCall::CreateHandle), 2);
     assert_eq!(a.stats().reserved_bytes.all.current, 128 * MIB as i64);
     // The request has a chunk of its own size; the rest of the cut chunk stays whole and free.
     assert_eq!(

@@ -8,10 +8,10 @@
 //! (a growth grows, a stitch stitches, a GC collects), so the faults land where intended.
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, DriverCall, DriverCallCounts, Error, Stats, StreamHandle};
+use gmlake_core::{Allocator, Config, DriverCall, Error, Stats, StreamHandle};
 
 mod support;
-use support::{add_room, fragmented, fragmented_with_cached, EAGER, MIB};
+use support::{add_room, calls_made, fragmented, fragmented_with_cached, EAGER, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 type A = Allocator<SimulatedDevice>;
@@ -126,10 +126,6 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn diff(after: DriverCallCounts, before: DriverCallCounts, kind: DriverCall) -> u64 {
-    after.get(kind) - before.get(kind)
-}
-
 fn teardown(mut a: A, mut live: Vec<u64>, what: &str) {
     a.device_mut().set_capacity(1 << 40);
     let p = a
@@ -170,7 +166,7 @@ fn every_call_kind_fails_at_the_first_middle_and_last_point_of_each_operation() 
         teardown(a, live, sc.name);
 
         for kind in DriverCall::ALL {
-            let n = diff(after, before, kind);
+            let n = calls_made(before, after, kind);
             if n == 0 {
                 continue;
             }
@@ -195,7 +191,7 @@ fn every_call_kind_fails_at_the_first_middle_and_last_point_of_each_operation() 
                     let at = if second == kind {
                         start + k + 1
                     } else {
-                        a.device().calls().get(second) + diff(after, before, second) + 1
+                        a.device().calls().get(second) + calls_made(before, after, second) + 1
                     };
                     a.device_mut().inject_fault(second, at);
                 }

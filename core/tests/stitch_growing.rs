@@ -6,7 +6,7 @@
 use gmlake_core::{DriverCall, StreamHandle};
 
 mod support;
-use support::{add_room, destroy_keeps_segments, eager, fragmented, teardown, MIB};
+use support::{add_room, calls_made, destroy_keeps_segments, eager, fragmented, teardown, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 #[test]
@@ -38,7 +38,7 @@ fn new_chunks_are_mapped_once_and_outlive_the_stitched_block() {
         "only the shortfall is new"
     );
     // One new 8 MiB chunk and the four free ones: five mappings, not six.
-    assert_eq!(after.get(DriverCall::Map) - calls.get(DriverCall::Map), 5);
+    assert_eq!(calls_made(calls, after, DriverCall::Map), 5);
     assert_eq!(a.device().holdings().mappings, mappings + 5);
     assert!(
         a.device().accessible(p, 40 * MIB),

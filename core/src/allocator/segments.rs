@@ -353,8 +353,9 @@ impl<D: Device> Allocator<D> {
     /// leaves the chunk as it was, or, if it cannot even be recreated, drops it: then `false` is
     /// returned and `b` may no longer be a free block.
     pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
-        let free = self.stats.reserved_bytes.all.current - self.stats.allocated_bytes.all.current;
-        if free > 0 && free as u64 > SPLIT_FREE_FACTOR.saturating_mul(self.largest_request) {
+        let st = &self.stats;
+        let free = (st.reserved_bytes.all.current - st.allocated_bytes.all.current).max(0) as u64;
+        if free > SPLIT_FREE_FACTOR.saturating_mul(self.largest_request) {
             return true;
         }
         let g = self.gran;

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, Device, StreamHandle};
+use gmlake_core::{Allocator, Config, Device, DriverCall, DriverCallCounts, StreamHandle};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -71,6 +71,11 @@ pub fn destroy_keeps_segments(a: &mut Allocator<SimulatedDevice>, chunks: usize)
         );
     }
     parts
+}
+
+/// How many driver calls of `kind` were made between the counts `before` and `after`.
+pub fn calls_made(before: DriverCallCounts, after: DriverCallCounts, kind: DriverCall) -> u64 {
+    after.get(kind) - before.get(kind)
 }
 
 /// Frees `live`, empties the cache and checks that the device holds nothing.
