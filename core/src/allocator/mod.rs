@@ -56,8 +56,13 @@ pub const MAX_REQUEST: u64 = 1 << 50;
 /// How many candidates a best-fit search examines before giving up on fences of other streams.
 const FIT_PROBES: usize = 16;
 
-/// How many cached stitched blocks a reuse examines (each costs a look-up per piece).
+/// How many cached stitched blocks a reuse examines in each of its two orders, best fit and most
+/// recently freed (each costs a look-up per piece).
 const REUSE_PROBES: usize = 64;
+
+/// How many of the most recently freed cached stitched blocks a reuse looks at for ones of a
+/// fitting size, so that the search stays bounded however many are cached.
+const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
 /// Free blocks of one stream, ordered for best fit by [`fit_key`]: size, then address.
 #[derive(Debug, Default)]

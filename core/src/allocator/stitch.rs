@@ -19,7 +19,7 @@
 //! 42 mappings of a freed 2.3 GB block.
 
 use super::types::*;
-use super::{Allocator, Miss, REUSE_PROBES};
+use super::{Allocator, Miss, REUSE_PROBES, REUSE_RECENT_SCAN};
 use crate::device::{Device, DriverCall};
 use alloc::vec::Vec;
 use hashbrown::HashSet;
@@ -501,21 +501,45 @@ impl<D: Device> Allocator<D> {
         }
     }
 
-    /// Reuses the smallest cached stitched block of at least `rounded` and at most
-    /// `rounded * reuse_limit` bytes whose first `rounded` bytes lie on pages free for stream `s`
-    /// (examining at most a few candidates).
+    /// Reuses a cached stitched block of at least `rounded` and at most `rounded * reuse_limit`
+    /// bytes whose first `rounded` bytes lie on pages free for stream `s`: the smallest such
+    /// among the `REUSE_PROBES` best-fitting ones, else the most recently freed such among the
+    /// `REUSE_PROBES` most recently freed ones of a fitting size (examining at most
+    /// `REUSE_RECENT_SCAN` for their size).
+    ///
+    /// Why both orders: a block whose chunks other blocks have taken since it was freed stays
+    /// cached, and where hundreds of them are cached (neox_sample, a held-out generation trace,
+    /// cached 600 more every pass), the best-fitting ones are mostly such; the block freed last
+    /// is the one whose chunks were free most recently. Probing by size alone, that trace's
+    /// passes 2-4 made 377, 623 and 629 new stitches (29.0, 46.2 and 46.7 ms of estimated driver
+    /// time); with the recent ones too, 213, 134 and 151 (16.8, 10.0 and 11.2 ms), and 94 in
+    /// pass 8 (7.0 ms, against 64.4). The other 14 traces gave the same figures, first pass and
+    /// warm (`docs/design.md`, "Warm passes").
     pub(super) fn reuse_stitched(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
         if self.reusable.is_empty() {
             return None;
         }
         let max = (rounded as f64 * self.cfg.reuse_limit) as u64;
-        let cands: Vec<StitchId> = self
+        let mut cands: Vec<StitchId> = self
             .reusable
             .range((rounded, 0)..)
             .take_while(|&&(size, _)| size <= max)
             .take(REUSE_PROBES)
             .map(|&(_, sid)| sid)
             .collect();
+        let best_fitting = cands.len();
+        let stitched = &self.stitched;
+        let recent = self
+            .stitch_lru
+            .iter()
+            .rev()
+            .take(REUSE_RECENT_SCAN)
+            .map(|&(_, sid)| sid)
+            .filter(|&sid| (rounded..=max).contains(&stitched[sid].size))
+            .filter(|sid| !cands[..best_fitting].contains(sid))
+            .take(REUSE_PROBES);
+        let recent: Vec<StitchId> = recent.collect();
+        cands.extend(recent);
         for sid in cands {
             if self.claim(sid, rounded, s) {
                 self.stats.num_stitch_reuses += 1;
