@@ -7,6 +7,8 @@
 #   bash scripts/gpu-check.sh            # all checks
 #   CHECKS="tests host costs examples python corebench bench" bash scripts/gpu-check.sh
 #   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
+#   PACK_LOGS=1 bash scripts/gpu-check.sh > $OUT/gpu-check.txt   # logs as one $OUT/logs.tgz
+# (the device tool brings back at most 8 files from $OUT; a full run writes more)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
@@ -149,11 +151,15 @@ if [[ " $CHECKS " == *" bench "* ]]; then
     # per run, interleaved so that a slow moment of the machine does not fall on one allocator;
     # each run makes BENCH_PASSES passes (default 4: cold, warm, warm3, warm4). The table gives
     # the median over the rounds.
-    for t in gpt2_train opt13_lora llama_generate; do
-      gunzip -c "traces/$t.txt.gz" > "/tmp/$t.txt"
+    # BENCH_TRACES: names of traces in traces/ or traces/held-out/ (default the three of traces/).
+    BENCH_TRACES=${BENCH_TRACES:-"gpt2_train opt13_lora llama_generate"}
+    for t in $BENCH_TRACES; do
+      f=traces/$t.txt.gz
+      [ -f "$f" ] || f=traces/held-out/$t.txt.gz
+      gunzip -c "$f" > "/tmp/$t.txt"
     done
     for round in $(seq "${BENCH_ROUNDS:-3}"); do
-      for t in gpt2_train opt13_lora llama_generate; do
+      for t in $BENCH_TRACES; do
         for a in torch async gmlake gmlake-sim; do
           if "$BENCH" --allocator "$a" --passes "${BENCH_PASSES:-4}" "/tmp/$t.txt" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"; then
             [ "$round" = 1 ] && record "bench $t $a" PASS ""
@@ -165,7 +171,7 @@ if [[ " $CHECKS " == *" bench "* ]]; then
     done
     if [[ " $CHECKS " == *" explain "* ]]; then
       # Where gmlake's time goes, call by call (slower than the timed passes above).
-      for t in gpt2_train opt13_lora llama_generate; do
+      for t in $BENCH_TRACES; do
         echo "== $t" >> "$OUT/explain.log"
         if "$BENCH" --allocator gmlake --explain 15 "/tmp/$t.txt" >> "$OUT/explain.log" 2>&1; then
           record "explain $t" PASS "explain.log"
@@ -221,5 +227,9 @@ for (t, a, p), rs in runs.items():
     lo, hi = min(r['wall_ms'] for r in rs), max(r['wall_ms'] for r in rs)
     print(f"{t:<20} {a:<10} {p:<6} {len(rs):>4} {wall:>9.1f} {lo:>6.1f}-{hi:<6.1f} {drv:>9.2f} {ratio:>7.2f} {rs[0]['peak_reserved_bytes']/1e9:>8.2f} {rs[0]['utilization']:>7.4f}")
 PY
+fi
+if [ "${PACK_LOGS:-0}" = 1 ]; then
+  (cd "$OUT" && find . -maxdepth 1 -type f ! -name logs.tgz ! -name gpu-check.txt -printf '%P\n' |
+    tar czf logs.tgz -T - --remove-files)
 fi
 exit $failed
