@@ -5,10 +5,10 @@
 //! `core/src/allocator/stitch.rs`).
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, Device, StreamHandle};
+use gmlake_core::{Allocator, Config, StreamHandle};
 
 mod support;
-use support::{teardown, MIB};
+use support::{add_room, teardown, MIB};
 const S: StreamHandle = StreamHandle(0);
 
 /// 2 MiB handles (one granule), stitches of any size, no chunk splits.
@@ -28,8 +28,7 @@ fn cached_stitches() -> (Allocator<SimulatedDevice>, Vec<u64>, Vec<u64>) {
     let all: Vec<u64> = (0..4 * CACHED)
         .map(|_| a.malloc(2 * MIB, S).unwrap())
         .collect();
-    let held = a.device().books().unwrap().handle_bytes;
-    a.device_mut().set_capacity(held);
+    add_room(&mut a, 0);
     let (mut live, mut holes) = (Vec::new(), Vec::new());
     for (i, p) in all.into_iter().enumerate() {
         if i % 2 == 0 {

@@ -529,7 +529,7 @@ impl<D: Device> Allocator<D> {
             .collect();
         let best_fitting = cands.len();
         let stitched = &self.stitched;
-        let recent = self
+        let recent: Vec<StitchId> = self
             .stitch_lru
             .iter()
             .rev()
@@ -537,8 +537,8 @@ impl<D: Device> Allocator<D> {
             .map(|&(_, sid)| sid)
             .filter(|&sid| (rounded..=max).contains(&stitched[sid].size))
             .filter(|sid| !cands[..best_fitting].contains(sid))
-            .take(REUSE_PROBES);
-        let recent: Vec<StitchId> = recent.collect();
+            .take(REUSE_PROBES)
+            .collect();
         cands.extend(recent);
         for sid in cands {
             if self.claim(sid, rounded, s) {
