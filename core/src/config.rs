@@ -45,6 +45,15 @@ pub struct Config {
     /// bytes (rounded up to the granularity, at most `max_handle_size`), so that large tensors are
     /// made of few large chunks and small ones of small chunks. Default 16; see `docs/design.md`.
     pub handle_divisions: u64,
+    /// A growth for a request of at least this many bytes divides it by `large_handle_divisions`
+    /// instead of `handle_divisions`. Default 2 GiB: a 7 GB tensor grown in sixteenths costs
+    /// sixteen handle mappings, each about 40-60 us of `cuMemSetAccess` and `cuMemCreate` on the
+    /// H200, where PyTorch pays one 278 us `cudaMalloc`; see `docs/design.md`, "Very large
+    /// growths", for the traces that chose it and the held-out set that judged it.
+    pub large_request_size: u64,
+    /// How many handles a growth for a request of at least `large_request_size` bytes is cut into
+    /// (before the `max_handle_size` cap). Default 4.
+    pub large_handle_divisions: u64,
     /// Smallest physical handle a large-pool growth creates (rounded to the granularity), in
     /// bytes, unless the growth itself is smaller. Default 32 MiB; see `docs/design.md`.
     pub min_handle_size: u64,
@@ -79,6 +88,8 @@ impl Default for Config {
             max_handle_size: GIB,
             min_growth: 2 * MIB,
             handle_divisions: 16,
+            large_request_size: 2 * GIB,
+            large_handle_divisions: 4,
             split_chunks: true,
             min_handle_size: 32 * MIB,
             va_arena_size: 64 * GIB,
@@ -106,7 +117,7 @@ impl core::error::Error for ConfigError {}
 /// The keys [`Config::parse`] accepts, as listed in its errors.
 pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
 defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
-max_handle_size, min_handle_size, handle_divisions, split_chunks, min_growth, va_arena_size, small_size, per_process_memory_fraction";
+max_handle_size, min_handle_size, handle_divisions, large_request_size, large_handle_divisions, split_chunks, min_growth, va_arena_size, small_size, per_process_memory_fraction";
 
 fn err(message: String) -> ConfigError {
     ConfigError { message }
@@ -232,6 +243,12 @@ impl Config {
                     .parse()
                     .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
             }
+            "large_request_size" => self.large_request_size = parse_size(value, 1)?,
+            "large_handle_divisions" => {
+                self.large_handle_divisions = value
+                    .parse()
+                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
+            }
             "va_arena_size" => self.va_arena_size = parse_size(value, 1)?,
             "small_size" => self.small_size = parse_size(value, 1)?,
             "per_process_memory_fraction" | "memory_fraction" => {
@@ -302,6 +319,8 @@ mod tests {
         assert_eq!(g.reuse_limit, 2.5);
         assert_eq!(g.stitched_bytes_limit, Some(80 * GIB));
         assert_eq!(Config::parse("").unwrap(), Config::default());
+        let l = Config::parse("large_request_size:1GB,large_handle_divisions:8").unwrap();
+        assert_eq!((l.large_request_size, l.large_handle_divisions), (GIB, 8));
     }
 
     #[test]
@@ -314,6 +333,8 @@ mod tests {
         assert!(Config::parse("defrag_level:7").is_err());
         assert!(Config::parse("per_process_memory_fraction:1.5").is_err());
         assert!(Config::parse("stitching").is_err());
+        assert!(Config::parse("large_handle_divisions:-1").is_err());
+        assert!(Config::parse("large_request_size:huge").is_err());
         assert!(Config::parse("frag_limit:99999999999T").is_err());
     }
 

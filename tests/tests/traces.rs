@@ -1,7 +1,6 @@
 //! Replays of the repository's three real traces (`traces/`), asserting the figures gmlake
 //! reaches with its default configuration: utilization floors, no OOM, no OOM at PyTorch's own
-//! peak, driver time within three times PyTorch's (a regression guard), and nothing left on the
-//! device.
+//! peak, driver time within twice PyTorch's (the goal), and nothing left on the device.
 
 use gmlake_core::replay::replay;
 use gmlake_core::sim::SimulatedDevice;
@@ -19,10 +18,9 @@ fn run(name: &str, capacity: u64) -> gmlake_core::replay::ReplayReport {
 }
 
 fn check(name: &str, floor: f64) {
-    // The goal is 2x PyTorch's driver time; under the driver's whole-handle mapping rule
-    // the default configuration reaches 1.69x-2.11x on these traces (docs/design.md). This asserts
-    // what is reached, so that a regression shows.
-    let r = trace_replay::check("traces", name, floor, 0.05, 3.0);
+    // The goal is at most 2x PyTorch's driver time; the default configuration reaches
+    // 1.58x-1.86x on these traces (docs/design.md, "Very large growths").
+    let r = trace_replay::check("traces", name, floor, 0.05, 2.0);
     assert_eq!(
         r.stats.requested_bytes.all.peak as u64, r.peak_active_bytes,
         "{name}"
@@ -37,7 +35,7 @@ fn gpt2_train_reaches_its_floor() {
 
 #[test]
 fn opt13_lora_reaches_its_floor() {
-    check("opt13_lora", 0.993);
+    check("opt13_lora", 0.986);
 }
 
 #[test]

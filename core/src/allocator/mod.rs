@@ -376,12 +376,18 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Chooses the size of the physical handles a growth for a request of `rounded` bytes creates:
-    /// `rounded / handle_divisions` rounded up to the granularity, between `min_handle_size` and
-    /// `max_handle_size`. Stitches map whole handles only (the driver's rule), so handles must be
-    /// small enough to stay whole-free and few enough to keep driver calls down: `docs/design.md`.
+    /// `rounded / handle_divisions` (`large_handle_divisions` from `large_request_size` up)
+    /// rounded up to the granularity, between `min_handle_size` and `max_handle_size`. Stitches
+    /// map whole handles only (the driver's rule), so handles must be small enough to stay
+    /// whole-free and few enough to keep driver calls down: `docs/design.md`.
     fn set_handle_size(&mut self, rounded: u64) {
         let cap = (self.cfg.max_handle_size.div_ceil(self.gran) * self.gran).max(self.gran);
-        let k = self.cfg.handle_divisions.max(1);
+        let k = if rounded >= self.cfg.large_request_size {
+            self.cfg.large_handle_divisions
+        } else {
+            self.cfg.handle_divisions
+        }
+        .max(1);
         let floor =
             (self.cfg.min_handle_size.div_ceil(self.gran) * self.gran).clamp(self.gran, cap);
         self.handle_size = (rounded.div_ceil(k).div_ceil(self.gran) * self.gran).clamp(floor, cap);
