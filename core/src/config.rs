@@ -43,7 +43,8 @@ pub struct Config {
     pub max_handle_size: u64,
     /// A growth for a request of `r` bytes creates physical handles of `r / handle_divisions`
     /// bytes (rounded up to the granularity, at most `max_handle_size`), so that large tensors are
-    /// made of few large chunks and small ones of small chunks. Default 16; see `docs/design.md`.
+    /// made of few large chunks and small ones of small chunks. Default 16 (0 counts as 1); see
+    /// `docs/design.md`.
     pub handle_divisions: u64,
     /// A growth for a request of at least this many bytes divides it by `large_handle_divisions`
     /// instead of `handle_divisions`. Default 2 GiB: a 7 GB tensor grown in sixteenths costs
@@ -52,7 +53,7 @@ pub struct Config {
     /// growths", for the traces that chose it and the held-out set that judged it.
     pub large_request_size: u64,
     /// How many handles a growth for a request of at least `large_request_size` bytes is cut into
-    /// (before the `max_handle_size` cap). Default 4.
+    /// (before the `max_handle_size` cap). Default 4 (0 counts as 1).
     pub large_handle_divisions: u64,
     /// Smallest physical handle a large-pool growth creates (rounded to the granularity), in
     /// bytes, unless the growth itself is smaller. Default 32 MiB; see `docs/design.md`.
@@ -184,6 +185,11 @@ fn parse_f64(key: &str, v: &str) -> Result<f64, ConfigError> {
         .ok_or_else(|| err(alloc::format!("`{key}` takes a number, not `{v}`")))
 }
 
+fn parse_u64(key: &str, v: &str) -> Result<u64, ConfigError> {
+    v.parse()
+        .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{v}`")))
+}
+
 impl Config {
     /// Parses `key:value` pairs separated by commas (PyTorch's `PYTORCH_CUDA_ALLOC_CONF` style;
     /// `key=value` is accepted too), starting from the defaults. Keys are those of [`VALID_KEYS`];
@@ -230,25 +236,13 @@ impl Config {
             "stitched_bytes_limit" | "autoGC" => {
                 self.stitched_bytes_limit = Some(parse_size(value, GIB)?)
             }
-            "max_stitch_mappings" => {
-                self.max_stitch_mappings = value
-                    .parse()
-                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
-            }
+            "max_stitch_mappings" => self.max_stitch_mappings = parse_u64(key, value)?,
             "max_handle_size" => self.max_handle_size = parse_size(value, 1)?,
             "min_growth" => self.min_growth = parse_size(value, 1)?,
             "min_handle_size" => self.min_handle_size = parse_size(value, 1)?,
-            "handle_divisions" => {
-                self.handle_divisions = value
-                    .parse()
-                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
-            }
+            "handle_divisions" => self.handle_divisions = parse_u64(key, value)?,
             "large_request_size" => self.large_request_size = parse_size(value, 1)?,
-            "large_handle_divisions" => {
-                self.large_handle_divisions = value
-                    .parse()
-                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?
-            }
+            "large_handle_divisions" => self.large_handle_divisions = parse_u64(key, value)?,
             "va_arena_size" => self.va_arena_size = parse_size(value, 1)?,
             "small_size" => self.small_size = parse_size(value, 1)?,
             "per_process_memory_fraction" | "memory_fraction" => {
