@@ -60,8 +60,11 @@ pub enum DriverCall {
 }
 
 impl DriverCall {
+    /// How many kinds there are.
+    pub const COUNT: usize = 13;
+
     /// All kinds, in a fixed order (the order of [`DriverCallCounts`] and of reports).
-    pub const ALL: [DriverCall; 13] = [
+    pub const ALL: [DriverCall; DriverCall::COUNT] = [
         DriverCall::CreateHandle,
         DriverCall::ReleaseHandle,
         DriverCall::ReserveRange,
@@ -116,7 +119,7 @@ impl fmt::Display for DriverCall {
 
 /// A count per [`DriverCall`] kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DriverCallCounts(pub [u64; 13]);
+pub struct DriverCallCounts(pub [u64; DriverCall::COUNT]);
 
 impl DriverCallCounts {
     /// The count of one kind.
@@ -306,6 +309,14 @@ pub trait Device: Send {
     /// # Errors
     /// On driver failure.
     fn synchronize_device(&mut self) -> DeviceResult<()>;
+
+    /// What a plain `cudaMalloc` of `bytes` costs on this device, in microseconds, where the
+    /// backend models driver costs (the simulated device does, from its cost table); `None` (the
+    /// default) otherwise. Trace replays use it to estimate the native allocator's driver time.
+    fn native_malloc_us(&self, bytes: u64) -> Option<f64> {
+        let _ = bytes;
+        None
+    }
 
     /// What the backend itself counts as held, for leak checks and cost reports; `None` (the
     /// default) if it keeps no such books.

@@ -10,7 +10,6 @@ use crate::allocator::Allocator;
 use crate::config::Config;
 use crate::device::{Device, DriverCallCounts, StreamHandle};
 use crate::error::{Error, Result};
-use crate::sim::SizeCurve;
 use hashbrown::{HashMap, HashSet};
 
 /// A trace event's action (PyTorch's `TraceEntry.action`).
@@ -96,7 +95,8 @@ pub struct ReplayReport {
     pub native_utilization: f64,
     /// PyTorch's `segment_alloc` count.
     pub native_segment_allocs: u64,
-    /// PyTorch's estimated driver time: each `segment_alloc` at the measured `cudaMalloc` cost.
+    /// PyTorch's estimated driver time: each `segment_alloc` at the device's `cudaMalloc` cost
+    /// ([`Device::native_malloc_us`]; 0 where the device models no costs).
     pub native_estimated_driver_us: f64,
     /// Stitches gmlake made.
     pub num_stitches: u64,
@@ -128,7 +128,6 @@ pub struct ReplayReport {
 /// Drives an allocator through trace events and measures it against the trace's native figures.
 pub struct Replayer<D: Device> {
     alloc: Allocator<D>,
-    native_malloc: SizeCurve,
     live: HashMap<u64, (u64, u64)>,
     failed: HashSet<u64>,
     trace_live: HashMap<u64, u64>,
@@ -147,7 +146,6 @@ impl<D: Device> Replayer<D> {
     pub fn new(dev: D, cfg: Config) -> Result<Self> {
         Ok(Replayer {
             alloc: Allocator::new(dev, cfg)?,
-            native_malloc: crate::sim::CostTable::default().native_malloc,
             live: HashMap::new(),
             failed: HashSet::new(),
             trace_live: HashMap::new(),
@@ -178,7 +176,8 @@ impl<D: Device> Replayer<D> {
             TraceAction::SegmentAlloc | TraceAction::SegmentMap => {
                 if ev.action == TraceAction::SegmentAlloc {
                     self.report.native_segment_allocs += 1;
-                    self.report.native_estimated_driver_us += self.native_malloc.at(ev.size);
+                    self.report.native_estimated_driver_us +=
+                        self.alloc.device().native_malloc_us(ev.size).unwrap_or(0.0);
                 }
                 self.native_reserved += ev.size as i64;
                 self.report.native_peak_reserved_bytes = self

@@ -38,9 +38,9 @@ pub struct CudaVmm {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CallTimings {
     /// Calls made, by [`DriverCall::index`].
-    pub calls: [u64; 13],
+    pub calls: [u64; DriverCall::COUNT],
     /// Microseconds spent, by [`DriverCall::index`].
-    pub us: [f64; 13],
+    pub us: [f64; DriverCall::COUNT],
     /// Mappings covered by `cuMemSetAccess` and `cuMemUnmap` calls (their cost grows with it).
     pub mappings_covered: [u64; 2],
 }

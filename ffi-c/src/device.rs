@@ -75,6 +75,9 @@ impl Device for AnyDevice {
     fn synchronize_device(&mut self) -> DeviceResult<()> {
         both!(self, d => d.synchronize_device())
     }
+    fn native_malloc_us(&self, bytes: u64) -> Option<f64> {
+        both!(self, d => d.native_malloc_us(bytes))
+    }
     fn books(&self) -> Option<DeviceBooks> {
         both!(self, d => d.books())
     }

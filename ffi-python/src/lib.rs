@@ -15,9 +15,6 @@ use std::time::Instant;
 // Keep the C API (and PyTorch's entry points) linked into this library.
 pub use gmlake as c_api;
 
-/// An H200's memory as the driver reports it: the default capacity of `replay`.
-const H200_TOTAL_BYTES: u64 = 150_754_820_096;
-
 /// Replays a trace (text or PyTorch snapshot pickle, gzip or plain) through gmlake on a simulated
 /// device and returns the figures of `gmlake-replay --format json` as a dict.
 ///
@@ -37,7 +34,7 @@ fn replay<'py>(
         gmlake_trace::TraceError::Io { .. } => PyOSError::new_err(e.to_string()),
         _ => PyValueError::new_err(e.to_string()),
     })?;
-    let capacity = capacity.unwrap_or(H200_TOTAL_BYTES);
+    let capacity = capacity.unwrap_or(gmlake_core::sim::H200_TOTAL_BYTES);
     let (r, elapsed) = py
         .detach(move || {
             let mut replayer = Replayer::new(SimulatedDevice::new(capacity), cfg)?;

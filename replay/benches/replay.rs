@@ -60,7 +60,7 @@ fn ops(events: &[TraceEvent]) -> Vec<(u64, u64, usize)> {
 fn run(ops: &[(u64, u64, usize)], mut times: Option<&mut Vec<u32>>) {
     let slots = ops.iter().map(|o| o.2).max().map_or(0, |m| m + 1);
     let mut live = vec![0u64; slots];
-    let mut a = Allocator::new(SimulatedDevice::new(150_754_820_096), Config::default()).unwrap();
+    let mut a = Allocator::new(SimulatedDevice::h200(), Config::default()).unwrap();
     for &(size, stream, slot) in ops {
         let t = times.as_ref().map(|_| Instant::now());
         if size > 0 {

@@ -7,7 +7,7 @@ fn main() {
     let path = std::env::args().nth(1).unwrap();
     let cfg = Config::parse(&std::env::args().nth(2).unwrap_or_default()).unwrap();
     let ev: Vec<TraceEvent> = gmlake_trace::read_trace(std::path::Path::new(&path), None).unwrap();
-    let mut a = Allocator::new(SimulatedDevice::new(150_754_820_096), cfg).unwrap();
+    let mut a = Allocator::new(SimulatedDevice::h200(), cfg).unwrap();
     let mut live: HashMap<u64, u64> = HashMap::new();
     let mut live_bytes = 0u64;
     // GMLAKE_PIECES=1: also print the sizes of the pieces of every new stitched block.

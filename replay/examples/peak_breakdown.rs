@@ -5,7 +5,7 @@ fn main() {
     let path = std::env::args().nth(1).unwrap();
     let cfg = Config::parse(&std::env::args().nth(2).unwrap_or_default()).unwrap();
     let ev = gmlake_trace::read_trace(std::path::Path::new(&path), None).unwrap();
-    let mut r = Replayer::new(SimulatedDevice::new(150_754_820_096), cfg).unwrap();
+    let mut r = Replayer::new(SimulatedDevice::h200(), cfg).unwrap();
     let mut peak = 0;
     let mut lines = Vec::new();
     for e in &ev {

@@ -101,7 +101,7 @@ fn main() {
     let cfg = Config::parse(&std::env::args().nth(2).unwrap_or_default()).unwrap();
     let ev = gmlake_trace::read_trace(std::path::Path::new(&path), None).unwrap();
     let why = std::env::var_os("GMLAKE_WHY").is_some();
-    let mut a = Allocator::new(SimulatedDevice::new(150_754_820_096), cfg).unwrap();
+    let mut a = Allocator::new(SimulatedDevice::h200(), cfg).unwrap();
     let passes: usize = std::env::var("GMLAKE_PASSES")
         .ok()
         .and_then(|v| v.parse().ok())

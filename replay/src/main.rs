@@ -15,10 +15,6 @@ use std::time::Instant;
 mod report;
 use report::Row;
 
-/// Capacity of the simulated device when none is given: an H200 as the driver reports it
-/// (`cuMemGetInfo` total, 150,754,820,096 bytes, about 140.4 GiB).
-const H200_TOTAL_BYTES: u64 = 150_754_820_096;
-
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Format {
     Table,
@@ -118,7 +114,7 @@ fn main() -> Result<()> {
     let cfg = Config::parse(&args.config)?;
     let capacity = match &args.capacity {
         Some(c) => parse_size(c, 1)?,
-        None => H200_TOTAL_BYTES,
+        None => gmlake_core::sim::H200_TOTAL_BYTES,
     };
     let faults = args
         .inject_fault

@@ -40,7 +40,7 @@ impl<D: Device> Allocator<D> {
                     } else {
                         &pools.large
                     };
-                    if set.get(&super::fit_key(blk.size, blk.addr)) != Some(&id) {
+                    if set.get(&super::pool::fit_key(blk.size, blk.addr)) != Some(&id) {
                         return Err(format!("free block {id} is not in its pool"));
                     }
                 }
@@ -58,6 +58,9 @@ impl<D: Device> Allocator<D> {
                 at = blk.end();
                 prev = Some(id);
                 b = blk.next;
+            }
+            if prev != Some(seg.last_block) {
+                return Err(format!("segment {sid}: its last block is not {prev:?}"));
             }
             if at != seg.va + seg.size {
                 return Err(format!(

@@ -1,22 +1,7 @@
-//! The stitching allocator for one device.
+//! The stitching allocator for one device: its books and public operations.
 //!
-//! # Algorithm
-//! A request is rounded up to 512 bytes (PyTorch's `kMinBlockSize`) and served by the first of
-//! these that succeeds, which is GMLake's order (ASPLOS 2024, `GMLake/src/CUDACachingAllocator.cpp`,
-//! `malloc`), with its known bugs fixed (`shared/reference/gmlake-algorithm.md` §6):
-//! 1. best fit among free blocks of the request's pool and stream (then, for other streams, only
-//!    blocks whose last use has completed);
-//! 2. reuse of a cached stitched block of at most `reuse_limit` times the request;
-//! 3. stitching: mapping several whole free physical chunks back to back into a new virtual range
-//!    (requests of at least `frag_limit`; `defrag_level` sets how eagerly): the driver maps whole
-//!    handles only;
-//! 4. new physical memory, only what the free chunks lack, then stitched with them;
-//! 5. releasing cached memory (every free physical chunk, and free stitched blocks), then once more;
-//! 6. an out-of-memory error with the request, reserved, allocated and free bytes.
-//!
-//! Requests of at most `small_size` bytes use a small pool of one-granule segments, so a tensor of
-//! a few bytes does not take a whole granule. Blocks split at 512-byte boundaries and coalesce with
-//! free neighbours.
+//! Every decision (where a request is served from, when to stitch, handle sizes, splitting, reuse
+//! and garbage collection of stitched blocks) is in [`policy`]; the other files are mechanics.
 //!
 //! # Thread-safety
 //! An `Allocator` is driven through `&mut self`; share one between threads through
@@ -24,10 +9,14 @@
 
 mod arena;
 mod check;
+mod grow;
+mod policy;
 mod pool;
-mod segments;
+mod release;
 mod snapshot;
+mod split;
 mod stitch;
+mod stitch_cache;
 mod streams;
 mod types;
 mod va;
@@ -36,7 +25,7 @@ use crate::config::Config;
 use crate::device::{Device, DeviceError, DeviceErrorKind, DeviceResult, DriverCall, StreamHandle};
 use crate::error::{Error, OomInfo, Result};
 use crate::stats::{PoolKind, Stats};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use arena::Arena;
 use hashbrown::HashMap;
@@ -53,30 +42,13 @@ pub const MIN_BLOCK_SIZE: u64 = 512;
 /// device call.
 pub const MAX_REQUEST: u64 = 1 << 50;
 
-/// How many candidates a best-fit search examines before giving up on fences of other streams.
-const FIT_PROBES: usize = 16;
-
-/// How many cached stitched blocks a reuse examines in each of its two orders, best fit and most
-/// recently freed (each costs a look-up per piece).
-const REUSE_PROBES: usize = 64;
-
-/// How many of the most recently freed cached stitched blocks a reuse looks at for ones of a
-/// fitting size, so that the search stays bounded however many are cached.
-const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
-
-/// Free blocks of one stream, ordered for best fit by [`fit_key`]: size, then address.
-#[derive(Debug, Default)]
-struct StreamPools {
-    small: BTreeMap<u128, BlockId>,
-    large: BTreeMap<u128, BlockId>,
-}
-
-/// The best-fit order of a free block: by size, then address, packed in one integer (one compare).
-fn fit_key(size: u64, addr: u64) -> u128 {
-    ((size as u128) << 64) | addr as u128
-}
-
-/// The stitching allocator of one device. See the module documentation for the algorithm.
+/// The stitching allocator of one device.
+///
+/// A request is served, in this order, by the best-fitting free block, a cached stitched block,
+/// a new stitch of whole free physical chunks, new memory for only what the free chunks lack
+/// (stitched with them), and, after releasing all cached memory, the same once more; else it
+/// fails as out of memory. Every decision of that order, with why and the measurements behind
+/// it, is in one file, `core/src/allocator/policy.rs`.
 ///
 /// Sizes are bytes; addresses are device virtual addresses. Every method that fails leaves the
 /// allocator as it was before the call (or, for cleanup the device refused, with the cleanup queued
@@ -90,7 +62,7 @@ pub struct Allocator<D: Device> {
     blocks: Arena<Block>,
     segments: Arena<Segment>,
     stitched: Arena<Stitched>,
-    pools: Vec<StreamPools>,
+    pools: Vec<pool::StreamPools>,
     /// Free (cached) stitched blocks by size: `(size, id)`.
     reusable: BTreeSet<(u64, StitchId)>,
     /// Free stitched blocks in least-recently-freed order: `(last_free, id)`.
@@ -108,17 +80,35 @@ pub struct Allocator<D: Device> {
 }
 
 /// What serves a request.
-enum Served {
+pub(super) enum Served {
     Block(BlockId),
     Stitched(StitchId),
 }
 
 /// Why new memory could not be had.
-enum Miss {
+pub(super) enum Miss {
     /// The device or the limit refused memory: try stitching or releasing cached memory.
     NoMemory,
     /// The device failed otherwise: give up with this error.
     Failed(DeviceError),
+}
+
+impl Miss {
+    /// The miss a device error means: out of memory, or a failure to give up on.
+    pub(super) fn from_device(e: DeviceError) -> Miss {
+        if e.kind == DeviceErrorKind::OutOfMemory {
+            Miss::NoMemory
+        } else {
+            Miss::Failed(e)
+        }
+    }
+
+    /// Leaves a failure other than running out of memory in `device_error`.
+    pub(super) fn report(self, device_error: &mut Option<DeviceError>) {
+        if let Miss::Failed(e) = self {
+            *device_error = Some(e);
+        }
+    }
 }
 
 impl<D: Device> Allocator<D> {
@@ -254,29 +244,10 @@ impl<D: Device> Allocator<D> {
         self.process_events();
         let s = self.stream_index(stream);
         let rounded = size.div_ceil(MIN_BLOCK_SIZE) * MIN_BLOCK_SIZE;
-        let pool = if rounded <= self.cfg.small_size {
-            PoolKind::Small
-        } else {
-            PoolKind::Large
-        };
-
-        self.largest_request = self.largest_request.max(rounded);
-        let mut device_error = None;
-        let mut served = self.serve(rounded, pool, s, false, &mut device_error);
-        if served.is_none() && device_error.is_none() {
-            // Release everything cached and try once more (PyTorch's `release_cached_blocks` retry).
-            self.stats.num_alloc_retries += 1;
-            match self.release_cached() {
-                Ok(()) => served = self.serve(rounded, pool, s, true, &mut device_error),
-                Err(e) => device_error = Some(e),
-            }
-        }
-        if let Some(Served::Block(b)) = served {
-            served = self.prepare_block(b, rounded, pool, s);
-        }
-        match served {
-            Some(what) => Ok(self.hand_out(what, size, rounded, s)),
-            None => {
+        let pool = policy::pool_for(rounded, &self.cfg);
+        match self.place(rounded, pool, s) {
+            Ok(what) => Ok(self.hand_out(what, size, rounded, s)),
+            Err(device_error) => {
                 self.stats.num_ooms += 1;
                 match device_error {
                     Some(e) if e.kind != DeviceErrorKind::OutOfMemory => Err(Error::Device(e)),
@@ -284,136 +255,6 @@ impl<D: Device> Allocator<D> {
                 }
             }
         }
-    }
-
-    /// Runs the allocation order once. `last_resort` is set on the retry after releasing cached
-    /// memory. A device failure other than running out of memory stops the search and is left in
-    /// `device_error`.
-    fn serve(
-        &mut self,
-        rounded: u64,
-        pool: PoolKind,
-        s: StreamIdx,
-        last_resort: bool,
-        device_error: &mut Option<DeviceError>,
-    ) -> Option<Served> {
-        if let Some(b) = self.best_fit(pool, s, rounded) {
-            return Some(Served::Block(b));
-        }
-        self.set_handle_size(rounded);
-        if pool == PoolKind::Small {
-            // Before the small pool grows, the large pool's free blocks, smallest first, and
-            // among them first those the request can use without breaking a whole physical
-            // chunk. A growth adds to reserved memory for certain; a broken chunk only stays out
-            // of stitches while the small tensor lives. Limited to blocks that break no chunk,
-            // this let llama_beam (a held-out trace) grow its small pool while 660 MiB of whole
-            // chunks sat free: utilization 0.960 instead of 0.985 (`docs/design.md`, "Held-out
-            // traces").
-            if let Some(b) = self.best_fit(PoolKind::Large, s, rounded) {
-                return Some(Served::Block(b));
-            }
-            return match self.grow(s, PoolKind::Small, self.gran) {
-                Ok(seg) => Some(Served::Block(self.segments[seg].first_block)),
-                Err(Miss::NoMemory) => None,
-                Err(Miss::Failed(e)) => {
-                    *device_error = Some(e);
-                    None
-                }
-            };
-        }
-        if let Some(sid) = self.reuse_stitched(rounded, s) {
-            return Some(Served::Stitched(sid));
-        }
-        let may_stitch = self.cfg.stitching && (rounded >= self.cfg.frag_limit || last_resort);
-        let stitch_now = may_stitch && (self.cfg.defrag_level == 0 || last_resort);
-        if stitch_now {
-            if let Some(sid) = self.stitch(rounded, s) {
-                return Some(Served::Stitched(sid));
-            }
-            // New physical memory for only what the free chunks lack, stitched with them; for
-            // requests smaller than a growth, a growth that serves them alone is cheaper.
-            let floor = if last_resort { 0 } else { self.min_growth() };
-            if rounded > self.min_growth() || last_resort {
-                match self.stitch_growing(rounded, floor, s) {
-                    Ok(Some(sid)) => return Some(Served::Stitched(sid)),
-                    Ok(None) | Err(Miss::NoMemory) => {}
-                    Err(Miss::Failed(e)) => {
-                        *device_error = Some(e);
-                        return None;
-                    }
-                }
-            }
-        }
-        // Grow in place where a segment's free tail can be extended, else a new segment.
-        let floor = if last_resort { 0 } else { self.min_growth() };
-        let grown = match self.extendable(s, rounded, floor) {
-            Some((seg, bytes)) => self.extend(seg, bytes),
-            None => {
-                let bytes = (rounded.div_ceil(self.gran) * self.gran).max(floor);
-                self.grow(s, PoolKind::Large, bytes)
-                    .map(|seg| self.segments[seg].first_block)
-            }
-        };
-        match grown {
-            Ok(b) if self.blocks[b].size >= rounded => Some(Served::Block(b)),
-            Ok(_) => self
-                .best_fit(PoolKind::Large, s, rounded)
-                .map(Served::Block),
-            // defrag_level 1: stitch only once the device refuses new memory.
-            Err(Miss::NoMemory) if may_stitch && self.cfg.defrag_level == 1 => {
-                self.stitch(rounded, s).map(Served::Stitched)
-            }
-            // Rather than fail, a large request may take a free block of the small pool.
-            Err(Miss::NoMemory) if last_resort => self
-                .best_fit(PoolKind::Small, s, rounded)
-                .map(Served::Block),
-            Err(Miss::NoMemory) => None,
-            Err(Miss::Failed(e)) => {
-                *device_error = Some(e);
-                None
-            }
-        }
-    }
-
-    /// Chooses the size of the physical handles a growth for a request of `rounded` bytes creates:
-    /// `rounded / handle_divisions` (`large_handle_divisions` from `large_request_size` up)
-    /// rounded up to the granularity, between `min_handle_size` and `max_handle_size`. Stitches
-    /// map whole handles only (the driver's rule), so handles must be small enough to stay
-    /// whole-free and few enough to keep driver calls down: `docs/design.md`.
-    fn set_handle_size(&mut self, rounded: u64) {
-        let cap = (self.cfg.max_handle_size.div_ceil(self.gran) * self.gran).max(self.gran);
-        let k = if rounded >= self.cfg.large_request_size {
-            self.cfg.large_handle_divisions
-        } else {
-            self.cfg.handle_divisions
-        }
-        .max(1);
-        let floor =
-            (self.cfg.min_handle_size.div_ceil(self.gran) * self.gran).clamp(self.gran, cap);
-        self.handle_size = (rounded.div_ceil(k).div_ceil(self.gran) * self.gran).clamp(floor, cap);
-    }
-
-    /// The smallest large-pool growth in bytes, a multiple of the granularity.
-    fn min_growth(&self) -> u64 {
-        self.cfg.min_growth.div_ceil(self.gran) * self.gran
-    }
-
-    /// Before a free block serves a request: cut a much larger whole free chunk under it (see
-    /// `split_for`). If that went wrong so badly that the chunk was dropped, another block is
-    /// looked for.
-    fn prepare_block(
-        &mut self,
-        b: BlockId,
-        rounded: u64,
-        pool: PoolKind,
-        s: StreamIdx,
-    ) -> Option<Served> {
-        if !(self.cfg.stitching && self.cfg.split_chunks) || self.split_for(b, rounded) {
-            return Some(Served::Block(b));
-        }
-        self.best_fit(pool, s, rounded)
-            .or_else(|| self.best_fit(PoolKind::Large, s, rounded))
-            .map(Served::Block)
     }
 
     /// Marks what serves a request as allocated and records the allocation.
@@ -572,7 +413,9 @@ impl<D: Device> Allocator<D> {
     /// Returns the memory of a freed allocation to the pools, behind `fence`.
     fn finish_free(&mut self, live: Live, fence: Fence) {
         match live.kind {
-            LiveKind::Block(b) => self.release_block(b, fence),
+            LiveKind::Block(b) => {
+                self.release_block(b, fence);
+            }
             LiveKind::Stitched(sid) => self.unclaim(sid, fence),
         }
         self.stats.active.update(live.pool, -1);

@@ -5,13 +5,37 @@
 //! blocks are also indexed by address so that stitching can find the block under a page.
 //!
 
+use super::policy::{self, FitView};
 use super::types::*;
-use super::{fit_key, Allocator, FIT_PROBES};
+use super::Allocator;
 use crate::device::Device;
 use crate::stats::PoolKind;
+use alloc::collections::BTreeMap;
+
+/// Free blocks of one stream, ordered for best fit by [`fit_key`]: size, then address.
+#[derive(Debug, Default)]
+pub(crate) struct StreamPools {
+    pub small: BTreeMap<u128, BlockId>,
+    pub large: BTreeMap<u128, BlockId>,
+}
+
+impl StreamPools {
+    /// The free blocks of `pool`.
+    fn of(&self, pool: PoolKind) -> &BTreeMap<u128, BlockId> {
+        match pool {
+            PoolKind::Small => &self.small,
+            PoolKind::Large => &self.large,
+        }
+    }
+}
+
+/// The best-fit order of a free block: by size, then address, packed in one integer (one compare).
+pub(crate) fn fit_key(size: u64, addr: u64) -> u128 {
+    ((size as u128) << 64) | addr as u128
+}
 
 impl<D: Device> Allocator<D> {
-    fn pool_set(&mut self, b: BlockId) -> &mut alloc::collections::BTreeMap<u128, BlockId> {
+    fn pool_set(&mut self, b: BlockId) -> &mut BTreeMap<u128, BlockId> {
         let seg = &self.segments[self.blocks[b].seg];
         let pools = &mut self.pools[seg.stream as usize];
         match seg.pool {
@@ -56,76 +80,64 @@ impl<D: Device> Allocator<D> {
         }
     }
 
-    /// The smallest free block of at least `rounded` bytes usable on stream `s`: first among the
-    /// stream's own pool, then among other streams' blocks whose last use has completed.
+    /// What best fit knows of the free block `b` (see [`policy::pick_fit`]).
+    fn fit_view(&self, b: BlockId) -> FitView {
+        let blk = &self.blocks[b];
+        FitView {
+            size: blk.size,
+            addr: blk.addr,
+            whole: blk.whole,
+            small_pool: self.segments[blk.seg].pool == PoolKind::Small,
+        }
+    }
+
+    /// Best fit ([`policy::pick_fit`]) among the free blocks of `pool` in stream `t`'s pools that
+    /// stream `s` may use now.
+    fn fit_in(&self, t: StreamIdx, pool: PoolKind, s: StreamIdx, rounded: u64) -> Option<BlockId> {
+        let set = self.pools[t as usize].of(pool);
+        let candidates = set.range(fit_key(rounded, 0)..).map(|(_, &b)| b);
+        policy::pick_fit(candidates, rounded, |b| {
+            let v = self.fit_view(b);
+            debug_assert!(v.small_pool || self.keeps_agrees(b, rounded));
+            self.streams.safe_for(self.blocks[b].fence, s).then_some(v)
+        })
+    }
+
+    /// Whether the block's kept span of whole chunks agrees with a computation from the chunks
+    /// (a debug check of `insert_free`'s bookkeeping).
+    fn keeps_agrees(&self, b: BlockId, rounded: u64) -> bool {
+        let blk = &self.blocks[b];
+        let seg = &self.segments[blk.seg];
+        let (addr, end) = (blk.addr, blk.end());
+        let by_span =
+            blk.size == rounded || addr + rounded <= blk.whole.0 || end - rounded >= blk.whole.1;
+        let by_chunks = blk.size == rounded
+            || seg.whole_loss(addr, end, addr, rounded) == 0
+            || seg.whole_loss(addr, end, end - rounded, rounded) == 0;
+        by_span == by_chunks
+    }
+
+    /// The smallest free block of at least `rounded` bytes usable on stream `s`, by
+    /// [`policy::pick_fit`]: first among the stream's own pool, then among other streams' blocks
+    /// whose last use has completed.
     pub(super) fn best_fit(
         &mut self,
         pool: PoolKind,
         s: StreamIdx,
         rounded: u64,
     ) -> Option<BlockId> {
-        // Among the smallest fitting blocks, the first whose use breaks no whole physical chunk
-        // (whole free chunks are what stitching can map); else the smallest.
-        let pick = |set: &alloc::collections::BTreeMap<u128, BlockId>,
-                    blocks: &super::arena::Arena<Block>,
-                    segments: &super::arena::Arena<Segment>,
-                    ok: &dyn Fn(Fence) -> bool| {
-            let mut first = None;
-            for (_, &b) in set.range(fit_key(rounded, 0)..).take(FIT_PROBES) {
-                let blk = &blocks[b];
-                if !ok(blk.fence) {
-                    continue;
-                }
-                let seg = &segments[blk.seg];
-                if seg.pool == PoolKind::Small || blk.size == rounded {
-                    return Some(b);
-                }
-                // Whether the allocation at the front or at the back of the block would stay
-                // clear of every whole chunk in it (`whole` is kept by `insert_free`).
-                let (addr, end) = (blk.addr, blk.end());
-                let keeps = addr + rounded <= blk.whole.0 || end - rounded >= blk.whole.1;
-                debug_assert_eq!(
-                    keeps,
-                    seg.whole_loss(addr, end, addr, rounded) == 0
-                        || seg.whole_loss(addr, end, end - rounded, rounded) == 0
-                );
-                if keeps {
-                    return Some(b);
-                }
-                first.get_or_insert(b);
-            }
-            first
-        };
-        let own = &self.pools[s as usize];
-        let set = if pool == PoolKind::Small {
-            &own.small
-        } else {
-            &own.large
-        };
-        let streams = &self.streams;
-        if let Some(b) = pick(set, &self.blocks, &self.segments, &|f| {
-            streams.safe_for(f, s)
-        }) {
+        if let Some(b) = self.fit_in(s, pool, s, rounded) {
             return Some(b);
         }
         if self.pools.len() < 2 {
             return None;
         }
         self.advance_other_streams(s);
-        for t in 0..self.pools.len() {
-            if t == s as usize {
+        for t in 0..self.pools.len() as StreamIdx {
+            if t == s {
                 continue;
             }
-            let p = &self.pools[t];
-            let set = if pool == PoolKind::Small {
-                &p.small
-            } else {
-                &p.large
-            };
-            let streams = &self.streams;
-            if let Some(b) = pick(set, &self.blocks, &self.segments, &|f| {
-                streams.safe_for(f, s)
-            }) {
+            if let Some(b) = self.fit_in(t, pool, s, rounded) {
                 self.stats.num_cross_stream_reuses += 1;
                 return Some(b);
             }
@@ -148,10 +160,11 @@ impl<D: Device> Allocator<D> {
             counted_split: false,
             whole: (u64::MAX, 0),
         };
-        let next = blk.next;
+        let (next, seg) = (blk.next, blk.seg);
         let u = self.blocks.insert(upper);
-        if let Some(n) = next {
-            self.blocks[n].prev = Some(u);
+        match next {
+            Some(n) => self.blocks[n].prev = Some(u),
+            None => self.segments[seg].last_block = u,
         }
         let blk = &mut self.blocks[b];
         blk.next = Some(u);
@@ -159,26 +172,15 @@ impl<D: Device> Allocator<D> {
         u
     }
 
-    /// Where `rounded` bytes of the free block `b` go: at whichever end uses up or breaks fewer
-    /// bytes of whole free physical chunks (those are what stitching can map); the front on a tie.
+    /// Where `rounded` bytes of the free block `b` go ([`policy::placement`]).
     pub(super) fn placement(&self, b: BlockId, rounded: u64) -> u64 {
         let blk = &self.blocks[b];
-        let (addr, end) = (blk.addr, blk.end());
         let seg = &self.segments[blk.seg];
-        if blk.size == rounded || seg.chunks.len() < 2 {
-            return addr;
-        }
-        // The front breaks no whole chunk: nothing to weigh (`whole` is kept by `insert_free`).
-        if addr + rounded <= blk.whole.0 {
-            debug_assert_eq!(seg.whole_loss(addr, end, addr, rounded), 0);
-            return addr;
-        }
-        let front = seg.whole_loss(addr, end, addr, rounded);
-        if front > 0 && seg.whole_loss(addr, end, end - rounded, rounded) < front {
-            end - rounded
-        } else {
-            addr
-        }
+        let (addr, end) = (blk.addr, blk.end());
+        let v = self.fit_view(b);
+        policy::placement(&v, rounded, seg.chunks.len() >= 2, |at| {
+            seg.whole_loss(addr, end, at, rounded)
+        })
     }
 
     /// Hands `rounded` bytes of the free block `b` out at [`Self::placement`]; the rest stays
@@ -219,8 +221,9 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Returns a block (allocated, lent or a hole put back) to its pool, merging it with free
-    /// neighbours whose fences allow (PyTorch's `free_block` / `try_merge_blocks`).
-    pub(super) fn release_block(&mut self, b: BlockId, fence: Fence) {
+    /// neighbours whose fences allow (PyTorch's `free_block` / `try_merge_blocks`). Returns the
+    /// free block it ended up in.
+    pub(super) fn release_block(&mut self, b: BlockId, fence: Fence) -> BlockId {
         let mut b = b;
         let mut fence = fence;
         if let Some(p) = self.blocks[b].prev {
@@ -244,6 +247,7 @@ impl<D: Device> Allocator<D> {
         }
         self.blocks[b].fence = fence;
         self.insert_free(b);
+        b
     }
 
     /// Merges adjacent free blocks of a segment that were kept apart because different streams'
@@ -278,8 +282,9 @@ impl<D: Device> Allocator<D> {
         let Some(u) = self.blocks.remove(upper) else {
             return;
         };
-        if let Some(n) = u.next {
-            self.blocks[n].prev = Some(lower);
+        match u.next {
+            Some(n) => self.blocks[n].prev = Some(lower),
+            None => self.segments[u.seg].last_block = lower,
         }
         let l = &mut self.blocks[lower];
         l.size += u.size;

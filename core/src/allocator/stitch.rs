@@ -1,13 +1,8 @@
-//! Virtual memory stitching (GMLake, ASPLOS 2024: the sPool, Stitch and StitchFree).
+//! Virtual memory stitching (GMLake, ASPLOS 2024: the sPool and Stitch): making stitched blocks.
 //!
 //! A stitched block maps several whole free physical chunks back to back into a new virtual range
-//! (the driver maps whole handles only). While it is handed out, the bytes it uses are *lent* out of those free blocks (carved out
-//! as lent blocks, so no primitive allocation can land there); its unused tail pages stay free for
-//! anyone. When it is freed it stays cached with its mappings, and serves a later request again if
-//! the pages under the bytes that request needs are free again, which is checked piece by piece
-//! against the free blocks at that moment: stitching then costs no driver call. Cached stitched blocks are
-//! destroyed least recently freed first when their virtual bytes or mappings pass the configured
-//! bounds (StitchFree), and all of them on `empty_cache`; never while work that used them may run.
+//! (the driver maps whole handles only). Handing it out, caching and reusing it and destroying it
+//! is `stitch_cache.rs`; which chunks to stitch is decided in `policy.rs`.
 //!
 //! A stitch that needs new memory (`stitch_growing`) puts the new chunks, as a new segment, at the
 //! start of its range: they are mapped once for both, and the stitched block owns and unmaps only
@@ -15,11 +10,11 @@
 //!
 //! Every stitched block holds unmapped address space after its range (its headroom). A stitch
 //! whose chunks include all those of a cached block grows that block into its headroom instead of
-//! mapping them all again (`stitch_onto_cached`): on opt13_lora a 4.7 GB request so reuses the
-//! 42 mappings of a freed 2.3 GB block.
+//! mapping them all again (`stitch_onto_cached`).
 
+use super::policy;
 use super::types::*;
-use super::{Allocator, Miss, REUSE_PROBES, REUSE_RECENT_SCAN};
+use super::{Allocator, Miss};
 use crate::device::{Device, DriverCall};
 use alloc::vec::Vec;
 use hashbrown::HashSet;
@@ -70,11 +65,11 @@ impl<D: Device> Allocator<D> {
     /// needs, that block grows instead (`stitch_onto_cached`).
     pub(super) fn stitch(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
         let mut cands = self.candidates(s);
-        if cands.iter().map(|c| c.bytes).sum::<u64>() < rounded || cands.len() < 2 {
-            // One chunk large enough would sit in a free block that best fit would have found.
+        let free_bytes = cands.iter().map(|c| c.bytes).sum::<u64>();
+        if !policy::worth_stitching(free_bytes, cands.len(), rounded) {
             return None;
         }
-        cands.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then(a.start.cmp(&b.start)));
+        sort_for_stitch(&mut cands);
         let chosen = choose(&cands, rounded);
         if let Some(sid) = self.stitch_onto_cached(&chosen, rounded, s) {
             return Some(sid);
@@ -133,7 +128,7 @@ impl<D: Device> Allocator<D> {
 
     /// The cached stitched block a stitch for `rounded` bytes can grow: an inactive one, smaller
     /// than `rounded`, each of whose pieces is a whole chunk among `cands` (free for the stream);
-    /// the largest such among the `REUSE_PROBES` largest smaller than `rounded`. Returns it with
+    /// the first such among [`policy::growable_candidates`]. Returns it with
     /// the candidates it does not map.
     fn growable(&self, cands: &[Candidate], rounded: u64) -> Option<(StitchId, Vec<Candidate>)> {
         if self.reusable.is_empty() {
@@ -147,18 +142,12 @@ impl<D: Device> Allocator<D> {
                 p.pages as u64 * g,
             )
         };
-        let sid = self
-            .reusable
-            .range(..(rounded, 0))
-            .rev()
-            .take(REUSE_PROBES)
-            .map(|&(_, sid)| sid)
-            .find(|&sid| {
-                self.stitched[sid]
-                    .pieces
-                    .iter()
-                    .all(|p| free.contains(&piece_key(p)))
-            })?;
+        let sid = policy::growable_candidates(&self.reusable, rounded).find(|&sid| {
+            self.stitched[sid]
+                .pieces
+                .iter()
+                .all(|p| free.contains(&piece_key(p)))
+        })?;
         let mapped: HashSet<(u64, u64)> = self.stitched[sid].pieces.iter().map(piece_key).collect();
         let rest = cands
             .iter()
@@ -183,19 +172,10 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Returns `bytes` of headroom at `va` to the free address space (a growth that failed).
-    fn drop_headroom(&mut self, va: u64, bytes: u64) {
+    pub(super) fn drop_headroom(&mut self, va: u64, bytes: u64) {
         if bytes > 0 {
             self.va_free(va, bytes);
         }
-    }
-
-    /// The address space a new stitched block of `size` bytes holds after its range to grow into:
-    /// as much again (requests in training often double: opt13_lora's 2.3 GB then 4.7 GB), but
-    /// never past the device's memory, which no block can exceed. Virtual address space is
-    /// plentiful (a 47-bit space for a 141 GB device) and cheap to hold (`va.rs`).
-    fn headroom_for(&self, size: u64) -> u64 {
-        let g = self.gran;
-        size.min(self.dev.total_memory().saturating_sub(size) / g * g)
     }
 
     /// Grows the inactive stitched block `sid` by `pieces`, which the caller has mapped into the
@@ -273,7 +253,7 @@ impl<D: Device> Allocator<D> {
     /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
     /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
     fn map_stitched(&mut self, pieces: &[Piece], size: u64) -> Option<StitchId> {
-        let headroom = self.headroom_for(size);
+        let headroom = policy::headroom_for(size, self.dev.total_memory(), self.gran);
         let va = self.va_alloc(size + headroom).ok()?;
         if self.map_pieces(va, pieces).is_none() {
             self.drop_headroom(va + size, headroom);
@@ -312,11 +292,10 @@ impl<D: Device> Allocator<D> {
 
     /// Serves `rounded` bytes on stream `s` when the whole free chunks usable by `s` hold some,
     /// but fewer, bytes: creates what they lack (rounded up to the granularity, at least `floor`
-    /// bytes) as a new segment and stitches it with all those free chunks, mapped right after it. The new segment's chunks
-    /// are thus mapped and granted access once, at the same addresses for the segment and for the
-    /// stitched block. (GMLake, and gmlake before, mapped them into a new segment and then again
-    /// into the stitched range; each handle mapped costs about 25 us on the H200:
-    /// `docs/design.md`.)
+    /// bytes) as a new segment and stitches it with all those free chunks, mapped right after it.
+    /// The new segment's chunks are thus mapped and granted access once, at the same addresses for
+    /// the segment and for the stitched block, rather than once for each (each handle mapped costs
+    /// about 25 us on the H200: `docs/design.md`, "Stitching with new memory").
     ///
     /// `Ok(None)` if no free chunk qualifies, or if mapping the free chunks failed: the new
     /// segment then stays, as after any growth. `Err` if the growth failed (nothing changed).
@@ -332,8 +311,7 @@ impl<D: Device> Allocator<D> {
             return Ok(None);
         }
         let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
-        // Largest first, as in `stitch`.
-        cands.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then(a.start.cmp(&b.start)));
+        sort_for_stitch(&mut cands);
         // A cached stitched block that maps some of these chunks grows by the rest (see
         // `stitch_onto_cached`), where the address space beside it is free.
         if let Some((sid, rest)) = self.growable(&cands, rounded) {
@@ -356,7 +334,7 @@ impl<D: Device> Allocator<D> {
             }
         }
         let old = self.pieces_of(&cands);
-        let headroom = self.headroom_for(grow + have);
+        let headroom = policy::headroom_for(grow + have, self.dev.total_memory(), self.gran);
         let va = self
             .va_alloc(grow + have + headroom)
             .map_err(Miss::from_device)?;
@@ -412,224 +390,19 @@ impl<D: Device> Allocator<D> {
         pieces.extend_from_slice(old);
         Ok(Some(pieces))
     }
-
-    /// Counts pieces of a stitched block on their chunks (`up`) or uncounts them.
-    fn count_stitch_maps(&mut self, pieces: &[Piece], up: bool) {
-        for p in pieces {
-            let segm = &mut self.segments[p.seg];
-            let ci = segm.chunk_at(p.first_page as u64 * self.gran);
-            let c = &mut segm.chunks[ci];
-            if up {
-                c.stitch_maps += 1;
-            } else {
-                c.stitch_maps -= 1;
-            }
-        }
-    }
-
-    /// The free block of segment `seg` containing `[addr, addr + len)`, if stream `s` may follow
-    /// its last use. Walks the segment's blocks: this serves stitching only, never the fast path.
-    fn free_block_under(&self, seg: SegId, addr: u64, len: u64, s: StreamIdx) -> Option<BlockId> {
-        let mut b = Some(self.segments[seg].first_block);
-        while let Some(id) = b {
-            let blk = &self.blocks[id];
-            if blk.end() > addr {
-                let ok = blk.state == BlockState::Free
-                    && blk.addr <= addr
-                    && blk.end() >= addr + len
-                    && self.streams.safe_for(blk.fence, s);
-                return ok.then_some(id);
-            }
-            b = blk.next;
-        }
-        None
-    }
-
-    /// Hands the inactive stitched block `sid` out for `bytes` on stream `s`: lends the bytes it
-    /// will use out of the free blocks under its first pages. `false`, changing nothing, if some
-    /// of those bytes are not free for `s`.
-    fn claim(&mut self, sid: StitchId, bytes: u64, s: StreamIdx) -> bool {
-        let g = self.gran;
-        let mut runs = Vec::new();
-        let mut left = bytes;
-        for p in &self.stitched[sid].pieces {
-            if left == 0 {
-                break;
-            }
-            let len = left.min(p.pages as u64 * g);
-            runs.push((
-                p.seg,
-                self.segments[p.seg].va + p.first_page as u64 * g,
-                len,
-            ));
-            left -= len;
-        }
-        if runs
-            .iter()
-            .any(|&(seg, addr, len)| self.free_block_under(seg, addr, len, s).is_none())
-        {
-            return false;
-        }
-        let st = &mut self.stitched[sid];
-        let (size, last_free) = (st.size, st.last_free);
-        st.active = true;
-        self.reusable.remove(&(size, sid));
-        self.stitch_lru.remove(&(last_free, sid));
-        let mut lent = Vec::with_capacity(runs.len());
-        for (seg, addr, len) in runs {
-            if let Some(b) = self.free_block_under(seg, addr, len, s) {
-                lent.push(self.carve(b, addr, len, BlockState::Lent(sid)));
-            }
-        }
-        self.stitched[sid].lent = lent;
-        true
-    }
-
-    /// A freed stitched block: its lent bytes go back to their pools; it stays cached.
-    pub(super) fn unclaim(&mut self, sid: StitchId, fence: Fence) {
-        self.tick += 1;
-        let tick = self.tick;
-        let st = &mut self.stitched[sid];
-        st.active = false;
-        st.fence = fence;
-        st.last_free = tick;
-        let lent = core::mem::take(&mut st.lent);
-        self.reusable.insert((st.size, sid));
-        self.stitch_lru.insert((tick, sid));
-        for b in lent {
-            self.release_block(b, fence);
-        }
-    }
-
-    /// Reuses a cached stitched block of at least `rounded` and at most `rounded * reuse_limit`
-    /// bytes whose first `rounded` bytes lie on pages free for stream `s`: the smallest such
-    /// among the `REUSE_PROBES` best-fitting ones, else the most recently freed such among the
-    /// `REUSE_PROBES` most recently freed ones of a fitting size (examining at most
-    /// `REUSE_RECENT_SCAN` for their size).
-    ///
-    /// Why both orders: a block whose chunks other blocks have taken since it was freed stays
-    /// cached, and where hundreds of them are cached (neox_sample, a held-out generation trace,
-    /// cached 600 more every pass), the best-fitting ones are mostly such; the block freed last
-    /// is the one whose chunks were free most recently. Probing by size alone, that trace's
-    /// passes 2-4 made 377, 623 and 629 new stitches (29.0, 46.2 and 46.7 ms of estimated driver
-    /// time); with the recent ones too, 213, 134 and 151 (16.8, 10.0 and 11.2 ms), and 94 in
-    /// pass 8 (7.0 ms, against 64.4). The other 14 traces gave the same figures, first pass and
-    /// warm (`docs/design.md`, "Warm passes").
-    pub(super) fn reuse_stitched(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
-        if self.reusable.is_empty() {
-            return None;
-        }
-        let max = (rounded as f64 * self.cfg.reuse_limit) as u64;
-        let mut cands: Vec<StitchId> = self
-            .reusable
-            .range((rounded, 0)..)
-            .take_while(|&&(size, _)| size <= max)
-            .take(REUSE_PROBES)
-            .map(|&(_, sid)| sid)
-            .collect();
-        let best_fitting = cands.len();
-        let stitched = &self.stitched;
-        let recent: Vec<StitchId> = self
-            .stitch_lru
-            .iter()
-            .rev()
-            .take(REUSE_RECENT_SCAN)
-            .map(|&(_, sid)| sid)
-            .filter(|&sid| (rounded..=max).contains(&stitched[sid].size))
-            .filter(|sid| !cands[..best_fitting].contains(sid))
-            .take(REUSE_PROBES)
-            .collect();
-        cands.extend(recent);
-        for sid in cands {
-            if self.claim(sid, rounded, s) {
-                self.stats.num_stitch_reuses += 1;
-                return Some(sid);
-            }
-        }
-        None
-    }
-
-    /// Garbage-collects free stitched blocks past the configured bounds.
-    fn enforce_stitch_bounds(&mut self) {
-        if self.over_stitch_bounds() {
-            self.gc_stitched(false);
-        }
-    }
-
-    fn over_stitch_bounds(&self) -> bool {
-        let bytes_limit = self
-            .cfg
-            .stitched_bytes_limit
-            .unwrap_or(2 * self.dev.total_memory());
-        self.stats.stitched_bytes.current as u64 > bytes_limit
-            || self.stats.stitch_mappings.current as u64 > self.cfg.max_stitch_mappings
-    }
-
-    /// Destroys free stitched blocks, least recently freed first, whose last use has completed:
-    /// all of them with `all`, else until back within bounds. Returns whether any was destroyed.
-    pub(super) fn gc_stitched(&mut self, all: bool) -> bool {
-        let order: Vec<StitchId> = self.stitch_lru.iter().map(|&(_, sid)| sid).collect();
-        let mut any = false;
-        for sid in order {
-            if !all && !self.over_stitch_bounds() {
-                break;
-            }
-            let fence = self.stitched[sid].fence;
-            if self.try_complete(fence) && self.destroy_stitched(sid) {
-                any = true;
-            }
-        }
-        any
-    }
-
-    /// Unmaps and frees a free stitched block and forgets it (a segment sharing the start of its
-    /// range stays). `false` if the device refused to unmap (it then stays cached).
-    fn destroy_stitched(&mut self, sid: StitchId) -> bool {
-        let st = &self.stitched[sid];
-        let own = st.own.clone();
-        let headroom = (st.va + st.size, st.headroom);
-        if let Some(&(va, len)) = own.first() {
-            if self.call(DriverCall::Unmap, |d| d.unmap(va, len)).is_err() {
-                return false;
-            }
-            self.va_free(va, len);
-        }
-        // Past the first part there is no going back: a refusal is queued and retried.
-        for &(va, len) in own.iter().skip(1) {
-            self.undo_range(va, len, len);
-        }
-        self.drop_headroom(headroom.0, headroom.1);
-        let Some(st) = self.stitched.remove(sid) else {
-            return false;
-        };
-        self.count_stitch_maps(&st.pieces, false);
-        self.reusable.remove(&(st.size, sid));
-        self.stitch_lru.remove(&(st.last_free, sid));
-        self.stats.stitched_bytes.update(-(st.size as i64));
-        self.stats.stitched_blocks.update(-1);
-        self.stats.stitch_mappings.update(-(st.pieces.len() as i64));
-        self.stats.num_stitch_gc += 1;
-        true
-    }
 }
 
-/// The chunks a stitch of `need` bytes maps, from `cands` sorted largest first (whose bytes sum to
-/// at least `need`): largest first (fewest mappings), and for the last part the smallest chunk
-/// that covers what is left (GMLake takes the largest here and splits it).
+/// The chunks a stitch of `need` bytes maps, from `cands` in [`policy::stitch_order`]
+/// ([`policy::choose_chunks`]).
 fn choose(cands: &[Candidate], need: u64) -> Vec<Candidate> {
-    let mut chosen = Vec::new();
-    let mut left = need;
-    let mut i = 0;
-    while left > 0 && i < cands.len() {
-        if cands[i].bytes >= left {
-            let j = i + cands[i..].partition_point(|c| c.bytes >= left) - 1;
-            chosen.push(cands[j]);
-            left = 0;
-        } else {
-            chosen.push(cands[i]);
-            left -= cands[i].bytes;
-            i += 1;
-        }
-    }
-    chosen
+    let sizes: Vec<u64> = cands.iter().map(|c| c.bytes).collect();
+    policy::choose_chunks(&sizes, need)
+        .into_iter()
+        .map(|i| cands[i])
+        .collect()
+}
+
+/// Sorts whole free chunks in [`policy::stitch_order`].
+fn sort_for_stitch(cands: &mut [Candidate]) {
+    cands.sort_unstable_by(|a, b| policy::stitch_order((a.bytes, a.start), (b.bytes, b.start)));
 }

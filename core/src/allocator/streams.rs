@@ -8,8 +8,9 @@
 //! event completes, every free stamped with that epoch or an earlier one is safe everywhere.
 //! A single-stream workload records no events at all.
 
+use super::pool::StreamPools;
 use super::types::*;
-use super::{Allocator, StreamPools};
+use super::Allocator;
 use crate::device::{Device, DeviceResult, DriverCall, EventHandle, StreamHandle};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

@@ -86,6 +86,8 @@ pub(crate) struct Segment {
     pub chunks: Vec<Chunk>,
     pub live_chunks: u32,
     pub first_block: BlockId,
+    /// The block that ends the segment (kept by splits, merges and growth in place).
+    pub last_block: BlockId,
     /// `chunk_of[i]`: the index of the chunk holding byte `i << unit_shift` of the segment, so
     /// that [`Segment::chunk_at`] is one load. Every chunk's size, hence every chunk boundary, is a
     /// multiple of `1 << unit_shift`. Empty when the table would be too long (binary search then).
@@ -301,6 +303,7 @@ mod tests {
             chunks: Vec::new(),
             live_chunks: 0,
             first_block: 0,
+            last_block: 0,
             chunk_of: Vec::new(),
             unit_shift: 0,
         };

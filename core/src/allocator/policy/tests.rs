@@ -1,0 +1,74 @@
+//! Each decision of the policy on small cases worked out by hand.
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+const G: u64 = 2 * MIB;
+
+#[test]
+fn handle_sizes_follow_the_request_within_bounds() {
+    let cfg = Config::default();
+    assert_eq!(handle_size(&cfg, G, 64 * MIB), 32 * MIB, "floor");
+    assert_eq!(handle_size(&cfg, G, 1600 * MIB), 100 * MIB, "a sixteenth");
+    assert_eq!(
+        handle_size(&cfg, G, 3 << 30),
+        768 * MIB,
+        "a quarter from 2 GiB"
+    );
+    assert_eq!(handle_size(&cfg, G, 8 << 30), 1 << 30, "cap");
+}
+
+#[test]
+fn chunks_are_chosen_largest_first_then_smallest_covering() {
+    let sizes = [64, 32, 32, 16, 8];
+    assert_eq!(choose_chunks(&sizes, 70), [0, 4]);
+    assert_eq!(choose_chunks(&sizes, 100), [0, 1, 4]);
+    assert_eq!(choose_chunks(&sizes, 64), [0]);
+    assert_eq!(choose_chunks(&sizes, 200), [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn split_points_fall_on_granules_inside_the_chunk() {
+    let c = SplitView {
+        cstart: 0,
+        cend: 64 * G,
+        inside: true,
+        stitch_mapped: false,
+        seg_va: 0,
+    };
+    assert_eq!(split_point(&c, 0, 3 * G, G), Some(3 * G));
+    assert_eq!(split_point(&c, 5 * G + 512, G, G), Some(5 * G));
+    assert_eq!(split_point(&c, 0, 17 * G, G), None, "under 4x");
+    let mapped = SplitView {
+        stitch_mapped: true,
+        ..c
+    };
+    assert_eq!(split_point(&mapped, 0, G, G), None);
+    assert!(split_allowed(4 * G, 2 * G) && !split_allowed(4 * G + 1, 2 * G));
+}
+
+#[test]
+fn best_fit_prefers_a_block_that_keeps_chunks_whole() {
+    let views = [
+        FitView {
+            size: 10 * G,
+            addr: 0,
+            whole: (0, 10 * G),
+            small_pool: false,
+        },
+        FitView {
+            size: 12 * G,
+            addr: 100 * G,
+            whole: (u64::MAX, 0),
+            small_pool: false,
+        },
+    ];
+    let pick = pick_fit(0..2, G, |b| Some(views[b as usize]));
+    assert_eq!(pick, Some(1));
+    let unusable = pick_fit(0..2, G, |b| (b == 0).then_some(views[0]));
+    assert_eq!(
+        unusable,
+        Some(0),
+        "the smallest usable when none keeps chunks whole"
+    );
+}

@@ -1,0 +1,188 @@
+//! Cutting a whole free chunk in two: the chunk is unmapped, released and created again as two
+//! handles mapped over the same range, which costs driver calls but no memory, since it holds no
+//! data. When and where to cut is decided by [`super::policy::split_point`].
+
+use super::policy::{self, SplitView};
+use super::types::*;
+use super::Allocator;
+use crate::device::{Device, DriverCall, PhysHandle};
+use crate::stats::PoolKind;
+use alloc::vec::Vec;
+
+impl<D: Device> Allocator<D> {
+    /// Before `rounded` bytes are placed in the free block `b`: cuts the whole free chunk under
+    /// the placement where [`policy::split_allowed`] and [`policy::split_point`] say so, once the
+    /// chunk's last use has completed. Any failure leaves the chunk as it was, or, if it cannot
+    /// even be recreated, drops it: then `false` is returned and `b` may no longer be a free
+    /// block.
+    pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
+        let st = &self.stats;
+        let free = (st.reserved_bytes.all.current - st.allocated_bytes.all.current).max(0) as u64;
+        if !policy::split_allowed(free, self.largest_request) {
+            return true;
+        }
+        let at = self.placement(b, rounded);
+        let blk = &self.blocks[b];
+        let (seg_id, fence, bstart, bend) = (blk.seg, blk.fence, blk.addr, blk.end());
+        let seg = &self.segments[seg_id];
+        if seg.pool != PoolKind::Large {
+            return true;
+        }
+        let ci = seg.chunk_at(at - seg.va);
+        let c = &seg.chunks[ci];
+        let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);
+        let view = SplitView {
+            cstart,
+            cend,
+            inside: cstart >= bstart && cend <= bend && at + rounded <= cend && !c.released,
+            stitch_mapped: c.stitch_maps > 0,
+            seg_va: seg.va,
+        };
+        // The fence is checked last: its check may record an event.
+        match policy::split_point(&view, at, rounded, self.gran) {
+            Some(cut) if self.try_complete(fence) => self.split_chunk(seg_id, ci, cut),
+            _ => true,
+        }
+    }
+
+    /// Replaces free chunk `ci` of `seg` by two handles split at address `cut`.
+    fn split_chunk(&mut self, seg: SegId, ci: usize, cut: u64) -> bool {
+        let segm = &self.segments[seg];
+        let c = segm.chunks[ci].clone();
+        let (start, pool) = (segm.va + c.offset, segm.pool);
+        if self
+            .call(DriverCall::Unmap, |d| d.unmap(start, c.size))
+            .is_err()
+        {
+            return true;
+        }
+        if self
+            .call(DriverCall::ReleaseHandle, |d| d.release_handle(c.handle))
+            .is_err()
+        {
+            // Still held: map it back as it was.
+            return self.remap_or_drop(seg, ci, &[(c.handle, c.size)]);
+        }
+        let sizes = [cut - start, start + c.size - cut];
+        let mut made: Vec<(PhysHandle, u64)> = Vec::new();
+        for &size in &sizes {
+            match self.call(DriverCall::CreateHandle, |d| d.create_handle(size)) {
+                Ok(h) => made.push((h, size)),
+                Err(_) => break,
+            }
+        }
+        if made.len() < 2 {
+            self.undo_handles(&made);
+            // Recreate the chunk whole; if even that fails, it is gone.
+            return match self.call(DriverCall::CreateHandle, |d| d.create_handle(c.size)) {
+                Ok(h) => self.remap_or_drop(seg, ci, &[(h, c.size)]),
+                Err(_) => {
+                    self.drop_chunk(seg, ci, pool);
+                    false
+                }
+            };
+        }
+        let kept = self.remap_or_drop(seg, ci, &made);
+        if kept {
+            self.stats.num_chunk_splits += 1;
+        }
+        kept
+    }
+
+    /// Maps `handles` back to back over chunk `ci`'s range and makes them its chunks; if that
+    /// fails, the handles are released and the chunk is dropped (`false`).
+    fn remap_or_drop(&mut self, seg: SegId, ci: usize, handles: &[(PhysHandle, u64)]) -> bool {
+        let segm = &self.segments[seg];
+        let c = segm.chunks[ci].clone();
+        let (start, pool) = (segm.va + c.offset, segm.pool);
+        let mut off = 0;
+        let mut ok = true;
+        for &(h, size) in handles {
+            if self
+                .call(DriverCall::Map, |d| d.map(start + off, size, h, 0))
+                .is_err()
+            {
+                ok = false;
+                break;
+            }
+            off += size;
+        }
+        if ok
+            && self
+                .call(DriverCall::SetAccess, |d| d.set_access(start, c.size))
+                .is_err()
+        {
+            ok = false;
+        }
+        if !ok {
+            if off > 0
+                && self
+                    .call(DriverCall::Unmap, |d| d.unmap(start, off))
+                    .is_err()
+            {
+                // The range stays mapped: queue its unmap (owned by the segment, `size: 0`, so
+                // the range goes back to the arena only with the segment and only once unmapped)
+                // and the handles' release.
+                self.deferred.push(Deferred::Unmap {
+                    va: start,
+                    size: 0,
+                    mapped: off,
+                });
+                for &(handle, size) in handles {
+                    self.deferred.push(Deferred::Release {
+                        handle,
+                        size,
+                        reserved: None,
+                    });
+                }
+                self.drop_chunk(seg, ci, pool);
+                return false;
+            }
+            self.undo_handles(handles);
+            self.drop_chunk(seg, ci, pool);
+            return false;
+        }
+        let segm = &mut self.segments[seg];
+        let mut offset = c.offset;
+        let new: Vec<Chunk> = handles
+            .iter()
+            .map(|&(handle, size)| {
+                let ch = Chunk {
+                    offset,
+                    size,
+                    handle,
+                    released: false,
+                    stitch_maps: 0,
+                };
+                offset += size;
+                ch
+            })
+            .collect();
+        segm.live_chunks += new.len() as u32 - 1;
+        segm.chunks.splice(ci..=ci, new);
+        segm.reindex();
+        true
+    }
+
+    /// Chunk `ci` of `seg` has no physical memory any more (its handle is gone): its free range
+    /// becomes a hole and it stops counting as reserved.
+    fn drop_chunk(&mut self, seg: SegId, ci: usize, pool: PoolKind) {
+        let segm = &mut self.segments[seg];
+        let c = segm.chunks[ci].clone();
+        segm.chunks[ci].released = true;
+        segm.live_chunks -= 1;
+        let start = segm.va + c.offset;
+        let mut b = Some(segm.first_block);
+        while let Some(id) = b {
+            let blk = &self.blocks[id];
+            if blk.end() > start {
+                break;
+            }
+            b = blk.next;
+        }
+        if let Some(b) = b {
+            self.carve(b, start, c.size, BlockState::Hole);
+        }
+        self.stats.reserved_bytes.update(pool, -(c.size as i64));
+    }
+}
