@@ -74,7 +74,9 @@ pub struct SimulatedDevice {
     next_handle: u64,
     next_va: u64,
     next_event: u64,
-    handles: HashMap<u64, SimHandle>,
+    // Ordered by id, which grows with each creation: handles made together sit together, so
+    // that releasing many in order touches memory in order.
+    handles: BTreeMap<u64, SimHandle>,
     ranges: BTreeMap<u64, u64>,
     mappings: BTreeMap<u64, SimMapping>,
     events: HashMap<u64, SimEvent>,
@@ -106,7 +108,7 @@ impl SimulatedDevice {
             next_handle: 1,
             next_va: 0x7000_0000_0000,
             next_event: 1,
-            handles: HashMap::new(),
+            handles: BTreeMap::new(),
             ranges: BTreeMap::new(),
             mappings: BTreeMap::new(),
             events: HashMap::new(),
