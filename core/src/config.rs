@@ -124,19 +124,23 @@ fn err(message: String) -> ConfigError {
     ConfigError { message }
 }
 
-/// Parses a byte size: a number with an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
-/// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (all binary, as in PyTorch's `max_split_size_mb`), case-insensitive.
-/// A unitless number is multiplied by `unitless`.
+/// Parses a byte size: `digits [ "." digits ] [ unit ]`, with no space inside, where the unit is
+/// `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB` or `T`/`TB`/`TiB`, case-insensitive, all
+/// binary (as in PyTorch's `PYTORCH_CUDA_ALLOC_CONF`: `64MB` is 64 MiB). A unitless number is
+/// multiplied by `unitless`. White space around the whole is ignored.
 ///
 /// # Errors
-/// When the text is not such a size or overflows `u64`.
+/// When the text is not such a size, or the size does not fit in a `u64`.
 pub fn parse_size(text: &str, unitless: u64) -> Result<u64, ConfigError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+    if !is_decimal(num) {
+        return Err(err(alloc::format!("`{text}` is not a size")));
+    }
+    let mult = match unit.to_ascii_lowercase().as_str() {
         "" => unitless,
         "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -145,68 +149,126 @@ pub fn parse_size(text: &str, unitless: u64) -> Result<u64, ConfigError> {
         "t" | "tb" | "tib" => 1 << 40,
         other => {
             return Err(err(alloc::format!(
-                "unknown size unit `{other}` in `{text}`"
+                "unknown size unit `{other}` in `{text}` (B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB)"
             )))
         }
     };
-    if num.is_empty() {
-        return Err(err(alloc::format!("`{text}` is not a size")));
-    }
     if let Ok(n) = num.parse::<u64>() {
         return n
             .checked_mul(mult)
             .ok_or_else(|| err(alloc::format!("size `{text}` overflows")));
     }
-    let f: f64 = num
-        .parse()
-        .map_err(|_| err(alloc::format!("`{text}` is not a size")))?;
-    let bytes = f * mult as f64;
-    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
+    let bytes = num.parse::<f64>().unwrap_or(f64::INFINITY) * mult as f64;
+    if !(bytes.is_finite() && bytes < u64::MAX as f64) {
         return Err(err(alloc::format!("size `{text}` is out of range")));
     }
     Ok(bytes as u64)
 }
 
+/// `digits [ "." digits ]`.
+fn is_decimal(t: &str) -> bool {
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    match t.split_once('.') {
+        Some((whole, frac)) => digits(whole) && digits(frac),
+        None => digits(t),
+    }
+}
+
 fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
+    match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "on" | "yes" => Ok(true),
         "0" | "false" | "off" | "no" => Ok(false),
         _ => Err(err(alloc::format!(
-            "`{key}` takes true/false or 1/0, not `{v}`"
+            "`{key}` takes true/false, on/off, yes/no or 1/0, not `{v}`"
         ))),
     }
 }
 
 fn parse_f64(key: &str, v: &str) -> Result<f64, ConfigError> {
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| err(alloc::format!("`{key}` takes a number, not `{v}`")))
+    is_decimal(v)
+        .then(|| v.parse::<f64>().ok())
+        .flatten()
+        .ok_or_else(|| err(alloc::format!("`{key}` takes a decimal number, not `{v}`")))
 }
 
 fn parse_u64(key: &str, v: &str) -> Result<u64, ConfigError> {
-    v.parse()
-        .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{v}`")))
+    v.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| v.parse().ok())
+        .flatten()
+        .ok_or_else(|| err(alloc::format!("`{key}` takes an integer, not `{v}`")))
+}
+
+/// The canonical name of a key (GMLake's names map to ours), or `None` for an unknown key.
+fn canonical(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "stitching" | "vmmDefragment" => "stitching",
+        "frag_limit" | "fragLimit" => "frag_limit",
+        "reuse_limit" | "reuseLimit" => "reuse_limit",
+        "defrag_level" | "defragLevel" => "defrag_level",
+        "stitched_bytes_limit" | "autoGC" => "stitched_bytes_limit",
+        "per_process_memory_fraction" | "memory_fraction" => "per_process_memory_fraction",
+        "max_stitch_mappings" => "max_stitch_mappings",
+        "max_handle_size" => "max_handle_size",
+        "min_handle_size" => "min_handle_size",
+        "handle_divisions" => "handle_divisions",
+        "large_request_size" => "large_request_size",
+        "large_handle_divisions" => "large_handle_divisions",
+        "split_chunks" => "split_chunks",
+        "min_growth" => "min_growth",
+        "va_arena_size" => "va_arena_size",
+        "small_size" => "small_size",
+        _ => return None,
+    })
 }
 
 impl Config {
-    /// Parses `key:value` pairs separated by commas (PyTorch's `PYTORCH_CUDA_ALLOC_CONF` style;
-    /// `key=value` is accepted too), starting from the defaults. Keys are those of [`VALID_KEYS`];
-    /// GMLake's names map to ours with GMLake's units (`fragLimit` in bytes, `autoGC` in GiB).
-    /// GMLake's `vmmDefragment` may be an integer (`<= 0` turns stitching off). Blank input gives
-    /// the defaults.
+    /// Parses a configuration string, starting from the defaults. The grammar, in full (white
+    /// space is spaces and tabs):
+    ///
+    /// ```text
+    /// config = blank | entry *( "," entry )       ; blank (only white space): the defaults
+    /// entry  = ws key ws ( ":" | "=" ) ws value ws  ; PyTorch's key:value; GMLake's key=value
+    /// key    = one of VALID_KEYS, case-sensitive
+    /// value  = one or more characters, none of them white space or ","
+    /// size   = digits [ "." digits ] [ unit ]      ; unit: B K KB KiB M MB MiB G GB GiB T TB TiB,
+    ///                                             ;   any case, all binary (64MB = 64 MiB)
+    /// bool   = true | false | on | off | yes | no | 1 | 0   (any case)
+    /// ```
+    ///
+    /// Sizes are in bytes when unitless, except `autoGC`/`stitched_bytes_limit` (GiB, as in
+    /// GMLake); GMLake's `vmmDefragment` takes an integer (`<= 0` turns stitching off). Refused:
+    /// an unknown key, a key given twice (also under its other name), an empty entry (`a:1,,b:2`,
+    /// a trailing comma), white space inside a value (`512 MB`), and any value out of range
+    /// ([`Config::validate`]). `core/tests/config_grammar.rs` holds the table of accepted and
+    /// refused inputs.
     ///
     /// # Errors
-    /// An unknown key, a malformed pair or a value out of range; the message lists the valid keys.
+    /// A [`ConfigError`] naming the offending entry; its display lists the valid keys.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
-        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if text.trim().is_empty() {
+            return Ok(cfg);
+        }
+        let mut seen: alloc::vec::Vec<&'static str> = alloc::vec::Vec::new();
+        for entry in text.split(',') {
+            let pair = entry.trim();
+            if pair.is_empty() {
+                return Err(err(alloc::format!("empty entry in `{text}`")));
+            }
             let (key, value) = pair
-                .split_once(':')
-                .or_else(|| pair.split_once('='))
+                .split_once([':', '='])
                 .ok_or_else(|| err(alloc::format!("`{pair}` is not a key:value pair")))?;
-            cfg.set(key.trim(), value.trim())?;
+            let (key, value) = (key.trim(), value.trim());
+            if value.is_empty() || value.contains(char::is_whitespace) {
+                return Err(err(alloc::format!("`{pair}`: the value must be one word")));
+            }
+            let name = canonical(key).ok_or_else(|| err(alloc::format!("unknown key `{key}`")))?;
+            if seen.contains(&name) {
+                return Err(err(alloc::format!("`{key}` is given twice")));
+            }
+            seen.push(name);
+            cfg.set(key, value)?;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -221,17 +283,14 @@ impl Config {
             "stitching" => self.stitching = parse_bool(key, value)?,
             "split_chunks" => self.split_chunks = parse_bool(key, value)?,
             "vmmDefragment" => {
-                let v: i64 = value
-                    .parse()
-                    .map_err(|_| err(alloc::format!("`{key}` takes an integer, not `{value}`")))?;
-                self.stitching = v > 0;
+                let negative = value.strip_prefix('-');
+                let v = parse_u64(key, negative.unwrap_or(value))?;
+                self.stitching = negative.is_none() && v > 0;
             }
             "frag_limit" | "fragLimit" => self.frag_limit = parse_size(value, 1)?,
             "reuse_limit" | "reuseLimit" => self.reuse_limit = parse_f64(key, value)?,
             "defrag_level" | "defragLevel" => {
-                self.defrag_level = value
-                    .parse()
-                    .map_err(|_| err(alloc::format!("`{key}` takes 0, 1 or 2, not `{value}`")))?
+                self.defrag_level = parse_u64(key, value)?.min(u32::MAX as u64) as u32
             }
             "stitched_bytes_limit" | "autoGC" => {
                 self.stitched_bytes_limit = Some(parse_size(value, GIB)?)

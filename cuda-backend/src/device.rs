@@ -1,7 +1,8 @@
 //! [`CudaVmm`]: one device's virtual memory management, on its primary context.
 
-use crate::raw::{check, check_call, pinned_prop, rw_access};
-use crate::{driver_present, CudaError};
+use crate::errors::{cuda_error, device_error, pinned_prop, rw_access};
+use crate::{driver_present, vmm, CudaError};
+use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys::{self, CUresult};
 use gmlake_core::device::{DeviceBooks, DeviceResult};
 use gmlake_core::{Device, DriverCall, EventHandle, PhysHandle, StreamHandle};
@@ -77,69 +78,47 @@ impl CudaVmm {
             return Err(CudaError::NoDriver);
         }
         let at = || format!("device {ordinal}");
-        // SAFETY: the library is present; every out-pointer points at a live local.
-        unsafe {
-            check_call(sys::cuInit(0), "cuInit", at)?;
-            let mut device = 0;
-            check_call(sys::cuDeviceGet(&mut device, ordinal), "cuDeviceGet", at)?;
-            let mut vmm = 0;
-            check_call(
-                sys::cuDeviceGetAttribute(
-                    &mut vmm,
-                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_VIRTUAL_ADDRESS_MANAGEMENT_SUPPORTED,
-                    device,
-                ),
-                "cuDeviceGetAttribute",
-                at,
-            )?;
-            if vmm == 0 {
-                return Err(CudaError::NoVmm { ordinal });
-            }
-            let mut context = std::ptr::null_mut();
-            check_call(
-                sys::cuDevicePrimaryCtxRetain(&mut context, device),
-                "cuDevicePrimaryCtxRetain",
-                at,
-            )?;
-            let mut this = CudaVmm {
-                ordinal,
-                device,
-                context: context as usize,
-                granularity: 0,
-                total: 0,
-                books: DeviceBooks::default(),
-                handle_sizes: HashMap::new(),
-                mappings: BTreeMap::new(),
-                timings: CallTimings::default(),
-            };
-            // From here on, `Drop` releases the primary context.
-            this.bind().map_err(|e| CudaError::Driver {
-                call: "cuCtxSetCurrent",
-                result: e.message.clone(),
-                code: e.code,
-                detail: at(),
-            })?;
-            let prop = pinned_prop(device);
-            let mut gran = 0usize;
-            check_call(
-                sys::cuMemGetAllocationGranularity(
-                    &mut gran,
-                    &prop,
-                    sys::CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED,
-                ),
-                "cuMemGetAllocationGranularity",
-                at,
-            )?;
-            let mut total = 0usize;
-            check_call(
-                sys::cuDeviceTotalMem_v2(&mut total, device),
-                "cuDeviceTotalMem",
-                at,
-            )?;
-            this.granularity = gran as u64;
-            this.total = total as u64;
-            Ok(this)
+        result::init().map_err(cuda_error("cuInit", at))?;
+        let device = result::device::get(ordinal).map_err(cuda_error("cuDeviceGet", at))?;
+        use sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_VIRTUAL_ADDRESS_MANAGEMENT_SUPPORTED as VMM;
+        // SAFETY: `device` came from `device::get`.
+        let vmm = unsafe { result::device::get_attribute(device, VMM) }
+            .map_err(cuda_error("cuDeviceGetAttribute", at))?;
+        if vmm == 0 {
+            return Err(CudaError::NoVmm { ordinal });
         }
+        // SAFETY: `device` came from `device::get`; released in `Drop`.
+        let context = unsafe { result::primary_ctx::retain(device) }
+            .map_err(cuda_error("cuDevicePrimaryCtxRetain", at))?;
+        let mut this = CudaVmm {
+            ordinal,
+            device,
+            context: context as usize,
+            granularity: 0,
+            total: 0,
+            books: DeviceBooks::default(),
+            handle_sizes: HashMap::new(),
+            mappings: BTreeMap::new(),
+            timings: CallTimings::default(),
+        };
+        // From here on, `Drop` releases the primary context.
+        this.bind().map_err(|e| CudaError::Driver {
+            call: "cuCtxSetCurrent",
+            result: e.message.clone(),
+            code: e.code,
+            detail: at(),
+        })?;
+        let prop = pinned_prop(device);
+        use sys::CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED as REC;
+        // SAFETY: the driver is initialized; `prop` is valid.
+        let gran = unsafe { vmm::granularity(&prop, REC) }
+            .map_err(cuda_error("cuMemGetAllocationGranularity", at))?;
+        // SAFETY: `device` came from `device::get`.
+        let total = unsafe { result::device::total_mem(device) }
+            .map_err(cuda_error("cuDeviceTotalMem", at))?;
+        this.granularity = gran as u64;
+        this.total = total as u64;
+        Ok(this)
     }
 
     /// The device ordinal.
@@ -158,32 +137,22 @@ impl CudaVmm {
             code: e.code,
             detail: String::new(),
         })?;
-        let (mut free, mut total) = (0usize, 0usize);
-        // SAFETY: out-pointers point at live locals.
-        check_call(
-            unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) },
-            "cuMemGetInfo",
-            || format!("device {}", self.ordinal),
-        )?;
+        let (free, total) = result::mem_get_info().map_err(cuda_error("cuMemGetInfo", || {
+            format!("device {}", self.ordinal)
+        }))?;
         Ok((free as u64, total as u64))
     }
 
     /// Makes the primary context current on this thread if it is not.
     fn bind(&self) -> DeviceResult<()> {
-        let mut current = std::ptr::null_mut();
-        // SAFETY: the out-pointer points at a live local; the context was retained in `new`.
-        unsafe {
-            if sys::cuCtxGetCurrent(&mut current) == CUresult::CUDA_SUCCESS
-                && current as usize == self.context
-            {
-                return Ok(());
-            }
-            check(
-                sys::cuCtxSetCurrent(self.context as sys::CUcontext),
-                DriverCall::SynchronizeDevice,
-                || format!("cuCtxSetCurrent on device {}", self.ordinal),
-            )
+        if result::ctx::get_current().is_ok_and(|c| c.is_some_and(|c| c as usize == self.context)) {
+            return Ok(());
         }
+        // SAFETY: the context was retained in `new` and is released only in `Drop`.
+        unsafe { result::ctx::set_current(self.context as sys::CUcontext) }
+            .map_err(device_error(DriverCall::SynchronizeDevice, || {
+                format!("cuCtxSetCurrent on device {}", self.ordinal)
+            }))
     }
 
     /// Wall time spent in driver calls so far, by kind.
@@ -218,9 +187,7 @@ impl CudaVmm {
 impl Drop for CudaVmm {
     fn drop(&mut self) {
         // SAFETY: the context was retained in `new`.
-        unsafe {
-            let _ = sys::cuDevicePrimaryCtxRelease_v2(self.device);
-        }
+        let _ = unsafe { result::primary_ctx::release(self.device) };
     }
 }
 
@@ -240,28 +207,26 @@ impl Device for CudaVmm {
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
         let h = self.timed(DriverCall::CreateHandle, |s| {
             let prop = pinned_prop(s.device);
-            let mut h = 0;
-            // SAFETY: valid property struct and out-pointer.
-            let r = unsafe { sys::cuMemCreate(&mut h, size as usize, &prop, 0) };
-            check(r, DriverCall::CreateHandle, || {
-                format!("cuMemCreate of {size} bytes on device {}", s.ordinal)
-            })?;
-            Ok(PhysHandle(h))
+            // SAFETY: a context is current; the core passes granularity multiples.
+            unsafe { vmm::create(size as usize, &prop) }
+                .map_err(device_error(DriverCall::CreateHandle, || {
+                    format!("cuMemCreate of {size} bytes on device {}", s.ordinal)
+                }))
         })?;
         self.books.handles += 1;
         self.books.handle_bytes += size;
-        self.handle_sizes.insert(h.0, size);
+        self.handle_sizes.insert(h, size);
         self.books.peak_handle_bytes = self.books.peak_handle_bytes.max(self.books.handle_bytes);
-        Ok(h)
+        Ok(PhysHandle(h))
     }
 
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
         self.timed(DriverCall::ReleaseHandle, |_| {
-            // SAFETY: the handle came from `create_handle`.
-            let r = unsafe { sys::cuMemRelease(handle.0) };
-            check(r, DriverCall::ReleaseHandle, || {
-                format!("cuMemRelease of handle {:#x}", handle.0)
-            })
+            // SAFETY: the handle came from `create_handle` (the core's contract).
+            unsafe { vmm::release(handle.0) }
+                .map_err(device_error(DriverCall::ReleaseHandle, || {
+                    format!("cuMemRelease of handle {:#x}", handle.0)
+                }))
         })?;
         self.books.handles -= 1;
         self.books.handle_bytes -= self.handle_sizes.remove(&handle.0).unwrap_or(0);
@@ -270,15 +235,12 @@ impl Device for CudaVmm {
 
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
         let va = self.timed(DriverCall::ReserveRange, |s| {
-            let mut va = 0;
-            // SAFETY: out-pointer to a live local.
-            let r = unsafe {
-                sys::cuMemAddressReserve(&mut va, size as usize, s.granularity as usize, 0, 0)
-            };
-            check(r, DriverCall::ReserveRange, || {
-                format!("cuMemAddressReserve of {size} bytes")
-            })?;
-            Ok(va)
+            // SAFETY: a context is current.
+            unsafe { vmm::address_reserve(size as usize, s.granularity as usize) }.map_err(
+                device_error(DriverCall::ReserveRange, || {
+                    format!("cuMemAddressReserve of {size} bytes")
+                }),
+            )
         })?;
         self.books.ranges += 1;
         Ok(va)
@@ -287,10 +249,10 @@ impl Device for CudaVmm {
     fn free_range(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         self.timed(DriverCall::FreeRange, |_| {
             // SAFETY: the range came from `reserve_range`, with nothing mapped (the core's contract).
-            let r = unsafe { sys::cuMemAddressFree(addr, size as usize) };
-            check(r, DriverCall::FreeRange, || {
-                format!("cuMemAddressFree of {size} bytes at {addr:#x}")
-            })
+            unsafe { vmm::address_free(addr, size as usize) }
+                .map_err(device_error(DriverCall::FreeRange, || {
+                    format!("cuMemAddressFree of {size} bytes at {addr:#x}")
+                }))
         })?;
         self.books.ranges -= 1;
         Ok(())
@@ -299,13 +261,14 @@ impl Device for CudaVmm {
     fn map(&mut self, addr: u64, size: u64, handle: PhysHandle, offset: u64) -> DeviceResult<()> {
         self.timed(DriverCall::Map, |_| {
             // SAFETY: arguments as the core's contract guarantees (aligned, inside a reserved range).
-            let r = unsafe { sys::cuMemMap(addr, size as usize, offset as usize, handle.0, 0) };
-            check(r, DriverCall::Map, || {
-                format!(
-                    "cuMemMap of {size} bytes of handle {:#x} at offset {offset} to {addr:#x}",
-                    handle.0
-                )
-            })
+            unsafe { vmm::map(addr, size as usize, offset as usize, handle.0) }.map_err(
+                device_error(DriverCall::Map, || {
+                    format!(
+                        "cuMemMap of {size} bytes of handle {:#x} at offset {offset} to {addr:#x}",
+                        handle.0
+                    )
+                }),
+            )
         })?;
         self.books.mappings += 1;
         self.mappings.insert(addr, size);
@@ -315,10 +278,10 @@ impl Device for CudaVmm {
     fn unmap(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         self.timed(DriverCall::Unmap, |_| {
             // SAFETY: the range covers whole mappings (the core's contract).
-            let r = unsafe { sys::cuMemUnmap(addr, size as usize) };
-            check(r, DriverCall::Unmap, || {
-                format!("cuMemUnmap of {size} bytes at {addr:#x}")
-            })
+            unsafe { vmm::unmap(addr, size as usize) }
+                .map_err(device_error(DriverCall::Unmap, || {
+                    format!("cuMemUnmap of {size} bytes at {addr:#x}")
+                }))
         })?;
         let gone = self.mappings_in(addr, size);
         self.books.mappings -= gone.len() as u64;
@@ -333,34 +296,31 @@ impl Device for CudaVmm {
         self.timings.mappings_covered[0] += self.mappings_in(addr, size).len() as u64;
         self.timed(DriverCall::SetAccess, |s| {
             let desc = rw_access(s.device);
-            // SAFETY: the range is mapped; one descriptor.
-            let r = unsafe { sys::cuMemSetAccess(addr, size as usize, &desc, 1) };
-            check(r, DriverCall::SetAccess, || {
-                format!("cuMemSetAccess of {size} bytes at {addr:#x}")
-            })
+            // SAFETY: the range is mapped (the core's contract).
+            unsafe { vmm::set_access(addr, size as usize, &desc) }
+                .map_err(device_error(DriverCall::SetAccess, || {
+                    format!("cuMemSetAccess of {size} bytes at {addr:#x}")
+                }))
         })
     }
 
     fn create_event(&mut self) -> DeviceResult<EventHandle> {
         let e = self.timed(DriverCall::CreateEvent, |_| {
-            let mut e = std::ptr::null_mut();
-            let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32;
-            // SAFETY: out-pointer to a live local.
-            let r = unsafe { sys::cuEventCreate(&mut e, flags) };
-            check(r, DriverCall::CreateEvent, || "cuEventCreate".to_string())?;
-            Ok(EventHandle(e as u64))
+            result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(
+                device_error(DriverCall::CreateEvent, || "cuEventCreate".to_string()),
+            )
         })?;
         self.books.events += 1;
-        Ok(e)
+        Ok(EventHandle(e as u64))
     }
 
     fn destroy_event(&mut self, event: EventHandle) -> DeviceResult<()> {
         self.timed(DriverCall::DestroyEvent, |_| {
             // SAFETY: the event came from `create_event`.
-            let r = unsafe { sys::cuEventDestroy_v2(event.0 as sys::CUevent) };
-            check(r, DriverCall::DestroyEvent, || {
-                format!("cuEventDestroy of {:#x}", event.0)
-            })
+            unsafe { result::event::destroy(event.0 as sys::CUevent) }
+                .map_err(device_error(DriverCall::DestroyEvent, || {
+                    format!("cuEventDestroy of {:#x}", event.0)
+                }))
         })?;
         self.books.events -= 1;
         Ok(())
@@ -369,24 +329,22 @@ impl Device for CudaVmm {
     fn record_event(&mut self, event: EventHandle, stream: StreamHandle) -> DeviceResult<()> {
         self.timed(DriverCall::RecordEvent, |_| {
             // SAFETY: the event came from `create_event`; the stream is the caller's.
-            let r =
-                unsafe { sys::cuEventRecord(event.0 as sys::CUevent, stream.0 as sys::CUstream) };
-            check(r, DriverCall::RecordEvent, || {
-                format!("cuEventRecord on stream {:#x}", stream.0)
-            })
+            unsafe { result::event::record(event.0 as sys::CUevent, stream.0 as sys::CUstream) }
+                .map_err(device_error(DriverCall::RecordEvent, || {
+                    format!("cuEventRecord on stream {:#x}", stream.0)
+                }))
         })
     }
 
     fn query_event(&mut self, event: EventHandle) -> DeviceResult<bool> {
         self.timed(DriverCall::QueryEvent, |_| {
             // SAFETY: the event came from `create_event`.
-            match unsafe { sys::cuEventQuery(event.0 as sys::CUevent) } {
-                CUresult::CUDA_SUCCESS => Ok(true),
-                CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-                r => check(r, DriverCall::QueryEvent, || {
+            match unsafe { result::event::query(event.0 as sys::CUevent) } {
+                Ok(()) => Ok(true),
+                Err(DriverError(CUresult::CUDA_ERROR_NOT_READY)) => Ok(false),
+                Err(e) => Err(device_error(DriverCall::QueryEvent, || {
                     format!("cuEventQuery of {:#x}", event.0)
-                })
-                .map(|_| false),
+                })(e)),
             }
         })
     }
@@ -394,20 +352,18 @@ impl Device for CudaVmm {
     fn synchronize_stream(&mut self, stream: StreamHandle) -> DeviceResult<()> {
         self.timed(DriverCall::SynchronizeStream, |_| {
             // SAFETY: the stream is the caller's.
-            let r = unsafe { sys::cuStreamSynchronize(stream.0 as sys::CUstream) };
-            check(r, DriverCall::SynchronizeStream, || {
-                format!("cuStreamSynchronize of {:#x}", stream.0)
-            })
+            unsafe { result::stream::synchronize(stream.0 as sys::CUstream) }
+                .map_err(device_error(DriverCall::SynchronizeStream, || {
+                    format!("cuStreamSynchronize of {:#x}", stream.0)
+                }))
         })
     }
 
     fn synchronize_device(&mut self) -> DeviceResult<()> {
         self.timed(DriverCall::SynchronizeDevice, |s| {
-            // SAFETY: a context is current.
-            let r = unsafe { sys::cuCtxSynchronize() };
-            check(r, DriverCall::SynchronizeDevice, || {
+            result::ctx::synchronize().map_err(device_error(DriverCall::SynchronizeDevice, || {
                 format!("cuCtxSynchronize on device {}", s.ordinal)
-            })
+            }))
         })
     }
 

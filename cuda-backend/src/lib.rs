@@ -15,8 +15,9 @@
 //! ```
 
 mod device;
-mod raw;
+mod errors;
 pub mod util;
+mod vmm;
 
 pub use device::{CallTimings, CudaVmm};
 

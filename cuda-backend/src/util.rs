@@ -3,8 +3,9 @@
 //!
 //! Each function makes `vmm`'s primary context current first. Errors name the driver call.
 
-use crate::raw::check_call;
+use crate::errors::cuda_error;
 use crate::{CudaError, CudaVmm};
+use cudarc::driver::result::{self, stream::StreamKind};
 use cudarc::driver::sys;
 use gmlake_core::StreamHandle;
 
@@ -18,11 +19,10 @@ fn bind(vmm: &mut CudaVmm) -> Result<(), CudaError> {
 /// On driver failure (an unmapped address among them).
 pub fn write(vmm: &mut CudaVmm, dst: u64, data: &[u8]) -> Result<(), CudaError> {
     bind(vmm)?;
-    // SAFETY: `data` is a live slice of `data.len()` bytes; the driver checks `dst`.
-    let r = unsafe { sys::cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len()) };
-    check_call(r, "cuMemcpyHtoD", || {
+    // SAFETY: `data` is a live slice; the driver checks `dst`.
+    unsafe { result::memcpy_htod_sync(dst, data) }.map_err(cuda_error("cuMemcpyHtoD", || {
         format!("{} bytes to {dst:#x}", data.len())
-    })
+    }))
 }
 
 /// Reads `len` bytes from device address `src` (synchronous `cuMemcpyDtoH`).
@@ -32,9 +32,11 @@ pub fn write(vmm: &mut CudaVmm, dst: u64, data: &[u8]) -> Result<(), CudaError> 
 pub fn read(vmm: &mut CudaVmm, src: u64, len: usize) -> Result<Vec<u8>, CudaError> {
     bind(vmm)?;
     let mut out = vec![0u8; len];
-    // SAFETY: `out` has room for `len` bytes; the driver checks `src`.
-    let r = unsafe { sys::cuMemcpyDtoH_v2(out.as_mut_ptr().cast(), src, len) };
-    check_call(r, "cuMemcpyDtoH", || format!("{len} bytes from {src:#x}"))?;
+    // SAFETY: `out` is a live slice of `len` bytes; the driver checks `src`.
+    unsafe { result::memcpy_dtoh_sync(&mut out, src) }
+        .map_err(cuda_error("cuMemcpyDtoH", || {
+            format!("{len} bytes from {src:#x}")
+        }))?;
     Ok(out)
 }
 
@@ -51,8 +53,9 @@ pub fn fill_async(
 ) -> Result<(), CudaError> {
     bind(vmm)?;
     // SAFETY: the driver checks the address; the stream is the caller's.
-    let r = unsafe { sys::cuMemsetD8Async(dst, byte, len, stream.0 as sys::CUstream) };
-    check_call(r, "cuMemsetD8Async", || format!("{len} bytes at {dst:#x}"))
+    unsafe { result::memset_d8_async(dst, byte, len, stream.0 as sys::CUstream) }.map_err(
+        cuda_error("cuMemsetD8Async", || format!("{len} bytes at {dst:#x}")),
+    )
 }
 
 /// Copies `len` bytes from `src` to `dst` on the device, ordered on `stream` (`cuMemcpyDtoDAsync`).
@@ -68,10 +71,11 @@ pub fn copy_async(
 ) -> Result<(), CudaError> {
     bind(vmm)?;
     // SAFETY: the driver checks the addresses; the stream is the caller's.
-    let r = unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len, stream.0 as sys::CUstream) };
-    check_call(r, "cuMemcpyDtoDAsync", || {
-        format!("{len} bytes {src:#x} -> {dst:#x}")
-    })
+    unsafe { result::memcpy_dtod_async(dst, src, len, stream.0 as sys::CUstream) }.map_err(
+        cuda_error("cuMemcpyDtoDAsync", || {
+            format!("{len} bytes {src:#x} -> {dst:#x}")
+        }),
+    )
 }
 
 /// Creates a stream that does not synchronize with the legacy default stream
@@ -81,11 +85,8 @@ pub fn copy_async(
 /// On driver failure.
 pub fn create_stream(vmm: &mut CudaVmm) -> Result<StreamHandle, CudaError> {
     bind(vmm)?;
-    let mut s = std::ptr::null_mut();
-    // SAFETY: out-pointer to a live local.
-    let r =
-        unsafe { sys::cuStreamCreate(&mut s, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32) };
-    check_call(r, "cuStreamCreate", String::new)?;
+    let s = result::stream::create(StreamKind::NonBlocking)
+        .map_err(cuda_error("cuStreamCreate", String::new))?;
     Ok(StreamHandle(s as u64))
 }
 
@@ -96,8 +97,8 @@ pub fn create_stream(vmm: &mut CudaVmm) -> Result<StreamHandle, CudaError> {
 pub fn destroy_stream(vmm: &mut CudaVmm, stream: StreamHandle) -> Result<(), CudaError> {
     bind(vmm)?;
     // SAFETY: the stream came from `create_stream`.
-    let r = unsafe { sys::cuStreamDestroy_v2(stream.0 as sys::CUstream) };
-    check_call(r, "cuStreamDestroy", || format!("{:#x}", stream.0))
+    unsafe { result::stream::destroy(stream.0 as sys::CUstream) }
+        .map_err(cuda_error("cuStreamDestroy", || format!("{:#x}", stream.0)))
 }
 
 /// Waits for all work on `stream`.
@@ -107,6 +108,8 @@ pub fn destroy_stream(vmm: &mut CudaVmm, stream: StreamHandle) -> Result<(), Cud
 pub fn sync_stream(vmm: &mut CudaVmm, stream: StreamHandle) -> Result<(), CudaError> {
     bind(vmm)?;
     // SAFETY: the stream is the caller's.
-    let r = unsafe { sys::cuStreamSynchronize(stream.0 as sys::CUstream) };
-    check_call(r, "cuStreamSynchronize", || format!("{:#x}", stream.0))
+    unsafe { result::stream::synchronize(stream.0 as sys::CUstream) }
+        .map_err(cuda_error("cuStreamSynchronize", || {
+            format!("{:#x}", stream.0)
+        }))
 }

@@ -1,5 +1,6 @@
 /* A C program that uses only include/gmlake.h: allocates, stitches, frees and reads statistics on
- * the simulated device, and checks that every bad input returns its documented error.
+ * the simulated device, checks that every bad input returns its documented error, and checks the
+ * data of a stitched block in host memory (gmlake_create_host), with no GPU.
  * Build: cc basic.c -I../include <dir>/libgmlake.a -lstdc++ -lpthread -ldl -lm
  * With the argument "cuda" it runs on GPU 0 instead (capped at 1% of its memory).
  * Exit status 0 and "c example: ok" when every check passed. */
@@ -81,6 +82,8 @@ int main(int argc, char **argv) {
   CHECK(gmlake_free(a, (void *)0xdeadbeef) == GMLAKE_ERROR_NOT_ALLOCATED
         && strstr(gmlake_last_error(), "0xdeadbeef") != NULL, "unknown free names the address");
   CHECK(gmlake_free(NULL, y) == GMLAKE_ERROR_INVALID_ARGUMENT, "free on NULL allocator");
+  CHECK(gmlake_free(a, NULL) == GMLAKE_OK, "free(NULL) does nothing, as C's free");
+  CHECK(gmlake_get_stats(a, &st) == GMLAKE_OK && st.allocations == 2, "free(NULL) changed nothing");
   CHECK(gmlake_record_stream(a, x, NULL) == GMLAKE_ERROR_NOT_ALLOCATED, "record_stream unknown");
   CHECK(gmlake_record_stream(NULL, y, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "record_stream NULL allocator");
   CHECK(gmlake_set_memory_fraction(NULL, 0.5) == GMLAKE_ERROR_INVALID_ARGUMENT, "fraction NULL allocator");
@@ -99,6 +102,29 @@ int main(int argc, char **argv) {
   CHECK(gmlake_get_stats(a, &st) == GMLAKE_OK && st.reserved_bytes == 0, "everything returned");
   CHECK(gmlake_destroy(a, false) == GMLAKE_OK, "destroy");
   CHECK(gmlake_destroy(NULL, false) == GMLAKE_OK, "destroy NULL");
+
+  /* Host memory: the same allocator on this machine's memory, whose addresses the CPU can use. */
+  gmlake_allocator *h = NULL;
+  CHECK(gmlake_create_host(0, 0, NULL, &h) == GMLAKE_ERROR_INVALID_ARGUMENT, "host: zero capacity");
+  CHECK(gmlake_create_host(64 * MiB, 0, "frag_limit:0,min_handle_size:2MB", &h) == GMLAKE_OK, "host: create");
+  if (h != NULL) {
+    unsigned char *b[3];
+    for (int i = 0; i < 3; i++) {
+      CHECK(gmlake_malloc(h, 4 * MiB, NULL, (void **)&b[i]) == GMLAKE_OK, "host: malloc");
+      memset(b[i], 0x10 + i, 4 * MiB);
+    }
+    CHECK(gmlake_free(h, b[0]) == GMLAKE_OK && gmlake_free(h, b[2]) == GMLAKE_OK, "host: free two");
+    unsigned char *big = NULL;
+    CHECK(gmlake_malloc(h, 8 * MiB, NULL, (void **)&big) == GMLAKE_OK, "host: stitched malloc");
+    CHECK(gmlake_get_stats(h, &st) == GMLAKE_OK && st.num_stitches == 1 && st.reserved_bytes == 12 * MiB,
+          "host: served by a stitch, no growth");
+    memset(big, 0x7f, 8 * MiB);
+    int intact = 1;
+    for (size_t i = 0; i < 4 * MiB; i += 4096) intact &= b[1][i] == 0x11;
+    CHECK(intact && big[0] == 0x7f && big[8 * MiB - 1] == 0x7f, "host: stitched data and its neighbour hold");
+    CHECK(gmlake_free(h, big) == GMLAKE_OK && gmlake_free(h, b[1]) == GMLAKE_OK, "host: free");
+    CHECK(gmlake_destroy(h, false) == GMLAKE_OK, "host: destroy");
+  }
 
   if (failures) {
     fprintf(stderr, "c example: %d failures\n", failures);

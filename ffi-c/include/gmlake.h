@@ -6,7 +6,11 @@
  *   gmlake_last_error() gives a message for the calling thread.
  * - Sizes are bytes. Streams are cudaStream_t / CUstream values passed as void* (NULL = the
  *   legacy default stream).
- * - All functions are thread-safe; no function aborts or throws, whatever the input.
+ * - All functions are thread-safe, and none aborts, whatever the input. None throws, except
+ *   gmlake_torch_malloc, PyTorch's allocation hook, which reports failure by throwing a C++
+ *   exception (std::runtime_error; its message starts with "CUDA out of memory." when memory ran
+ *   out), because PyTorch's pluggable allocator does not check the pointer it returns: call it
+ *   from C++ only.
  * - Link: -lgmlake (static: also -lstdc++ -lpthread -ldl -lm). The CUDA driver is loaded at run time.
  */
 
@@ -64,8 +68,8 @@ typedef enum gmlake_status {
 } gmlake_status;
 
 /*
- An allocator for one device. Opaque; create it with `gmlake_create_cuda` or
- `gmlake_create_simulated`, destroy it with `gmlake_destroy`. Safe to use from several threads.
+ An allocator for one device. Opaque; create it with `gmlake_create_cuda`,
+ `gmlake_create_host` or `gmlake_create_simulated`, destroy it with `gmlake_destroy`. Safe to use from several threads.
  */
 typedef struct gmlake_allocator gmlake_allocator;
 
@@ -186,6 +190,26 @@ enum gmlake_status gmlake_create_simulated(uint64_t capacity,
                                            struct gmlake_allocator **out);
 
 /*
+ Creates an allocator on `capacity` bytes of this machine's memory (Linux), with physical handles
+ of `granularity` bytes (a power of two, at least the page size; 0 means 2 MiB, the H200's):
+ handles are memory files, and stitched blocks really alias them, as on a GPU. Its addresses are
+ ordinary host addresses, readable and writable by the CPU while allocated, so a program can
+ check its data without a GPU. Memory is committed only as it is written.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
+ UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
+
+ # Safety
+ Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+ output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+ dangling pointers.
+ */
+enum gmlake_status gmlake_create_host(uint64_t capacity,
+                                      uint64_t granularity,
+                                      const char *config_text,
+                                      struct gmlake_allocator **out);
+
+/*
  Allocates `size` bytes for use on `stream` (a `cudaStream_t`/`CUstream`; NULL is the legacy
  default stream). `*out` receives the device address, aligned to 512 bytes, usable at once on
  `stream`. Ownership: free it with `gmlake_free`.
@@ -206,6 +230,8 @@ enum gmlake_status gmlake_malloc(struct gmlake_allocator *a, size_t size, void *
  Frees an allocation made by `gmlake_malloc` on this allocator. The memory is reused at once on
  the allocation's stream, on other streams once the work enqueued before this call has
  completed (and after the work of streams added by `gmlake_record_stream`).
+
+ A NULL `ptr` does nothing and returns `GMLAKE_OK`, as C's `free(NULL)` does.
 
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
  a pointer that is not a live allocation (unknown, interior, or already freed), which changes

@@ -7,10 +7,11 @@ use crate::stats::{gmlake_stats, stats_json};
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, SharedAllocator, StreamHandle};
 use gmlake_cuda::CudaVmm;
+use gmlake_host::HostDevice;
 use std::ffi::{c_char, c_void, CStr, CString};
 
-/// An allocator for one device. Opaque; create it with `gmlake_create_cuda` or
-/// `gmlake_create_simulated`, destroy it with `gmlake_destroy`. Safe to use from several threads.
+/// An allocator for one device. Opaque; create it with `gmlake_create_cuda`,
+/// `gmlake_create_host` or `gmlake_create_simulated`, destroy it with `gmlake_destroy`. Safe to use from several threads.
 pub struct gmlake_allocator {
     pub(crate) inner: SharedAllocator<AnyDevice>,
 }
@@ -116,6 +117,47 @@ pub unsafe extern "C" fn gmlake_create_simulated(
     })
 }
 
+/// Creates an allocator on `capacity` bytes of this machine's memory (Linux), with physical handles
+/// of `granularity` bytes (a power of two, at least the page size; 0 means 2 MiB, the H200's):
+/// handles are memory files, and stitched blocks really alias them, as on a GPU. Its addresses are
+/// ordinary host addresses, readable and writable by the CPU while allocated, so a program can
+/// check its data without a GPU. Memory is committed only as it is written.
+///
+/// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
+/// UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
+///
+/// # Safety
+/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
+/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
+/// dangling pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gmlake_create_host(
+    capacity: u64,
+    granularity: u64,
+    config_text: *const c_char,
+    out: *mut *mut gmlake_allocator,
+) -> gmlake_status {
+    guard("gmlake_create_host", || {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        if capacity == 0 {
+            return Err(invalid("capacity is 0"));
+        }
+        let cfg = config(config_text)?;
+        let granularity = if granularity == 0 {
+            2 << 20
+        } else {
+            granularity
+        };
+        create(
+            AnyDevice::Host(HostDevice::new(capacity, granularity)),
+            cfg,
+            out,
+        )
+    })
+}
+
 fn with<R>(
     a: *const gmlake_allocator,
     f: impl FnOnce(&mut Allocator<AnyDevice>) -> Result<R, Failure>,
@@ -168,6 +210,8 @@ pub unsafe extern "C" fn gmlake_malloc(
 /// the allocation's stream, on other streams once the work enqueued before this call has
 /// completed (and after the work of streams added by `gmlake_record_stream`).
 ///
+/// A NULL `ptr` does nothing and returns `GMLAKE_OK`, as C's `free(NULL)` does.
+///
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator; `GMLAKE_ERROR_NOT_ALLOCATED` for
 /// a pointer that is not a live allocation (unknown, interior, or already freed), which changes
 /// nothing.
@@ -178,7 +222,12 @@ pub unsafe extern "C" fn gmlake_malloc(
 /// dangling pointers.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void) -> gmlake_status {
-    guard("gmlake_free", || with(a, |a| Ok(a.free(ptr as u64)?)))
+    guard("gmlake_free", || {
+        with(a, |a| match ptr.is_null() {
+            true => Ok(()),
+            false => Ok(a.free(ptr as u64)?),
+        })
+    })
 }
 
 /// Declares that the allocation at `ptr` is also used on `stream` (as `Tensor.record_stream`):

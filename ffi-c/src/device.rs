@@ -1,9 +1,10 @@
-//! The devices a C caller can choose: the CUDA backend or the simulated device.
+//! The devices a C caller can choose: the CUDA backend, host memory, or the simulated device.
 
 use gmlake_core::device::{DeviceBooks, DeviceResult};
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Device, EventHandle, PhysHandle, StreamHandle};
 use gmlake_cuda::CudaVmm;
+use gmlake_host::HostDevice;
 
 /// Either backend, behind one type so that one allocator type serves both.
 // One per allocator, so the size of its largest variant does not matter; boxing would add an
@@ -13,6 +14,8 @@ use gmlake_cuda::CudaVmm;
 pub enum AnyDevice {
     /// A CUDA GPU.
     Cuda(CudaVmm),
+    /// Host memory (memory files mapped like a GPU's physical handles; its addresses are real).
+    Host(HostDevice),
     /// The simulated device (host bookkeeping only; its addresses hold no memory).
     Simulated(SimulatedDevice),
 }
@@ -21,6 +24,7 @@ macro_rules! both {
     ($self:ident, $d:ident => $e:expr) => {
         match $self {
             AnyDevice::Cuda($d) => $e,
+            AnyDevice::Host($d) => $e,
             AnyDevice::Simulated($d) => $e,
         }
     };

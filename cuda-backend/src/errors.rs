@@ -1,8 +1,10 @@
-//! Checked calls into the CUDA driver: every failure becomes a [`DeviceError`] naming the call,
-//! the `CUresult` and the sizes involved. Nothing here panics; callers must have checked that the
-//! driver library is present (`sys::is_culib_present`), since cudarc panics on a missing library.
+//! The one conversion of driver errors: a failed call becomes a core [`DeviceError`] (the
+//! allocator's calls) or a [`CudaError::Driver`] (setting up, helpers), naming the call, its
+//! `CUresult` and the sizes involved. Nothing here panics. Also the two descriptor structs the
+//! virtual memory calls take.
 
 use crate::CudaError;
+use cudarc::driver::result::DriverError;
 use cudarc::driver::sys::{self, CUresult};
 use gmlake_core::{DeviceError, DeviceErrorKind, DriverCall};
 
@@ -23,39 +25,29 @@ pub(crate) fn kind_of(r: CUresult) -> DeviceErrorKind {
     }
 }
 
-/// Turns a `CUresult` into `Ok(())` or an error for `call` with `what` (the sizes and addresses).
-pub(crate) fn check(
-    r: CUresult,
+/// The error of the allocator's call `call` that failed with `e`, with `what` (the sizes and
+/// addresses).
+pub(crate) fn device_error(
     call: DriverCall,
     what: impl FnOnce() -> String,
-) -> Result<(), DeviceError> {
-    if r == CUresult::CUDA_SUCCESS {
-        return Ok(());
+) -> impl FnOnce(DriverError) -> DeviceError {
+    move |e| {
+        let r = e.0;
+        DeviceError::new(call, kind_of(r), r as i64, format!("{r:?}: {}", what()))
     }
-    Err(DeviceError::new(
-        call,
-        kind_of(r),
-        r as i64,
-        format!("{r:?}: {}", what()),
-    ))
 }
 
-/// A driver call outside the allocator's own kinds (initialization, copies): `Ok(())` or a
-/// [`CudaError::Driver`] naming the call.
-pub(crate) fn check_call(
-    r: CUresult,
+/// The error of the driver function `call` (setting up, copies) that failed with `e`.
+pub(crate) fn cuda_error(
     call: &'static str,
     detail: impl FnOnce() -> String,
-) -> Result<(), CudaError> {
-    if r == CUresult::CUDA_SUCCESS {
-        return Ok(());
-    }
-    Err(CudaError::Driver {
+) -> impl FnOnce(DriverError) -> CudaError {
+    move |e| CudaError::Driver {
         call,
-        result: format!("{r:?}"),
-        code: r as i64,
+        result: format!("{:?}", e.0),
+        code: e.0 as i64,
         detail: detail(),
-    })
+    }
 }
 
 /// The allocation properties of pinned device memory on `device` (built on demand: the struct holds
