@@ -266,11 +266,8 @@ res["trace_events"] = len(tr)
 print("RESULT", json.dumps(res))
 '''
 
-# Recorded in three sets: the first six (2026-11-21) were replayed by gmlake's defaults of that
-# day and then studied (so they are no longer unseen); the second six were recorded afterwards to
-# check later changes on traces no policy was chosen on, and were studied in turn; the third six
-# (2026-11-21 too, three with vocabularies of 128-251 thousand tokens and so multi-GB logits) to judge
-# the tenth session's candidate rule for very large growths before it was adopted or dropped.
+# The workloads of traces/held-out/, in the three sets of six that traces/held-out/README.md
+# describes (the third: vocabularies of 128-251 thousand tokens, so multi-GB logits).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",

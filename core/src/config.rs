@@ -69,8 +69,10 @@ pub struct Config {
     /// Virtual address space is reserved from the device in arenas of at least this many bytes,
     /// from which segments and stitched blocks take their ranges. Default 64 GiB.
     pub va_arena_size: u64,
-    /// Requests of at most this many bytes go to the small pool (PyTorch's `kSmallSize`).
-    /// Default 1 MiB.
+    /// Requests of at most this many bytes belong to the small pool (PyTorch's `kSmallSize`),
+    /// whose segments are one granule: such a request is served by a free small-pool block, else
+    /// by a free large-pool block, and only then by growing the small pool; statistics count it
+    /// under the pool whose memory serves it. Default 1 MiB.
     pub small_size: u64,
     /// Fraction of the device's memory this allocator may reserve (PyTorch's
     /// `per_process_memory_fraction`), in `(0, 1]`. Default: no limit.

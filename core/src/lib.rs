@@ -27,6 +27,7 @@ mod allocator;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod ledger;
 pub mod replay;
 pub mod sim;
 pub mod stats;

@@ -44,6 +44,16 @@ impl Stat {
         self.allocated = 0;
         self.freed = 0;
     }
+
+    /// The four figures under PyTorch's names: `current`, `peak`, `allocated`, `freed`.
+    pub fn fields(&self) -> [(&'static str, i64); 4] {
+        [
+            ("current", self.current),
+            ("peak", self.peak),
+            ("allocated", self.allocated as i64),
+            ("freed", self.freed as i64),
+        ]
+    }
 }
 
 /// Which pool a statistic covers (PyTorch's `StatType`).
@@ -185,24 +195,56 @@ impl Stats {
         ]
     }
 
+    /// gmlake's own statistics of stitched blocks, by name (keys `gmlake.NAME.FIELD`).
+    pub fn stitch_stats(&self) -> [(&'static str, &Stat); 3] {
+        [
+            ("stitched_bytes", &self.stitched_bytes),
+            ("stitched_blocks", &self.stitched_blocks),
+            ("stitch_mappings", &self.stitch_mappings),
+        ]
+    }
+
+    /// The event counters by key: PyTorch's, then gmlake's (under `gmlake.`).
+    pub fn counters(&self) -> [(&'static str, u64); 10] {
+        [
+            ("num_alloc_retries", self.num_alloc_retries),
+            ("num_ooms", self.num_ooms),
+            ("num_device_alloc", self.num_device_alloc),
+            ("num_device_free", self.num_device_free),
+            ("num_sync_all_streams", self.num_sync_all_streams),
+            ("gmlake.num_stitches", self.num_stitches),
+            ("gmlake.num_stitch_reuses", self.num_stitch_reuses),
+            ("gmlake.num_stitch_gc", self.num_stitch_gc),
+            (
+                "gmlake.num_cross_stream_reuses",
+                self.num_cross_stream_reuses,
+            ),
+            ("gmlake.num_chunk_splits", self.num_chunk_splits),
+        ]
+    }
+
+    /// Every [`Stat`], for resetting.
+    fn each_stat(&mut self, f: impl Fn(&mut Stat)) {
+        for a in self.arrays_mut() {
+            a.each(&f);
+        }
+        for s in [
+            &mut self.stitched_bytes,
+            &mut self.stitched_blocks,
+            &mut self.stitch_mappings,
+        ] {
+            f(s);
+        }
+    }
+
     /// Sets every peak to its current value (`torch.cuda.reset_peak_memory_stats`).
     pub fn reset_peaks(&mut self) {
-        for a in self.arrays_mut() {
-            a.each(Stat::reset_peak);
-        }
-        self.stitched_bytes.reset_peak();
-        self.stitched_blocks.reset_peak();
-        self.stitch_mappings.reset_peak();
+        self.each_stat(Stat::reset_peak);
     }
 
     /// Zeroes the accumulated figures and event counters (`torch.cuda.reset_accumulated_memory_stats`).
     pub fn reset_accumulated(&mut self) {
-        for a in self.arrays_mut() {
-            a.each(Stat::reset_accumulated);
-        }
-        self.stitched_bytes.reset_accumulated();
-        self.stitched_blocks.reset_accumulated();
-        self.stitch_mappings.reset_accumulated();
+        self.each_stat(Stat::reset_accumulated);
         self.num_alloc_retries = 0;
         self.num_ooms = 0;
         self.num_device_alloc = 0;

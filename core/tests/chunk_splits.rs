@@ -1,11 +1,11 @@
 //! Chunk splits: before a request lands inside a whole free physical chunk at least four times its
 //! size, the chunk is cut in two so that the rest stays stitchable; but not while the free
 //! reserved bytes exceed twice the largest request so far (`SPLIT_FREE_FACTOR` in
-//! `core/src/allocator/segments.rs`), when the cut is unlikely to be needed and costs about
+//! `core/src/allocator/policy.rs`), when the cut is unlikely to be needed and costs about
 //! 100 us of driver calls.
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, DriverCall, StreamHandle};
+use gmlake_core::{Allocator, Config, DriverCall, DriverCallCounts, StreamHandle};
 
 mod support;
 use support::{calls_made, teardown, MIB};
@@ -31,6 +31,15 @@ fn segments(a: &mut A, n: usize, freed: usize) -> Vec<u64> {
     ps
 }
 
+/// Allocates `size` bytes into `live`, checks the books, and returns the driver calls counted
+/// before and after.
+fn request(a: &mut A, live: &mut Vec<u64>, size: u64) -> (DriverCallCounts, DriverCallCounts) {
+    let before = a.device().calls();
+    live.push(a.malloc(size, S).unwrap());
+    a.check_invariants().unwrap();
+    (before, a.device().calls())
+}
+
 /// The sizes of the live (not released) physical chunks, in bytes, sorted.
 fn chunk_sizes(a: &A) -> Vec<u64> {
     let mut v: Vec<u64> = a
@@ -48,10 +57,7 @@ fn a_request_cuts_a_whole_chunk_four_times_its_size_when_free_memory_is_scarce()
     let mut a = allocator();
     // Two 64 MiB segments, one freed: 64 MiB free, the largest request 64 MiB.
     let mut live = segments(&mut a, 2, 1);
-    let before = a.device().calls();
-    let p = a.malloc(4 * MIB, S).unwrap();
-    a.check_invariants().unwrap();
-    let after = a.device().calls();
+    let (before, after) = request(&mut a, &mut live, 4 * MIB);
     assert_eq!(a.stats().num_chunk_splits, 1);
     // One handle released, two created in its place; no new memory.
     assert_eq!(calls_made(before, after, DriverCall::ReleaseHandle), 1);
@@ -62,7 +68,6 @@ fn a_request_cuts_a_whole_chunk_four_times_its_size_when_free_memory_is_scarce()
         chunk_sizes(&a),
         vec![4 * MIB, 28 * MIB, 32 * MIB, 32 * MIB, 32 * MIB]
     );
-    live.push(p);
     teardown(a, live);
 }
 
@@ -71,13 +76,10 @@ fn no_cut_while_the_free_bytes_exceed_twice_the_largest_request() {
     let mut a = allocator();
     // Three 64 MiB segments, all freed: 192 MiB free, more than twice the largest request.
     let mut live = segments(&mut a, 3, 3);
-    let before = a.device().calls();
-    let p = a.malloc(4 * MIB, S).unwrap();
-    a.check_invariants().unwrap();
+    let (before, after) = request(&mut a, &mut live, 4 * MIB);
     assert_eq!(a.stats().num_chunk_splits, 0);
-    assert_eq!(a.device().calls(), before, "no driver call at all");
+    assert_eq!(after, before, "no driver call at all");
     assert_eq!(chunk_sizes(&a), vec![32 * MIB; 6]);
-    live.push(p);
 
     // Once 128 MiB of it are taken (64 MiB free, no more than the largest request), the next
     // request that would break a whole 32 MiB chunk cuts it.

@@ -7,6 +7,18 @@ use gmlake_core::{Device, DeviceErrorKind, DriverCall, StreamHandle};
 const MIB: u64 = 1 << 20;
 const G: u64 = 2 * MIB;
 
+/// A device with two handles of one granule mapped back to back at the start of a range of
+/// `range` bytes; returns it, the range and the first handle.
+fn two_mappings(range: u64) -> (SimulatedDevice, u64, gmlake_core::PhysHandle) {
+    let mut d = SimulatedDevice::new(8 * G);
+    let a = d.create_handle(G).unwrap();
+    let b = d.create_handle(G).unwrap();
+    let va = d.reserve_range(range).unwrap();
+    d.map(va, G, a, 0).unwrap();
+    d.map(va + G, G, b, 0).unwrap();
+    (d, va, a)
+}
+
 #[test]
 fn refuses_impossible_calls() {
     let mut d = SimulatedDevice::new(8 * G);
@@ -44,12 +56,7 @@ fn refuses_impossible_calls() {
 
 #[test]
 fn one_unmap_may_cover_several_mappings_and_costs_per_handle() {
-    let mut d = SimulatedDevice::new(8 * G);
-    let a = d.create_handle(G).unwrap();
-    let b = d.create_handle(G).unwrap();
-    let va = d.reserve_range(2 * G).unwrap();
-    d.map(va, G, a, 0).unwrap();
-    d.map(va + G, G, b, 0).unwrap();
+    let (mut d, va, _) = two_mappings(2 * G);
     let before = d.estimated_us();
     d.unmap(va, 2 * G).unwrap();
     let per_handle = d.costs().unmap_per_handle.at(G);
@@ -59,12 +66,7 @@ fn one_unmap_may_cover_several_mappings_and_costs_per_handle() {
 
 #[test]
 fn access_is_granted_per_mapping_and_lost_at_unmap() {
-    let mut d = SimulatedDevice::new(8 * G);
-    let a = d.create_handle(G).unwrap();
-    let b = d.create_handle(G).unwrap();
-    let va = d.reserve_range(4 * G).unwrap();
-    d.map(va, G, a, 0).unwrap();
-    d.map(va + G, G, b, 0).unwrap();
+    let (mut d, va, a) = two_mappings(4 * G);
     assert!(!d.accessible(va, 1));
     d.set_access(va + G, G).unwrap();
     assert!(d.accessible(va + G, G));

@@ -5,8 +5,8 @@ use crate::{driver_present, vmm, CudaError};
 use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys::{self, CUresult};
 use gmlake_core::device::{DeviceBooks, DeviceResult};
+use gmlake_core::ledger::Ledger;
 use gmlake_core::{Device, DriverCall, EventHandle, PhysHandle, StreamHandle};
-use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 /// The CUDA driver backend of one device: physical handles pinned on the device, virtual ranges,
@@ -25,13 +25,10 @@ pub struct CudaVmm {
     device: sys::CUdevice,
     /// The primary context, as an address (a `CUcontext` is a raw pointer and not `Send`).
     context: usize,
-    granularity: u64,
     total: u64,
-    books: DeviceBooks,
-    /// Live handles and their sizes, for the books.
-    handle_sizes: HashMap<u64, u64>,
-    /// Live mappings: start -> size, so that an unmap over several mappings is counted right.
-    mappings: BTreeMap<u64, u64>,
+    /// What the device holds, booked after each call the driver accepted.
+    ledger: Ledger,
+    driver_us: f64,
     timings: CallTimings,
 }
 
@@ -58,7 +55,7 @@ impl std::fmt::Debug for CudaVmm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaVmm")
             .field("ordinal", &self.ordinal)
-            .field("granularity", &self.granularity)
+            .field("granularity", &self.ledger.granularity())
             .field("total", &self.total)
             .finish()
     }
@@ -94,11 +91,9 @@ impl CudaVmm {
             ordinal,
             device,
             context: context as usize,
-            granularity: 0,
             total: 0,
-            books: DeviceBooks::default(),
-            handle_sizes: HashMap::new(),
-            mappings: BTreeMap::new(),
+            ledger: Ledger::new(1, None),
+            driver_us: 0.0,
             timings: CallTimings::default(),
         };
         // From here on, `Drop` releases the primary context.
@@ -116,7 +111,7 @@ impl CudaVmm {
         // SAFETY: `device` came from `device::get`.
         let total = unsafe { result::device::total_mem(device) }
             .map_err(cuda_error("cuDeviceTotalMem", at))?;
-        this.granularity = gran as u64;
+        this.ledger = Ledger::new(gran as u64, None);
         this.total = total as u64;
         Ok(this)
     }
@@ -160,27 +155,22 @@ impl CudaVmm {
         self.timings
     }
 
-    /// Binds the context, makes the call, and adds its wall time to the books.
+    /// Binds the context, makes the call `f` of kind `call`, adds its wall time to the books, and
+    /// converts a failure into the core's error, described by `what` (the sizes and addresses).
     fn timed<T>(
         &mut self,
         call: DriverCall,
-        f: impl FnOnce(&Self) -> DeviceResult<T>,
+        what: impl FnOnce(&Self) -> String,
+        f: impl FnOnce(&Self) -> Result<T, DriverError>,
     ) -> DeviceResult<T> {
         self.bind()?;
         let start = Instant::now();
         let r = f(self);
         let us = start.elapsed().as_secs_f64() * 1e6;
-        self.books.driver_us += us;
+        self.driver_us += us;
         self.timings.calls[call.index()] += 1;
         self.timings.us[call.index()] += us;
-        r
-    }
-
-    fn mappings_in(&self, addr: u64, size: u64) -> Vec<u64> {
-        self.mappings
-            .range(addr..addr.saturating_add(size))
-            .map(|(&a, _)| a)
-            .collect()
+        r.map_err(|e| device_error(call, || what(self))(e))
     }
 }
 
@@ -193,7 +183,7 @@ impl Drop for CudaVmm {
 
 impl Device for CudaVmm {
     fn granularity(&self) -> u64 {
-        self.granularity
+        self.ledger.granularity()
     }
 
     fn total_memory(&self) -> u64 {
@@ -205,169 +195,151 @@ impl Device for CudaVmm {
     }
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
-        let h = self.timed(DriverCall::CreateHandle, |s| {
-            let prop = pinned_prop(s.device);
+        let h = self.timed(
+            DriverCall::CreateHandle,
+            |s| format!("cuMemCreate of {size} bytes on device {}", s.ordinal),
             // SAFETY: a context is current; the core passes granularity multiples.
-            unsafe { vmm::create(size as usize, &prop) }
-                .map_err(device_error(DriverCall::CreateHandle, || {
-                    format!("cuMemCreate of {size} bytes on device {}", s.ordinal)
-                }))
-        })?;
-        self.books.handles += 1;
-        self.books.handle_bytes += size;
-        self.handle_sizes.insert(h, size);
-        self.books.peak_handle_bytes = self.books.peak_handle_bytes.max(self.books.handle_bytes);
+            |s| unsafe { vmm::create(size as usize, &pinned_prop(s.device)) },
+        )?;
+        self.ledger.add_handle(h, size);
         Ok(PhysHandle(h))
     }
 
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
-        self.timed(DriverCall::ReleaseHandle, |_| {
+        self.timed(
+            DriverCall::ReleaseHandle,
+            |_| format!("cuMemRelease of handle {:#x}", handle.0),
             // SAFETY: the handle came from `create_handle` (the core's contract).
-            unsafe { vmm::release(handle.0) }
-                .map_err(device_error(DriverCall::ReleaseHandle, || {
-                    format!("cuMemRelease of handle {:#x}", handle.0)
-                }))
-        })?;
-        self.books.handles -= 1;
-        self.books.handle_bytes -= self.handle_sizes.remove(&handle.0).unwrap_or(0);
+            |_| unsafe { vmm::release(handle.0) },
+        )?;
+        self.ledger.remove_handle(handle.0);
         Ok(())
     }
 
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
-        let va = self.timed(DriverCall::ReserveRange, |s| {
+        let va = self.timed(
+            DriverCall::ReserveRange,
+            |_| format!("cuMemAddressReserve of {size} bytes"),
             // SAFETY: a context is current.
-            unsafe { vmm::address_reserve(size as usize, s.granularity as usize) }.map_err(
-                device_error(DriverCall::ReserveRange, || {
-                    format!("cuMemAddressReserve of {size} bytes")
-                }),
-            )
-        })?;
-        self.books.ranges += 1;
+            |s| unsafe { vmm::address_reserve(size as usize, s.granularity() as usize) },
+        )?;
+        self.ledger.add_range(va, size);
         Ok(va)
     }
 
     fn free_range(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
-        self.timed(DriverCall::FreeRange, |_| {
+        self.timed(
+            DriverCall::FreeRange,
+            |_| format!("cuMemAddressFree of {size} bytes at {addr:#x}"),
             // SAFETY: the range came from `reserve_range`, with nothing mapped (the core's contract).
-            unsafe { vmm::address_free(addr, size as usize) }
-                .map_err(device_error(DriverCall::FreeRange, || {
-                    format!("cuMemAddressFree of {size} bytes at {addr:#x}")
-                }))
-        })?;
-        self.books.ranges -= 1;
+            |_| unsafe { vmm::address_free(addr, size as usize) },
+        )?;
+        self.ledger.remove_range(addr);
         Ok(())
     }
 
     fn map(&mut self, addr: u64, size: u64, handle: PhysHandle, offset: u64) -> DeviceResult<()> {
-        self.timed(DriverCall::Map, |_| {
+        self.timed(
+            DriverCall::Map,
+            |_| {
+                format!(
+                    "cuMemMap of {size} bytes of handle {:#x} at offset {offset} to {addr:#x}",
+                    handle.0
+                )
+            },
             // SAFETY: arguments as the core's contract guarantees (aligned, inside a reserved range).
-            unsafe { vmm::map(addr, size as usize, offset as usize, handle.0) }.map_err(
-                device_error(DriverCall::Map, || {
-                    format!(
-                        "cuMemMap of {size} bytes of handle {:#x} at offset {offset} to {addr:#x}",
-                        handle.0
-                    )
-                }),
-            )
-        })?;
-        self.books.mappings += 1;
-        self.mappings.insert(addr, size);
+            |_| unsafe { vmm::map(addr, size as usize, offset as usize, handle.0) },
+        )?;
+        self.ledger.add_mapping(addr, size, handle.0);
         Ok(())
     }
 
     fn unmap(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
-        self.timed(DriverCall::Unmap, |_| {
+        self.timed(
+            DriverCall::Unmap,
+            |_| format!("cuMemUnmap of {size} bytes at {addr:#x}"),
             // SAFETY: the range covers whole mappings (the core's contract).
-            unsafe { vmm::unmap(addr, size as usize) }
-                .map_err(device_error(DriverCall::Unmap, || {
-                    format!("cuMemUnmap of {size} bytes at {addr:#x}")
-                }))
-        })?;
-        let gone = self.mappings_in(addr, size);
-        self.books.mappings -= gone.len() as u64;
+            |_| unsafe { vmm::unmap(addr, size as usize) },
+        )?;
+        let gone = self.ledger.mappings_in(addr, size);
         self.timings.mappings_covered[1] += gone.len() as u64;
-        for a in gone {
-            self.mappings.remove(&a);
-        }
+        self.ledger.remove_mappings(&gone);
         Ok(())
     }
 
     fn set_access(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
-        self.timings.mappings_covered[0] += self.mappings_in(addr, size).len() as u64;
-        self.timed(DriverCall::SetAccess, |s| {
-            let desc = rw_access(s.device);
+        self.timings.mappings_covered[0] += self.ledger.mappings_in(addr, size).len() as u64;
+        self.timed(
+            DriverCall::SetAccess,
+            |_| format!("cuMemSetAccess of {size} bytes at {addr:#x}"),
             // SAFETY: the range is mapped (the core's contract).
-            unsafe { vmm::set_access(addr, size as usize, &desc) }
-                .map_err(device_error(DriverCall::SetAccess, || {
-                    format!("cuMemSetAccess of {size} bytes at {addr:#x}")
-                }))
-        })
+            |s| unsafe { vmm::set_access(addr, size as usize, &rw_access(s.device)) },
+        )
     }
 
     fn create_event(&mut self) -> DeviceResult<EventHandle> {
-        let e = self.timed(DriverCall::CreateEvent, |_| {
-            result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(
-                device_error(DriverCall::CreateEvent, || "cuEventCreate".to_string()),
-            )
-        })?;
-        self.books.events += 1;
+        let e = self.timed(
+            DriverCall::CreateEvent,
+            |_| "cuEventCreate".to_string(),
+            |_| result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING),
+        )?;
+        self.ledger.count_event(1);
         Ok(EventHandle(e as u64))
     }
 
     fn destroy_event(&mut self, event: EventHandle) -> DeviceResult<()> {
-        self.timed(DriverCall::DestroyEvent, |_| {
+        self.timed(
+            DriverCall::DestroyEvent,
+            |_| format!("cuEventDestroy of {:#x}", event.0),
             // SAFETY: the event came from `create_event`.
-            unsafe { result::event::destroy(event.0 as sys::CUevent) }
-                .map_err(device_error(DriverCall::DestroyEvent, || {
-                    format!("cuEventDestroy of {:#x}", event.0)
-                }))
-        })?;
-        self.books.events -= 1;
+            |_| unsafe { result::event::destroy(event.0 as sys::CUevent) },
+        )?;
+        self.ledger.count_event(-1);
         Ok(())
     }
 
     fn record_event(&mut self, event: EventHandle, stream: StreamHandle) -> DeviceResult<()> {
-        self.timed(DriverCall::RecordEvent, |_| {
+        self.timed(
+            DriverCall::RecordEvent,
+            |_| format!("cuEventRecord on stream {:#x}", stream.0),
             // SAFETY: the event came from `create_event`; the stream is the caller's.
-            unsafe { result::event::record(event.0 as sys::CUevent, stream.0 as sys::CUstream) }
-                .map_err(device_error(DriverCall::RecordEvent, || {
-                    format!("cuEventRecord on stream {:#x}", stream.0)
-                }))
-        })
+            |_| unsafe {
+                result::event::record(event.0 as sys::CUevent, stream.0 as sys::CUstream)
+            },
+        )
     }
 
     fn query_event(&mut self, event: EventHandle) -> DeviceResult<bool> {
-        self.timed(DriverCall::QueryEvent, |_| {
+        self.timed(
+            DriverCall::QueryEvent,
+            |_| format!("cuEventQuery of {:#x}", event.0),
             // SAFETY: the event came from `create_event`.
-            match unsafe { result::event::query(event.0 as sys::CUevent) } {
+            |_| match unsafe { result::event::query(event.0 as sys::CUevent) } {
                 Ok(()) => Ok(true),
                 Err(DriverError(CUresult::CUDA_ERROR_NOT_READY)) => Ok(false),
-                Err(e) => Err(device_error(DriverCall::QueryEvent, || {
-                    format!("cuEventQuery of {:#x}", event.0)
-                })(e)),
-            }
-        })
+                Err(e) => Err(e),
+            },
+        )
     }
 
     fn synchronize_stream(&mut self, stream: StreamHandle) -> DeviceResult<()> {
-        self.timed(DriverCall::SynchronizeStream, |_| {
+        self.timed(
+            DriverCall::SynchronizeStream,
+            |_| format!("cuStreamSynchronize of {:#x}", stream.0),
             // SAFETY: the stream is the caller's.
-            unsafe { result::stream::synchronize(stream.0 as sys::CUstream) }
-                .map_err(device_error(DriverCall::SynchronizeStream, || {
-                    format!("cuStreamSynchronize of {:#x}", stream.0)
-                }))
-        })
+            |_| unsafe { result::stream::synchronize(stream.0 as sys::CUstream) },
+        )
     }
 
     fn synchronize_device(&mut self) -> DeviceResult<()> {
-        self.timed(DriverCall::SynchronizeDevice, |s| {
-            result::ctx::synchronize().map_err(device_error(DriverCall::SynchronizeDevice, || {
-                format!("cuCtxSynchronize on device {}", s.ordinal)
-            }))
-        })
+        self.timed(
+            DriverCall::SynchronizeDevice,
+            |s| format!("cuCtxSynchronize on device {}", s.ordinal),
+            |_| result::ctx::synchronize(),
+        )
     }
 
     fn books(&self) -> Option<DeviceBooks> {
-        Some(self.books)
+        Some(self.ledger.books(self.driver_us))
     }
 }

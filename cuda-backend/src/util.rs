@@ -5,12 +5,20 @@
 
 use crate::errors::cuda_error;
 use crate::{CudaError, CudaVmm};
-use cudarc::driver::result::{self, stream::StreamKind};
+use cudarc::driver::result::{self, stream::StreamKind, DriverError};
 use cudarc::driver::sys;
 use gmlake_core::StreamHandle;
 
-fn bind(vmm: &mut CudaVmm) -> Result<(), CudaError> {
-    vmm.mem_info().map(|_| ())
+/// Makes `vmm`'s context current and makes the driver call `f`, named `call`, described by
+/// `detail` if it fails.
+fn driver<T>(
+    vmm: &mut CudaVmm,
+    call: &'static str,
+    detail: impl FnOnce() -> String,
+    f: impl FnOnce() -> Result<T, DriverError>,
+) -> Result<T, CudaError> {
+    vmm.mem_info()?;
+    f().map_err(cuda_error(call, detail))
 }
 
 /// Copies `data` to device address `dst` (synchronous `cuMemcpyHtoD`).
@@ -18,11 +26,11 @@ fn bind(vmm: &mut CudaVmm) -> Result<(), CudaError> {
 /// # Errors
 /// On driver failure (an unmapped address among them).
 pub fn write(vmm: &mut CudaVmm, dst: u64, data: &[u8]) -> Result<(), CudaError> {
-    bind(vmm)?;
+    let detail = || format!("{} bytes to {dst:#x}", data.len());
     // SAFETY: `data` is a live slice; the driver checks `dst`.
-    unsafe { result::memcpy_htod_sync(dst, data) }.map_err(cuda_error("cuMemcpyHtoD", || {
-        format!("{} bytes to {dst:#x}", data.len())
-    }))
+    driver(vmm, "cuMemcpyHtoD", detail, || unsafe {
+        result::memcpy_htod_sync(dst, data)
+    })
 }
 
 /// Reads `len` bytes from device address `src` (synchronous `cuMemcpyDtoH`).
@@ -30,13 +38,12 @@ pub fn write(vmm: &mut CudaVmm, dst: u64, data: &[u8]) -> Result<(), CudaError> 
 /// # Errors
 /// On driver failure.
 pub fn read(vmm: &mut CudaVmm, src: u64, len: usize) -> Result<Vec<u8>, CudaError> {
-    bind(vmm)?;
     let mut out = vec![0u8; len];
+    let detail = || format!("{len} bytes from {src:#x}");
     // SAFETY: `out` is a live slice of `len` bytes; the driver checks `src`.
-    unsafe { result::memcpy_dtoh_sync(&mut out, src) }
-        .map_err(cuda_error("cuMemcpyDtoH", || {
-            format!("{len} bytes from {src:#x}")
-        }))?;
+    driver(vmm, "cuMemcpyDtoH", detail, || unsafe {
+        result::memcpy_dtoh_sync(&mut out, src)
+    })?;
     Ok(out)
 }
 
@@ -51,11 +58,11 @@ pub fn fill_async(
     len: usize,
     stream: StreamHandle,
 ) -> Result<(), CudaError> {
-    bind(vmm)?;
+    let detail = || format!("{len} bytes at {dst:#x}");
     // SAFETY: the driver checks the address; the stream is the caller's.
-    unsafe { result::memset_d8_async(dst, byte, len, stream.0 as sys::CUstream) }.map_err(
-        cuda_error("cuMemsetD8Async", || format!("{len} bytes at {dst:#x}")),
-    )
+    driver(vmm, "cuMemsetD8Async", detail, || unsafe {
+        result::memset_d8_async(dst, byte, len, stream.0 as sys::CUstream)
+    })
 }
 
 /// Copies `len` bytes from `src` to `dst` on the device, ordered on `stream` (`cuMemcpyDtoDAsync`).
@@ -69,13 +76,11 @@ pub fn copy_async(
     len: usize,
     stream: StreamHandle,
 ) -> Result<(), CudaError> {
-    bind(vmm)?;
+    let detail = || format!("{len} bytes {src:#x} -> {dst:#x}");
     // SAFETY: the driver checks the addresses; the stream is the caller's.
-    unsafe { result::memcpy_dtod_async(dst, src, len, stream.0 as sys::CUstream) }.map_err(
-        cuda_error("cuMemcpyDtoDAsync", || {
-            format!("{len} bytes {src:#x} -> {dst:#x}")
-        }),
-    )
+    driver(vmm, "cuMemcpyDtoDAsync", detail, || unsafe {
+        result::memcpy_dtod_async(dst, src, len, stream.0 as sys::CUstream)
+    })
 }
 
 /// Creates a stream that does not synchronize with the legacy default stream
@@ -84,9 +89,9 @@ pub fn copy_async(
 /// # Errors
 /// On driver failure.
 pub fn create_stream(vmm: &mut CudaVmm) -> Result<StreamHandle, CudaError> {
-    bind(vmm)?;
-    let s = result::stream::create(StreamKind::NonBlocking)
-        .map_err(cuda_error("cuStreamCreate", String::new))?;
+    let s = driver(vmm, "cuStreamCreate", String::new, || {
+        result::stream::create(StreamKind::NonBlocking)
+    })?;
     Ok(StreamHandle(s as u64))
 }
 
@@ -95,10 +100,11 @@ pub fn create_stream(vmm: &mut CudaVmm) -> Result<StreamHandle, CudaError> {
 /// # Errors
 /// On driver failure.
 pub fn destroy_stream(vmm: &mut CudaVmm, stream: StreamHandle) -> Result<(), CudaError> {
-    bind(vmm)?;
+    let detail = || format!("{:#x}", stream.0);
     // SAFETY: the stream came from `create_stream`.
-    unsafe { result::stream::destroy(stream.0 as sys::CUstream) }
-        .map_err(cuda_error("cuStreamDestroy", || format!("{:#x}", stream.0)))
+    driver(vmm, "cuStreamDestroy", detail, || unsafe {
+        result::stream::destroy(stream.0 as sys::CUstream)
+    })
 }
 
 /// Waits for all work on `stream`.
@@ -106,10 +112,9 @@ pub fn destroy_stream(vmm: &mut CudaVmm, stream: StreamHandle) -> Result<(), Cud
 /// # Errors
 /// On driver failure.
 pub fn sync_stream(vmm: &mut CudaVmm, stream: StreamHandle) -> Result<(), CudaError> {
-    bind(vmm)?;
+    let detail = || format!("{:#x}", stream.0);
     // SAFETY: the stream is the caller's.
-    unsafe { result::stream::synchronize(stream.0 as sys::CUstream) }
-        .map_err(cuda_error("cuStreamSynchronize", || {
-            format!("{:#x}", stream.0)
-        }))
+    driver(vmm, "cuStreamSynchronize", detail, || unsafe {
+        result::stream::synchronize(stream.0 as sys::CUstream)
+    })
 }

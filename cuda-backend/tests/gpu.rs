@@ -76,16 +76,7 @@ fn stitched_views_alias_the_blocks_they_map() {
     // Primitive addresses of each piece, in the stitched order.
     let mut views = Vec::new();
     for piece in &st.pieces {
-        let seg = snap
-            .segments
-            .iter()
-            .find(|s| s.address == piece.segment_address)
-            .unwrap();
-        let chunk = &seg.chunks[piece.chunk_index as usize];
-        views.push((
-            seg.address + chunk.offset + piece.offset_in_handle,
-            piece.size,
-        ));
+        views.push((snap.piece_address(piece).unwrap(), piece.size));
     }
     assert!(views.len() >= 2, "{views:?}");
     // Write through the stitched range, read through the primitive views...

@@ -4,6 +4,9 @@
  * Conventions (all functions):
  * - Every function returns a gmlake_status; GMLAKE_OK (0) is success. On failure,
  *   gmlake_last_error() gives a message for the calling thread.
+ * - Pointer arguments must be NULL or valid: an allocator from a create function not yet
+ *   destroyed, an output location writable for its type, NUL-terminated strings. NULL is checked
+ *   and refused where not allowed; a dangling pointer cannot be checked.
  * - Sizes are bytes. Streams are cudaStream_t / CUstream values passed as void* (NULL = the
  *   legacy default stream).
  * - All functions are thread-safe, and none aborts, whatever the input. None throws, except
@@ -164,9 +167,7 @@ const char *gmlake_version(void);
  driver call failed.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_create_cuda(int32_t device,
                                       const char *config_text,
@@ -181,28 +182,24 @@ enum gmlake_status gmlake_create_cuda(int32_t device,
  UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_create_simulated(uint64_t capacity,
                                            const char *config_text,
                                            struct gmlake_allocator **out);
 
 /*
- Creates an allocator on `capacity` bytes of this machine's memory (Linux), with physical handles
- of `granularity` bytes (a power of two, at least the page size; 0 means 2 MiB, the H200's):
- handles are memory files, and stitched blocks really alias them, as on a GPU. Its addresses are
+ Creates an allocator on `capacity` bytes of this machine's memory (Linux): its physical handles
+ are memory files, and stitched blocks really alias them, as on a GPU. Its addresses are
  ordinary host addresses, readable and writable by the CPU while allocated, so a program can
- check its data without a GPU. Memory is committed only as it is written.
+ check its data without a GPU. Memory is committed only as it is written. `granularity` is the
+ handle granularity in bytes, rounded up to a power of two of at least the page size; 0 means
+ 2 MiB, the H200's.
 
- Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
- UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
+ Errors: as `gmlake_create_simulated`.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_create_host(uint64_t capacity,
                                       uint64_t granularity,
@@ -220,9 +217,7 @@ enum gmlake_status gmlake_create_host(uint64_t capacity,
  driver call failed. `*out` is set to NULL on any error.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_malloc(struct gmlake_allocator *a, size_t size, void *stream, void **out);
 
@@ -238,9 +233,7 @@ enum gmlake_status gmlake_malloc(struct gmlake_allocator *a, size_t size, void *
  nothing.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_free(struct gmlake_allocator *a, void *ptr);
 
@@ -252,9 +245,7 @@ enum gmlake_status gmlake_free(struct gmlake_allocator *a, void *ptr);
  a pointer that is not a live allocation.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_record_stream(struct gmlake_allocator *a, void *ptr, void *stream);
 
@@ -266,9 +257,7 @@ enum gmlake_status gmlake_record_stream(struct gmlake_allocator *a, void *ptr, v
  synchronization failed (nothing was released then).
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_empty_cache(struct gmlake_allocator *a);
 
@@ -279,9 +268,7 @@ enum gmlake_status gmlake_empty_cache(struct gmlake_allocator *a);
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or a fraction outside (0, 1].
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_set_memory_fraction(struct gmlake_allocator *a, double fraction);
 
@@ -291,9 +278,7 @@ enum gmlake_status gmlake_set_memory_fraction(struct gmlake_allocator *a, double
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_get_stats(const struct gmlake_allocator *a, struct gmlake_stats *out);
 
@@ -303,9 +288,7 @@ enum gmlake_status gmlake_get_stats(const struct gmlake_allocator *a, struct gml
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_reset_peak_stats(struct gmlake_allocator *a);
 
@@ -317,9 +300,7 @@ enum gmlake_status gmlake_reset_peak_stats(struct gmlake_allocator *a);
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_stats_json(const struct gmlake_allocator *a, char **out);
 
@@ -333,8 +314,7 @@ enum gmlake_status gmlake_stats_json(const struct gmlake_allocator *a, char **ou
  Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_snapshot_json(const struct gmlake_allocator *a, char **out);
 
@@ -342,9 +322,7 @@ enum gmlake_status gmlake_snapshot_json(const struct gmlake_allocator *a, char *
  Frees a string returned by gmlake (`gmlake_stats_json`, `gmlake_snapshot_json`). NULL is ignored.
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 void gmlake_string_free(char *s);
 
@@ -357,9 +335,7 @@ void gmlake_string_free(char *s);
  refusing to take memory back (the allocator is destroyed anyway; what was refused is lost).
 
  # Safety
- Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
- output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
- dangling pointers.
+ Pointer arguments are NULL or valid, as the header's conventions say.
  */
 enum gmlake_status gmlake_destroy(struct gmlake_allocator *a, bool release_live);
 

@@ -4,25 +4,21 @@
 get_filename_component(_gmlake_prefix "${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
 include(CMakeFindDependencyMacro)
 find_dependency(Threads)
-if(NOT TARGET gmlake::gmlake)
-  add_library(gmlake::gmlake STATIC IMPORTED)
-  set_target_properties(gmlake::gmlake PROPERTIES
-    IMPORTED_LOCATION "${_gmlake_prefix}/lib/libgmlake.a"
-    INTERFACE_INCLUDE_DIRECTORIES "${_gmlake_prefix}/include"
-    INTERFACE_LINK_LIBRARIES "stdc++;Threads::Threads;${CMAKE_DL_LIBS};m")
-endif()
-if(NOT TARGET gmlake::gmlake_shared AND EXISTS "${_gmlake_prefix}/lib/libgmlake.so")
-  add_library(gmlake::gmlake_shared SHARED IMPORTED)
-  set_target_properties(gmlake::gmlake_shared PROPERTIES
-    IMPORTED_LOCATION "${_gmlake_prefix}/lib/libgmlake.so"
-    INTERFACE_INCLUDE_DIRECTORIES "${_gmlake_prefix}/include")
-endif()
-if(NOT TARGET gmlake::gmlake_cpp AND EXISTS "${_gmlake_prefix}/lib/libgmlake_cpp.a")
-  add_library(gmlake::gmlake_cpp STATIC IMPORTED)
-  set_target_properties(gmlake::gmlake_cpp PROPERTIES
-    IMPORTED_LOCATION "${_gmlake_prefix}/lib/libgmlake_cpp.a"
-    INTERFACE_INCLUDE_DIRECTORIES "${_gmlake_prefix}/include"
-    INTERFACE_COMPILE_FEATURES cxx_std_17
-    INTERFACE_LINK_LIBRARIES "Threads::Threads;${CMAKE_DL_LIBS};m")
+# _gmlake_import(TARGET TYPE FILE LINK_LIBRARIES): an imported library of the installed prefix,
+# if its file exists and the target is not defined yet.
+function(_gmlake_import target type file libs)
+  if(NOT TARGET ${target} AND EXISTS "${_gmlake_prefix}/lib/${file}")
+    add_library(${target} ${type} IMPORTED)
+    set_target_properties(${target} PROPERTIES
+      IMPORTED_LOCATION "${_gmlake_prefix}/lib/${file}"
+      INTERFACE_INCLUDE_DIRECTORIES "${_gmlake_prefix}/include"
+      INTERFACE_LINK_LIBRARIES "${libs}")
+  endif()
+endfunction()
+_gmlake_import(gmlake::gmlake STATIC libgmlake.a "stdc++;Threads::Threads;${CMAKE_DL_LIBS};m")
+_gmlake_import(gmlake::gmlake_shared SHARED libgmlake.so "")
+_gmlake_import(gmlake::gmlake_cpp STATIC libgmlake_cpp.a "Threads::Threads;${CMAKE_DL_LIBS};m")
+if(TARGET gmlake::gmlake_cpp)
+  set_property(TARGET gmlake::gmlake_cpp PROPERTY INTERFACE_COMPILE_FEATURES cxx_std_17)
 endif()
 set(gmlake_FOUND TRUE)

@@ -65,9 +65,7 @@ fn create(device: AnyDevice, cfg: Config, out: *mut *mut gmlake_allocator) -> Re
 /// driver call failed.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_create_cuda(
     device: i32,
@@ -92,9 +90,7 @@ pub unsafe extern "C" fn gmlake_create_cuda(
 /// UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_create_simulated(
     capacity: u64,
@@ -117,19 +113,17 @@ pub unsafe extern "C" fn gmlake_create_simulated(
     })
 }
 
-/// Creates an allocator on `capacity` bytes of this machine's memory (Linux), with physical handles
-/// of `granularity` bytes (a power of two, at least the page size; 0 means 2 MiB, the H200's):
-/// handles are memory files, and stitched blocks really alias them, as on a GPU. Its addresses are
+/// Creates an allocator on `capacity` bytes of this machine's memory (Linux): its physical handles
+/// are memory files, and stitched blocks really alias them, as on a GPU. Its addresses are
 /// ordinary host addresses, readable and writable by the CPU while allocated, so a program can
-/// check its data without a GPU. Memory is committed only as it is written.
+/// check its data without a GPU. Memory is committed only as it is written. `granularity` is the
+/// handle granularity in bytes, rounded up to a power of two of at least the page size; 0 means
+/// 2 MiB, the H200's.
 ///
-/// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` if `out` is NULL, `capacity` is 0 or `config` is not
-/// UTF-8; `GMLAKE_ERROR_CONFIG` for a bad configuration.
+/// Errors: as `gmlake_create_simulated`.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_create_host(
     capacity: u64,
@@ -181,9 +175,7 @@ fn with<R>(
 /// driver call failed. `*out` is set to NULL on any error.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_malloc(
     a: *mut gmlake_allocator,
@@ -217,9 +209,7 @@ pub unsafe extern "C" fn gmlake_malloc(
 /// nothing.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void) -> gmlake_status {
     guard("gmlake_free", || {
@@ -237,9 +227,7 @@ pub unsafe extern "C" fn gmlake_free(a: *mut gmlake_allocator, ptr: *mut c_void)
 /// a pointer that is not a live allocation.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_record_stream(
     a: *mut gmlake_allocator,
@@ -260,9 +248,7 @@ pub unsafe extern "C" fn gmlake_record_stream(
 /// synchronization failed (nothing was released then).
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_empty_cache(a: *mut gmlake_allocator) -> gmlake_status {
     guard("gmlake_empty_cache", || with(a, |a| Ok(a.empty_cache()?)))
@@ -274,9 +260,7 @@ pub unsafe extern "C" fn gmlake_empty_cache(a: *mut gmlake_allocator) -> gmlake_
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or a fraction outside (0, 1].
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_set_memory_fraction(
     a: *mut gmlake_allocator,
@@ -292,9 +276,7 @@ pub unsafe extern "C" fn gmlake_set_memory_fraction(
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_get_stats(
     a: *const gmlake_allocator,
@@ -316,9 +298,7 @@ pub unsafe extern "C" fn gmlake_get_stats(
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gmlake_status {
     guard("gmlake_reset_peak_stats", || {
@@ -336,9 +316,7 @@ pub unsafe extern "C" fn gmlake_reset_peak_stats(a: *mut gmlake_allocator) -> gm
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_stats_json(
     a: *const gmlake_allocator,
@@ -368,8 +346,7 @@ pub unsafe extern "C" fn gmlake_stats_json(
 /// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_snapshot_json(
     a: *const gmlake_allocator,
@@ -390,9 +367,7 @@ pub unsafe extern "C" fn gmlake_snapshot_json(
 /// Frees a string returned by gmlake (`gmlake_stats_json`, `gmlake_snapshot_json`). NULL is ignored.
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_string_free(s: *mut c_char) {
     if !s.is_null() {
@@ -409,9 +384,7 @@ pub unsafe extern "C" fn gmlake_string_free(s: *mut c_char) {
 /// refusing to take memory back (the allocator is destroyed anyway; what was refused is lost).
 ///
 /// # Safety
-/// Pointers must be NULL or valid: an allocator from a create function not yet destroyed, an
-/// output location writable for its type, NUL-terminated strings. Checked: NULL; not checkable:
-/// dangling pointers.
+/// Pointer arguments are NULL or valid, as the header's conventions say.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_destroy(
     a: *mut gmlake_allocator,

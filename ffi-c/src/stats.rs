@@ -2,6 +2,7 @@
 //! PyTorch's flattened keys (`allocated_bytes.all.current`, ...) plus gmlake's own.
 
 use gmlake_core::{Stat, Stats};
+use serde_json::{Map, Value};
 
 /// The main statistics of an allocator. Bytes are bytes; counts are counts. See
 /// `gmlake_stats_json` for all of them.
@@ -73,62 +74,29 @@ impl From<&Stats> for gmlake_stats {
 /// `gmlake.driver_us` (wall time spent inside driver calls, microseconds) where `driver_us` is
 /// given.
 pub(crate) fn stats_json(s: &Stats, driver_us: Option<f64>) -> String {
-    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut m = Map::new();
+    let mut put = |prefix: String, stat: &Stat| {
+        for (field, v) in stat.fields() {
+            m.insert(format!("{prefix}.{field}"), v.into());
+        }
+    };
     for (name, array) in s.arrays() {
         for (pool, stat) in array.parts() {
-            for (field, v) in [
-                ("current", stat.current),
-                ("peak", stat.peak),
-                ("allocated", stat.allocated as i64),
-                ("freed", stat.freed as i64),
-            ] {
-                fields.push((format!("{name}.{pool}.{field}"), v.to_string()));
-            }
+            put(format!("{name}.{pool}"), stat);
         }
     }
-    for (name, v) in [
-        ("num_alloc_retries", s.num_alloc_retries),
-        ("num_ooms", s.num_ooms),
-        ("num_device_alloc", s.num_device_alloc),
-        ("num_device_free", s.num_device_free),
-        ("num_sync_all_streams", s.num_sync_all_streams),
-        ("gmlake.num_stitches", s.num_stitches),
-        ("gmlake.num_stitch_reuses", s.num_stitch_reuses),
-        ("gmlake.num_stitch_gc", s.num_stitch_gc),
-        ("gmlake.num_cross_stream_reuses", s.num_cross_stream_reuses),
-    ] {
-        fields.push((name.to_string(), v.to_string()));
+    for (name, stat) in s.stitch_stats() {
+        put(format!("gmlake.{name}"), stat);
     }
-    for (name, stat) in [
-        ("stitched_bytes", &s.stitched_bytes),
-        ("stitched_blocks", &s.stitched_blocks),
-        ("stitch_mappings", &s.stitch_mappings),
-    ] {
-        for (field, v) in [
-            ("current", stat.current),
-            ("peak", stat.peak),
-            ("allocated", stat.allocated as i64),
-            ("freed", stat.freed as i64),
-        ] {
-            fields.push((format!("gmlake.{name}.{field}"), v.to_string()));
-        }
+    for (name, v) in s.counters() {
+        m.insert(name.to_string(), v.into());
     }
     for (call, n) in s.driver_calls.iter() {
-        fields.push((
-            format!("gmlake.driver_calls.{}", call.name()),
-            n.to_string(),
-        ));
+        m.insert(format!("gmlake.driver_calls.{}", call.name()), n.into());
     }
-    fields.push((
-        "gmlake.utilization".to_string(),
-        format!("{}", s.utilization()),
-    ));
+    m.insert("gmlake.utilization".to_string(), s.utilization().into());
     if let Some(us) = driver_us.filter(|us| us.is_finite()) {
-        fields.push(("gmlake.driver_us".to_string(), format!("{us:.1}")));
+        m.insert("gmlake.driver_us".to_string(), us.into());
     }
-    let body: Vec<String> = fields
-        .into_iter()
-        .map(|(k, v)| format!("\"{k}\":{v}"))
-        .collect();
-    format!("{{{}}}", body.join(","))
+    Value::Object(m).to_string()
 }

@@ -3,93 +3,57 @@
 //! (`gmlake_torch_malloc`, ...), so `torch.cuda.memory.CUDAPluggableAllocator(gmlake._core.__file__,
 //! ...)` and this module share one allocator per device.
 
-use gmlake_core::replay::Replayer;
-use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::Config;
+use gmlake_replay::{replay_file, report, Options};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use std::path::Path;
-use std::time::Instant;
 
 // Keep the C API (and PyTorch's entry points) linked into this library.
 pub use gmlake as c_api;
 
-/// Replays a trace (text or PyTorch snapshot pickle, gzip or plain) through gmlake on a simulated
-/// device and returns the figures of `gmlake-replay --format json` as a dict.
+/// The replay options of the Python functions (the simulated device: an H200 unless `capacity`).
+fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
+    let config = config.unwrap_or("");
+    Config::parse(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let mut opts = Options {
+        config: config.to_string(),
+        ..Options::default()
+    };
+    if let Some(c) = capacity {
+        opts.capacity = c;
+    }
+    Ok(opts)
+}
+
+/// Replays traces (text or PyTorch snapshot pickles, gzip or plain) through gmlake on a simulated
+/// device, as `gmlake-replay` does, releasing the GIL meanwhile. Returns the JSON rows of
+/// `gmlake-replay --format json` and its table.
 ///
-/// Raises OSError or ValueError (naming the file and line) for an unreadable or malformed trace,
-/// ValueError for a bad configuration.
+/// Raises OSError for an unreadable trace, ValueError (naming the file and line) for a malformed
+/// one or a bad configuration.
 #[pyfunction]
-#[pyo3(signature = (path, config=None, capacity=None))]
-fn replay<'py>(
-    py: Python<'py>,
-    path: &str,
+#[pyo3(signature = (paths, config=None, capacity=None))]
+fn replay(
+    py: Python<'_>,
+    paths: Vec<String>,
     config: Option<&str>,
     capacity: Option<u64>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let cfg =
-        Config::parse(config.unwrap_or("")).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let events = gmlake_trace::read_trace(Path::new(path), None).map_err(|e| match e {
-        gmlake_trace::TraceError::Io { .. } => PyOSError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    })?;
-    let capacity = capacity.unwrap_or(gmlake_core::sim::H200_TOTAL_BYTES);
-    let (r, elapsed) = py
-        .detach(move || {
-            let mut replayer = Replayer::new(SimulatedDevice::new(capacity), cfg)?;
-            let start = Instant::now();
-            for ev in &events {
-                replayer.step(ev);
-            }
-            let elapsed = start.elapsed();
-            Ok::<_, gmlake_core::Error>((replayer.finish()?, elapsed))
+) -> PyResult<(String, String)> {
+    let opts = options(config, capacity)?;
+    let rows = py
+        .detach(|| {
+            paths
+                .iter()
+                .map(|p| replay_file(Path::new(p), &opts))
+                .collect::<anyhow::Result<Vec<_>>>()
         })
-        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    let d = PyDict::new(py);
-    let name = Path::new(path)
-        .file_name()
-        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
-    d.set_item("trace", name)?;
-    d.set_item("config", config.unwrap_or(""))?;
-    for (k, v) in [
-        ("events", r.events),
-        ("allocs", r.allocs),
-        ("frees", r.frees),
-        ("unmatched_frees", r.unmatched_frees),
-        ("duplicate_allocs", r.duplicate_allocs),
-        ("peak_active_bytes", r.peak_active_bytes),
-        ("peak_reserved_bytes", r.peak_reserved_bytes),
-        ("native_peak_reserved_bytes", r.native_peak_reserved_bytes),
-        ("native_segment_allocs", r.native_segment_allocs),
-        ("ooms", r.ooms),
-        ("num_stitches", r.num_stitches),
-        ("num_stitch_reuses", r.num_stitch_reuses),
-        ("num_stitch_gc", r.num_stitch_gc),
-        ("end_handles", r.end_handles),
-        ("end_ranges", r.end_ranges),
-        ("end_mappings", r.end_mappings),
-        ("end_events", r.end_events),
-    ] {
-        d.set_item(k, v)?;
-    }
-    d.set_item("utilization", r.utilization)?;
-    d.set_item("native_utilization", r.native_utilization)?;
-    d.set_item("estimated_driver_us", r.estimated_driver_us)?;
-    d.set_item("native_estimated_driver_us", r.native_estimated_driver_us)?;
-    d.set_item("teardown_driver_us", r.teardown_driver_us)?;
-    let ns = if r.ops == 0 {
-        0.0
-    } else {
-        elapsed.as_nanos() as f64 / r.ops as f64
-    };
-    d.set_item("replay_ns_per_op", ns)?;
-    let calls = PyDict::new(py);
-    for (call, n) in r.driver_calls.iter() {
-        calls.set_item(call.name(), n)?;
-    }
-    d.set_item("driver_calls", calls)?;
-    Ok(d)
+        .map_err(|e| match e.downcast_ref::<gmlake_trace::TraceError>() {
+            Some(gmlake_trace::TraceError::Io { .. }) => PyOSError::new_err(format!("{e:#}")),
+            _ => PyValueError::new_err(format!("{e:#}")),
+        })?;
+    let json = serde_json::to_string(&rows).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok((json, report::table(&rows)))
 }
 
 /// Checks a configuration string; raises ValueError (listing the valid keys) if it is bad.

@@ -13,6 +13,7 @@
 //! Addresses it returns are real, readable and writable host addresses while allocated.
 
 use gmlake_core::device::{DeviceBooks, DeviceResult};
+use gmlake_core::ledger::Ledger;
 use gmlake_core::{
     Device, DeviceError, DeviceErrorKind, DriverCall, EventHandle, PhysHandle, StreamHandle,
 };
@@ -25,36 +26,25 @@ use std::time::Instant;
 
 /// One machine's host memory as a gmlake device. `Send`; driven through `&mut self`.
 pub struct HostDevice {
-    granularity: u64,
-    capacity: u64,
+    /// The books and the driver's rules, shared with the simulated device.
+    ledger: Ledger,
+    /// The memory file of each live handle.
+    files: HashMap<u64, OwnedFd>,
+    /// Reserved ranges: start -> size (released at drop).
+    ranges: BTreeMap<u64, u64>,
     next_handle: u64,
     next_event: u64,
-    handles: HashMap<u64, Handle>,
-    /// Reserved ranges: start -> size.
-    ranges: BTreeMap<u64, u64>,
-    /// Live mappings: start -> (size, handle).
-    mappings: BTreeMap<u64, (u64, u64)>,
     events: HashSet<u64>,
-    books: DeviceBooks,
-}
-
-struct Handle {
-    fd: OwnedFd,
-    size: u64,
-    mappings: u32,
+    driver_us: f64,
 }
 
 impl std::fmt::Debug for HostDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostDevice")
-            .field("granularity", &self.granularity)
-            .field("capacity", &self.capacity)
+            .field("granularity", &self.ledger.granularity())
+            .field("capacity", &self.ledger.capacity())
             .finish()
     }
-}
-
-fn err(call: DriverCall, kind: DeviceErrorKind, what: String) -> DeviceError {
-    DeviceError::new(call, kind, 0, what)
 }
 
 fn os_err(call: DriverCall, e: rustix::io::Errno, what: String) -> DeviceError {
@@ -66,42 +56,36 @@ fn os_err(call: DriverCall, e: rustix::io::Errno, what: String) -> DeviceError {
     DeviceError::new(call, kind, e.raw_os_error() as i64, format!("{what}: {e}"))
 }
 
+fn unknown_event(call: DriverCall, event: EventHandle) -> DeviceError {
+    DeviceError::new(
+        call,
+        DeviceErrorKind::InvalidValue,
+        1,
+        format!("unknown event {}", event.0),
+    )
+}
+
 impl HostDevice {
-    /// A device of `capacity` bytes of host memory with a `granularity` (a power of two, at least
-    /// the page size; 2 MiB mirrors the H200). Memory is committed only as it is written.
+    /// A device of `capacity` bytes of host memory with a `granularity` (rounded up to a power of
+    /// two of at least the page size; 2 MiB mirrors the H200). Memory is committed only as it is
+    /// written.
     pub fn new(capacity: u64, granularity: u64) -> HostDevice {
         HostDevice {
-            granularity: granularity.max(4096).next_power_of_two(),
-            capacity,
+            ledger: Ledger::new(granularity.max(4096).next_power_of_two(), Some(capacity)),
+            files: HashMap::new(),
+            ranges: BTreeMap::new(),
             next_handle: 1,
             next_event: 1,
-            handles: HashMap::new(),
-            ranges: BTreeMap::new(),
-            mappings: BTreeMap::new(),
             events: HashSet::new(),
-            books: DeviceBooks::default(),
+            driver_us: 0.0,
         }
     }
 
     fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> DeviceResult<T>) -> DeviceResult<T> {
         let start = Instant::now();
         let r = f(self);
-        self.books.driver_us += start.elapsed().as_secs_f64() * 1e6;
+        self.driver_us += start.elapsed().as_secs_f64() * 1e6;
         r
-    }
-
-    /// Mappings exactly tiling `[addr, addr + size)`.
-    fn tiling(&self, addr: u64, size: u64) -> Option<Vec<u64>> {
-        let mut at = addr;
-        let mut keys = Vec::new();
-        for (&va, &(len, _)) in self.mappings.range(addr..addr.checked_add(size)?) {
-            if va != at {
-                return None;
-            }
-            at = va + len;
-            keys.push(va);
-        }
-        (at == addr + size && !keys.is_empty()).then_some(keys)
     }
 }
 
@@ -118,77 +102,37 @@ impl Drop for HostDevice {
 
 impl Device for HostDevice {
     fn granularity(&self) -> u64 {
-        self.granularity
+        self.ledger.granularity()
     }
 
     fn total_memory(&self) -> u64 {
-        self.capacity
+        self.ledger.capacity().unwrap_or(0)
     }
 
     fn free_memory(&mut self) -> Option<u64> {
-        Some(self.capacity.saturating_sub(self.books.handle_bytes))
+        Some(self.total_memory().saturating_sub(self.ledger.used()))
     }
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
         let call = DriverCall::CreateHandle;
         self.timed(|d| {
-            if size == 0 || !size.is_multiple_of(d.granularity) {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("handle size {size} is not a multiple of the granularity"),
-                ));
-            }
-            if d.books.handle_bytes + size > d.capacity {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::OutOfMemory,
-                    format!(
-                        "{size} bytes asked, {} of {} in use",
-                        d.books.handle_bytes, d.capacity
-                    ),
-                ));
-            }
+            d.ledger.check_create(size)?;
             let fd = memfd_create("gmlake-chunk", MemfdFlags::CLOEXEC)
                 .map_err(|e| os_err(call, e, "memfd_create".into()))?;
             ftruncate(&fd, size).map_err(|e| os_err(call, e, format!("ftruncate to {size}")))?;
             let id = d.next_handle;
             d.next_handle += 1;
-            d.handles.insert(
-                id,
-                Handle {
-                    fd,
-                    size,
-                    mappings: 0,
-                },
-            );
-            d.books.handles += 1;
-            d.books.handle_bytes += size;
-            d.books.peak_handle_bytes = d.books.peak_handle_bytes.max(d.books.handle_bytes);
+            d.files.insert(id, fd);
+            d.ledger.add_handle(id, size);
             Ok(PhysHandle(id))
         })
     }
 
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
-        let call = DriverCall::ReleaseHandle;
         self.timed(|d| {
-            let h = d.handles.get(&handle.0).ok_or_else(|| {
-                err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("unknown handle {}", handle.0),
-                )
-            })?;
-            if h.mappings > 0 {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("handle {} is still mapped", handle.0),
-                ));
-            }
-            let h = d.handles.remove(&handle.0).map(|h| h.size).unwrap_or(0);
-            d.books.handles -= 1;
-            d.books.handle_bytes -= h;
+            d.ledger.check_release(handle.0)?;
+            d.ledger.remove_handle(handle.0);
+            d.files.remove(&handle.0);
             Ok(())
         })
     }
@@ -196,14 +140,8 @@ impl Device for HostDevice {
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
         let call = DriverCall::ReserveRange;
         self.timed(|d| {
-            let g = d.granularity;
-            if size == 0 || !size.is_multiple_of(g) {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("range size {size} is not a multiple of the granularity"),
-                ));
-            }
+            d.ledger.check_reserve(size)?;
+            let g = d.granularity();
             let over = (size + g) as usize;
             let flags = MapFlags::PRIVATE | MapFlags::NORESERVE;
             // SAFETY: a new anonymous mapping at an address of the kernel's choosing.
@@ -223,7 +161,7 @@ impl Device for HostDevice {
                 }
             }
             d.ranges.insert(start, size);
-            d.books.ranges += 1;
+            d.ledger.add_range(start, size);
             Ok(start)
         })
     }
@@ -231,25 +169,12 @@ impl Device for HostDevice {
     fn free_range(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::FreeRange;
         self.timed(|d| {
-            if d.ranges.get(&addr) != Some(&size) {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("no range of {size} bytes at {addr:#x}"),
-                ));
-            }
-            if d.mappings.range(addr..addr + size).next().is_some() {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("range at {addr:#x} still has mappings"),
-                ));
-            }
+            d.ledger.check_free_range(addr, size)?;
             // SAFETY: the whole reserved range, with nothing mapped in it.
             unsafe { munmap(addr as *mut c_void, size as usize) }
                 .map_err(|e| os_err(call, e, "munmap".into()))?;
             d.ranges.remove(&addr);
-            d.books.ranges -= 1;
+            d.ledger.remove_range(addr);
             Ok(())
         })
     }
@@ -257,37 +182,8 @@ impl Device for HostDevice {
     fn map(&mut self, addr: u64, size: u64, handle: PhysHandle, offset: u64) -> DeviceResult<()> {
         let call = DriverCall::Map;
         self.timed(|d| {
-            let inside = d
-                .ranges
-                .range(..=addr)
-                .next_back()
-                .is_some_and(|(&va, &len)| addr + size <= va + len);
-            let overlaps = d
-                .mappings
-                .range(..addr + size)
-                .next_back()
-                .is_some_and(|(&va, &(len, _))| va + len > addr);
-            if !inside || overlaps || !addr.is_multiple_of(d.granularity) {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("{addr:#x}+{size}: outside a range, misaligned or over a mapping"),
-                ));
-            }
-            let h = d.handles.get_mut(&handle.0).ok_or_else(|| {
-                err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("unknown handle {}", handle.0),
-                )
-            })?;
-            if offset != 0 || size != h.size {
-                return Err(err(
-                    call,
-                    DeviceErrorKind::NotSupported,
-                    "only whole handles map (as with the CUDA driver)".into(),
-                ));
-            }
+            d.ledger.check_map(addr, size, handle.0, offset)?;
+            let fd = &d.files[&handle.0];
             let flags = MapFlags::SHARED | MapFlags::FIXED;
             // SAFETY: the address lies in a range this device reserved, where nothing is mapped.
             // No access until `set_access`, as with the CUDA driver.
@@ -297,14 +193,12 @@ impl Device for HostDevice {
                     size as usize,
                     ProtFlags::empty(),
                     flags,
-                    &h.fd,
+                    fd,
                     0,
                 )
             }
             .map_err(|e| os_err(call, e, format!("mmap of {size} bytes at {addr:#x}")))?;
-            h.mappings += 1;
-            d.mappings.insert(addr, (size, handle.0));
-            d.books.mappings += 1;
+            d.ledger.add_mapping(addr, size, handle.0);
             Ok(())
         })
     }
@@ -312,13 +206,7 @@ impl Device for HostDevice {
     fn unmap(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::Unmap;
         self.timed(|d| {
-            let keys = d.tiling(addr, size).ok_or_else(|| {
-                err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("{addr:#x}+{size} is not whole mappings"),
-                )
-            })?;
+            let keys = d.ledger.check_tiled(call, addr, size)?;
             let flags = MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE;
             // SAFETY: replaces this device's own mappings by an inaccessible reservation.
             unsafe {
@@ -330,14 +218,7 @@ impl Device for HostDevice {
                 )
             }
             .map_err(|e| os_err(call, e, format!("unmapping {size} bytes at {addr:#x}")))?;
-            for k in keys {
-                if let Some((_, h)) = d.mappings.remove(&k) {
-                    if let Some(h) = d.handles.get_mut(&h) {
-                        h.mappings -= 1;
-                    }
-                    d.books.mappings -= 1;
-                }
-            }
+            d.ledger.remove_mappings(&keys);
             Ok(())
         })
     }
@@ -345,13 +226,7 @@ impl Device for HostDevice {
     fn set_access(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
         let call = DriverCall::SetAccess;
         self.timed(|d| {
-            d.tiling(addr, size).ok_or_else(|| {
-                err(
-                    call,
-                    DeviceErrorKind::InvalidValue,
-                    format!("{addr:#x}+{size} is not fully mapped"),
-                )
-            })?;
+            let keys = d.ledger.check_tiled(call, addr, size)?;
             // SAFETY: the range is wholly this device's own mappings (checked just above).
             unsafe {
                 mprotect(
@@ -366,7 +241,9 @@ impl Device for HostDevice {
                     e,
                     format!("granting access to {size} bytes at {addr:#x}"),
                 )
-            })
+            })?;
+            d.ledger.grant_access(&keys);
+            Ok(())
         })
     }
 
@@ -374,44 +251,28 @@ impl Device for HostDevice {
         let id = self.next_event;
         self.next_event += 1;
         self.events.insert(id);
-        self.books.events += 1;
         Ok(EventHandle(id))
     }
 
     fn destroy_event(&mut self, event: EventHandle) -> DeviceResult<()> {
         if !self.events.remove(&event.0) {
-            return Err(err(
-                DriverCall::DestroyEvent,
-                DeviceErrorKind::InvalidValue,
-                format!("unknown event {}", event.0),
-            ));
+            return Err(unknown_event(DriverCall::DestroyEvent, event));
         }
-        self.books.events -= 1;
         Ok(())
     }
 
     fn record_event(&mut self, event: EventHandle, _stream: StreamHandle) -> DeviceResult<()> {
-        if self.events.contains(&event.0) {
-            Ok(())
-        } else {
-            Err(err(
-                DriverCall::RecordEvent,
-                DeviceErrorKind::InvalidValue,
-                format!("unknown event {}", event.0),
-            ))
+        match self.events.contains(&event.0) {
+            true => Ok(()),
+            false => Err(unknown_event(DriverCall::RecordEvent, event)),
         }
     }
 
     fn query_event(&mut self, event: EventHandle) -> DeviceResult<bool> {
         // Host work is done when the call that enqueued it returned.
-        if self.events.contains(&event.0) {
-            Ok(true)
-        } else {
-            Err(err(
-                DriverCall::QueryEvent,
-                DeviceErrorKind::InvalidValue,
-                format!("unknown event {}", event.0),
-            ))
+        match self.events.contains(&event.0) {
+            true => Ok(true),
+            false => Err(unknown_event(DriverCall::QueryEvent, event)),
         }
     }
 
@@ -424,6 +285,9 @@ impl Device for HostDevice {
     }
 
     fn books(&self) -> Option<DeviceBooks> {
-        Some(self.books)
+        Some(DeviceBooks {
+            events: self.events.len() as u64,
+            ..self.ledger.books(self.driver_us)
+        })
     }
 }

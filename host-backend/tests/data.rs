@@ -38,17 +38,7 @@ fn a_stitched_view_and_the_blocks_it_maps_alias() {
     let views: Vec<(u64, u64)> = st
         .pieces
         .iter()
-        .map(|p| {
-            let seg = snap
-                .segments
-                .iter()
-                .find(|g| g.address == p.segment_address)
-                .unwrap();
-            (
-                seg.address + seg.chunks[p.chunk_index as usize].offset + p.offset_in_handle,
-                p.size,
-            )
-        })
+        .map(|p| (snap.piece_address(p).unwrap(), p.size))
         .collect();
     let pattern: Vec<u8> = (0..12 * MIB).map(|i| (i * 31 % 251) as u8).collect();
     bytes(s, 12 * MIB).copy_from_slice(&pattern);

@@ -44,7 +44,8 @@ def replay(path, config=None, capacity=None):
     returns the figures of `gmlake-replay --format json` as a dict: utilization, peak bytes,
     PyTorch's own figures from the trace, stitches, driver calls, leaks. `capacity` is the simulated
     device's memory in bytes (default: an H200's). No GPU needed."""
-    return _core.replay(os.fspath(path), config, capacity)
+    rows, _ = _core.replay([os.fspath(path)], config, capacity)
+    return json.loads(rows)[0]
 
 
 def is_enabled():

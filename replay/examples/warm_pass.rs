@@ -65,12 +65,7 @@ fn explain(snap: &gmlake_core::Snapshot, i: usize, size: u64) {
         let mut busy_pieces = 0;
         for p in &st.pieces {
             let before = busy_by.len();
-            let seg = snap
-                .segments
-                .iter()
-                .find(|s| s.address == p.segment_address)
-                .unwrap();
-            let c = &seg.chunks[p.chunk_index as usize];
+            let (seg, c) = snap.chunk_of(p).unwrap();
             let (lo, hi) = (seg.address + c.offset, seg.address + c.offset + c.size);
             for b in &seg.blocks {
                 if b.address < hi && b.address + b.size > lo && b.state != BlockStateInfo::Inactive

@@ -4,16 +4,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use gmlake_core::config::parse_size;
-use gmlake_core::replay::Replayer;
-use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Config, DriverCall};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-mod report;
-use report::Row;
+use gmlake_core::DriverCall;
+use gmlake_replay::{replay_file, report, Options};
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Format {
@@ -63,67 +56,25 @@ fn parse_fault(text: &str) -> Result<(DriverCall, u64)> {
     Ok((call, n))
 }
 
-fn replay_one(
-    path: &Path,
-    args: &Args,
-    cfg: &Config,
-    capacity: u64,
-    faults: &[(DriverCall, u64)],
-) -> Result<Row> {
-    let events = gmlake_trace::read_trace(path, args.device)?;
-    let mut dev = SimulatedDevice::new(capacity);
-    for &(call, n) in faults {
-        dev.inject_fault(call, n);
-    }
-    let mut replayer = Replayer::new(dev, cfg.clone())?;
-    let bar = if std::io::stderr().is_terminal() && events.len() > 100_000 {
-        let bar = ProgressBar::new(events.len() as u64);
-        bar.set_style(ProgressStyle::with_template(
-            "{msg} {bar:40} {pos}/{len} events ({eta})",
-        )?);
-        bar.set_message(path.display().to_string());
-        Some(bar)
-    } else {
-        None
-    };
-    let start = Instant::now();
-    for (i, ev) in events.iter().enumerate() {
-        replayer.step(ev);
-        if let Some(bar) = &bar {
-            if i % 65_536 == 0 {
-                bar.set_position(i as u64);
-            }
-        }
-    }
-    let elapsed = start.elapsed();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let report = replayer
-        .finish()
-        .with_context(|| format!("{}: teardown failed", path.display()))?;
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    Ok(Row::new(name, report, elapsed, &args.config))
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
-    let cfg = Config::parse(&args.config)?;
-    let capacity = match &args.capacity {
-        Some(c) => parse_size(c, 1)?,
-        None => gmlake_core::sim::H200_TOTAL_BYTES,
+    let mut opts = Options {
+        config: args.config.clone(),
+        faults: args
+            .inject_fault
+            .iter()
+            .map(|f| parse_fault(f))
+            .collect::<Result<Vec<_>>>()?,
+        device: args.device,
+        progress: true,
+        ..Options::default()
     };
-    let faults = args
-        .inject_fault
-        .iter()
-        .map(|f| parse_fault(f))
-        .collect::<Result<Vec<_>>>()?;
+    if let Some(c) = &args.capacity {
+        opts.capacity = parse_size(c, 1)?;
+    }
     let mut rows = Vec::new();
     for path in &args.traces {
-        rows.push(replay_one(path, &args, &cfg, capacity, &faults)?);
+        rows.push(replay_file(path, &opts)?);
     }
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),

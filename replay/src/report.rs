@@ -1,93 +1,95 @@
 //! The replay report as JSON rows and as a table.
 
 use gmlake_core::replay::ReplayReport;
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-/// One trace's results; the JSON object of `--format json`.
-#[derive(Debug, Serialize)]
+/// One trace's results: the JSON object of `--format json` and a line of the table.
+#[derive(Debug)]
 pub struct Row {
+    /// The trace's file name.
     pub trace: String,
+    /// The configuration string replayed with.
     pub config: String,
-    pub events: u64,
-    pub allocs: u64,
-    pub frees: u64,
-    pub unmatched_frees: u64,
-    pub duplicate_allocs: u64,
-    /// Peak of live requested bytes.
-    pub peak_active_bytes: u64,
-    /// Peak physical bytes gmlake held.
-    pub peak_reserved_bytes: u64,
-    pub utilization: f64,
-    pub native_peak_reserved_bytes: u64,
-    pub native_utilization: f64,
-    pub native_segment_allocs: u64,
-    /// PyTorch's segment_alloc count times the measured cudaMalloc cost, microseconds.
-    pub native_estimated_driver_us: f64,
-    pub ooms: u64,
-    pub num_stitches: u64,
-    pub num_stitch_reuses: u64,
-    pub num_stitch_gc: u64,
-    /// Driver calls by kind, over the whole replay including the teardown.
-    pub driver_calls: BTreeMap<String, u64>,
-    /// Estimated driver time during the trace, microseconds (H200 cost table).
-    pub estimated_driver_us: f64,
-    /// Estimated driver time of the final free-everything and empty_cache, microseconds.
-    pub teardown_driver_us: f64,
-    /// Wall time of the replay loop per allocation or free, nanoseconds (host CPU, simulated device).
+    /// What the replay measured.
+    pub report: ReplayReport,
+    /// Wall time of the replay loop per allocation or free, nanoseconds (host CPU, simulated
+    /// device).
     pub replay_ns_per_op: f64,
-    pub end_handles: u64,
-    pub end_ranges: u64,
-    pub end_mappings: u64,
-    pub end_events: u64,
-    /// Segments created in the small and large pools.
-    pub segments_created: [u64; 2],
 }
 
 impl Row {
-    pub fn new(trace: String, r: ReplayReport, elapsed: Duration, config: &str) -> Row {
+    /// The row of a replay of `trace` with `config` that took `elapsed` over its operations.
+    pub fn new(trace: String, report: ReplayReport, elapsed: Duration, config: &str) -> Row {
+        let replay_ns_per_op = if report.ops == 0 {
+            0.0
+        } else {
+            elapsed.as_nanos() as f64 / report.ops as f64
+        };
         Row {
             trace,
             config: config.to_string(),
-            events: r.events,
-            allocs: r.allocs,
-            frees: r.frees,
-            unmatched_frees: r.unmatched_frees,
-            duplicate_allocs: r.duplicate_allocs,
-            peak_active_bytes: r.peak_active_bytes,
-            peak_reserved_bytes: r.peak_reserved_bytes,
-            utilization: r.utilization,
-            native_peak_reserved_bytes: r.native_peak_reserved_bytes,
-            native_utilization: r.native_utilization,
-            native_segment_allocs: r.native_segment_allocs,
-            native_estimated_driver_us: r.native_estimated_driver_us,
-            ooms: r.ooms,
-            num_stitches: r.num_stitches,
-            num_stitch_reuses: r.num_stitch_reuses,
-            num_stitch_gc: r.num_stitch_gc,
-            driver_calls: r
-                .driver_calls
-                .iter()
-                .map(|(c, n)| (c.name().to_string(), n))
-                .collect(),
-            estimated_driver_us: r.estimated_driver_us,
-            teardown_driver_us: r.teardown_driver_us,
-            replay_ns_per_op: if r.ops == 0 {
-                0.0
-            } else {
-                elapsed.as_nanos() as f64 / r.ops as f64
-            },
-            end_handles: r.end_handles,
-            end_ranges: r.end_ranges,
-            end_mappings: r.end_mappings,
-            end_events: r.end_events,
-            segments_created: [
-                r.stats.segment.small_pool.allocated,
-                r.stats.segment.large_pool.allocated,
-            ],
+            report,
+            replay_ns_per_op,
         }
+    }
+}
+
+impl Serialize for Row {
+    /// The JSON object of a row: the trace and configuration, every figure of the report (bytes,
+    /// counts, microseconds, as named in `ReplayReport`), `driver_calls` by kind,
+    /// `replay_ns_per_op`, and `segments_created` (small pool, large pool).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = &self.report;
+        let calls: BTreeMap<&str, u64> =
+            r.driver_calls.iter().map(|(c, n)| (c.name(), n)).collect();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("trace", &self.trace)?;
+        m.serialize_entry("config", &self.config)?;
+        let figures: [(&str, Value); 23] = [
+            ("events", r.events.into()),
+            ("allocs", r.allocs.into()),
+            ("frees", r.frees.into()),
+            ("unmatched_frees", r.unmatched_frees.into()),
+            ("duplicate_allocs", r.duplicate_allocs.into()),
+            ("peak_active_bytes", r.peak_active_bytes.into()),
+            ("peak_reserved_bytes", r.peak_reserved_bytes.into()),
+            ("utilization", r.utilization.into()),
+            (
+                "native_peak_reserved_bytes",
+                r.native_peak_reserved_bytes.into(),
+            ),
+            ("native_utilization", r.native_utilization.into()),
+            ("native_segment_allocs", r.native_segment_allocs.into()),
+            (
+                "native_estimated_driver_us",
+                r.native_estimated_driver_us.into(),
+            ),
+            ("ooms", r.ooms.into()),
+            ("num_stitches", r.num_stitches.into()),
+            ("num_stitch_reuses", r.num_stitch_reuses.into()),
+            ("num_stitch_gc", r.num_stitch_gc.into()),
+            ("estimated_driver_us", r.estimated_driver_us.into()),
+            ("teardown_driver_us", r.teardown_driver_us.into()),
+            ("replay_ns_per_op", self.replay_ns_per_op.into()),
+            ("end_handles", r.end_handles.into()),
+            ("end_ranges", r.end_ranges.into()),
+            ("end_mappings", r.end_mappings.into()),
+            ("end_events", r.end_events.into()),
+        ];
+        for (key, v) in &figures {
+            m.serialize_entry(key, v)?;
+        }
+        m.serialize_entry("driver_calls", &calls)?;
+        let segments = &r.stats.segment;
+        m.serialize_entry(
+            "segments_created",
+            &[segments.small_pool.allocated, segments.large_pool.allocated],
+        )?;
+        m.end()
     }
 }
 
@@ -121,21 +123,21 @@ pub fn table(rows: &[Row]) -> String {
             out,
             "{:<24} {:>9} {:>10.2} {:>12.2} {:>8.4} {:>12.2} {:>8.4} {:>5} {:>8} {:>7} {:>11.1} {:>11.1} {:>7.0} {:>3}/{}/{}",
             r.trace,
-            r.allocs,
-            gb(r.peak_active_bytes),
-            gb(r.peak_reserved_bytes),
-            r.utilization,
-            gb(r.native_peak_reserved_bytes),
-            r.native_utilization,
-            r.ooms,
-            r.num_stitches,
-            r.num_stitch_reuses,
-            r.estimated_driver_us / 1e3,
-            r.native_estimated_driver_us / 1e3,
+            r.report.allocs,
+            gb(r.report.peak_active_bytes),
+            gb(r.report.peak_reserved_bytes),
+            r.report.utilization,
+            gb(r.report.native_peak_reserved_bytes),
+            r.report.native_utilization,
+            r.report.ooms,
+            r.report.num_stitches,
+            r.report.num_stitch_reuses,
+            r.report.estimated_driver_us / 1e3,
+            r.report.native_estimated_driver_us / 1e3,
             r.replay_ns_per_op,
-            r.end_handles,
-            r.end_ranges,
-            r.end_mappings
+            r.report.end_handles,
+            r.report.end_ranges,
+            r.report.end_mappings
         );
     }
     out

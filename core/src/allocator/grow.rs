@@ -78,6 +78,13 @@ impl<D: Device> Allocator<D> {
     /// Creates a large-pool segment of `bytes` for stream `s` at `va`, address space the caller
     /// has taken. On failure everything is undone, including `[va, va + bytes)` going back.
     pub(super) fn grow_at(&mut self, va: u64, s: StreamIdx, bytes: u64) -> Result<SegId, Miss> {
+        let handles = self.back_range(va, bytes)?;
+        Ok(self.add_segment(va, &handles, s, PoolKind::Large))
+    }
+
+    /// Creates handles for `bytes` and maps them at `va`, address space the caller has taken. On
+    /// failure everything is undone, including `[va, va + bytes)` going back.
+    fn back_range(&mut self, va: u64, bytes: u64) -> Result<Vec<(PhysHandle, u64)>, Miss> {
         let handles = match self.create_chunks(bytes) {
             Ok(h) => h,
             Err(m) => {
@@ -86,7 +93,7 @@ impl<D: Device> Allocator<D> {
             }
         };
         self.map_chunks(va, &handles)?;
-        Ok(self.add_segment(va, &handles, s, PoolKind::Large))
+        Ok(handles)
     }
 
     /// Registers mapped `handles` at `va` as a new segment holding one free block.
@@ -183,14 +190,7 @@ impl<D: Device> Allocator<D> {
         if !self.va_take_exact(end, bytes) {
             return Err(Miss::NoMemory);
         }
-        let handles = match self.create_chunks(bytes) {
-            Ok(h) => h,
-            Err(m) => {
-                self.va_free(end, bytes);
-                return Err(m);
-            }
-        };
-        self.map_chunks(end, &handles)?;
+        let handles = self.back_range(end, bytes)?;
         let last = self.segments[seg].last_block;
         self.add_chunks(seg, &handles);
         if self.blocks[last].state == BlockState::Free {

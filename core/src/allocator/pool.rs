@@ -224,30 +224,27 @@ impl<D: Device> Allocator<D> {
     /// neighbours whose fences allow (PyTorch's `free_block` / `try_merge_blocks`). Returns the
     /// free block it ended up in.
     pub(super) fn release_block(&mut self, b: BlockId, fence: Fence) -> BlockId {
-        let mut b = b;
-        let mut fence = fence;
-        if let Some(p) = self.blocks[b].prev {
-            if self.blocks[p].state == BlockState::Free {
-                if let Some(f) = self.streams.merge(self.blocks[p].fence, fence) {
-                    self.remove_free(p);
-                    self.absorb(p, b);
-                    b = p;
-                    fence = f;
-                }
-            }
+        let (mut b, mut fence) = (b, fence);
+        if let Some((p, f)) = self.mergeable(self.blocks[b].prev, fence) {
+            self.absorb(p, b);
+            (b, fence) = (p, f);
         }
-        if let Some(n) = self.blocks[b].next {
-            if self.blocks[n].state == BlockState::Free {
-                if let Some(f) = self.streams.merge(self.blocks[n].fence, fence) {
-                    self.remove_free(n);
-                    self.absorb(b, n);
-                    fence = f;
-                }
-            }
+        if let Some((n, f)) = self.mergeable(self.blocks[b].next, fence) {
+            self.absorb(b, n);
+            fence = f;
         }
         self.blocks[b].fence = fence;
         self.insert_free(b);
         b
+    }
+
+    /// The neighbour `nb`, taken out of its pool, and the fence of the two merged, if it is free
+    /// and the fences allow merging with a block fenced by `fence`.
+    fn mergeable(&mut self, nb: Option<BlockId>, fence: Fence) -> Option<(BlockId, Fence)> {
+        let n = nb.filter(|&n| self.blocks[n].state == BlockState::Free)?;
+        let f = self.streams.merge(self.blocks[n].fence, fence)?;
+        self.remove_free(n);
+        Some((n, f))
     }
 
     /// Merges adjacent free blocks of a segment that were kept apart because different streams'

@@ -164,9 +164,8 @@ impl<D: Device> Allocator<D> {
             self.blocks.remove(id);
         }
         // Parts of the range still mapped after a refused unmap (queued with `size: 0`) now own
-        // their piece of the range: it goes back to the arena when their unmap succeeds. The
-        // rest goes back now. (Found by the fuzzer: freeing the whole range let a later growth
-        // map over the stale mapping.)
+        // their piece of the range: it goes back to the arena when their unmap succeeds, since a
+        // later growth given that piece would map over the stale mapping. The rest goes back now.
         let (lo, hi) = (segm.va, segm.va + segm.size);
         let mut stale: Vec<(u64, u64)> = Vec::new();
         for job in self.deferred.iter_mut() {

@@ -18,6 +18,25 @@ pub struct Snapshot {
     pub stitched: Vec<StitchedInfo>,
 }
 
+impl Snapshot {
+    /// The segment and physical chunk that a piece of a stitched block maps, if the snapshot holds
+    /// them. O(segments).
+    pub fn chunk_of(&self, piece: &PieceInfo) -> Option<(&SegmentInfo, &ChunkInfo)> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.address == piece.segment_address)?;
+        Some((seg, seg.chunks.get(piece.chunk_index as usize)?))
+    }
+
+    /// Where a piece of a stitched block lies in its segment's own range (the other view of the
+    /// same physical bytes), if the snapshot holds its segment. O(segments).
+    pub fn piece_address(&self, piece: &PieceInfo) -> Option<u64> {
+        let (seg, chunk) = self.chunk_of(piece)?;
+        Some(seg.address + chunk.offset + piece.offset_in_handle)
+    }
+}
+
 /// A primitive segment: a virtual range mapping physical chunks back to back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegmentInfo {

@@ -1,8 +1,8 @@
 //! Virtual address space: reserved from the device in large arenas, handed out in
 //! granule-multiple ranges to segments and stitched blocks.
 //!
-//! `cuMemAddressReserve` costs 20-30 us on the H200 whatever the size
-//! (`shared/reference/h200-measurements.md`), as much as creating a physical handle; reserving an
+//! `cuMemAddressReserve` costs 17-25 us on the H200 whatever the size (`docs/benchmarks.md`, "Per-call
+//! driver costs measured by gmlake"), as much as creating a physical handle; reserving an
 //! arena once and sub-allocating from it takes that cost off every growth and every stitch
 //! (PyTorch's expandable segments likewise reserve one large range up front). Arenas go back to
 //! the device when wholly free, on `empty_cache`.

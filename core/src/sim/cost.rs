@@ -12,6 +12,17 @@ const MIB: u64 = 1 << 20;
 pub struct SizeCurve(pub Vec<(u64, f64)>);
 
 impl SizeCurve {
+    /// A curve through the points `(sizes_mib[i] MiB, us[i])`.
+    pub fn at_mib(sizes_mib: &[u64], us: &[f64]) -> Self {
+        SizeCurve(
+            sizes_mib
+                .iter()
+                .map(|&m| m * MIB)
+                .zip(us.iter().copied())
+                .collect(),
+        )
+    }
+
     /// A cost that ignores the size.
     pub fn flat(us: f64) -> Self {
         SizeCurve(alloc::vec![(1, us)])
@@ -92,64 +103,29 @@ pub struct CostTable {
     pub native_free: SizeCurve,
 }
 
+/// The handle sizes, in MiB, at which the virtual memory calls were measured.
+const HANDLE_MIB: [u64; 5] = [2, 32, 256, 1024, 4096];
+
+/// The sizes, in MiB, at which PyTorch's `cudaMalloc` and `cudaFree` were measured.
+const MALLOC_MIB: [u64; 9] = [2, 20, 96, 192, 512, 1024, 2048, 4096, 7168];
+
 impl Default for CostTable {
     fn default() -> Self {
-        const GIB: u64 = 1 << 30;
+        let handle = |us: [f64; 5]| SizeCurve::at_mib(&HANDLE_MIB, &us);
+        let malloc = |us: [f64; 9]| SizeCurve::at_mib(&MALLOC_MIB, &us);
         CostTable {
-            create_handle: SizeCurve(alloc::vec![
-                (2 * MIB, 10.6),
-                (32 * MIB, 7.9),
-                (256 * MIB, 11.1),
-                (GIB, 33.5),
-                (4 * GIB, 15_497.2)
-            ]),
-            release_handle: SizeCurve(alloc::vec![
-                (2 * MIB, 8.6),
-                (32 * MIB, 16.7),
-                (256 * MIB, 75.1),
-                (GIB, 280.2),
-                (4 * GIB, 1_077.3)
-            ]),
+            create_handle: handle([10.6, 7.9, 11.1, 33.5, 15_497.2]),
+            release_handle: handle([8.6, 16.7, 75.1, 280.2, 1_077.3]),
             reserve_range: 20.0,
             free_range: 10.0,
             map: 1.2,
-            set_access_per_handle: SizeCurve(alloc::vec![
-                (2 * MIB, 26.6),
-                (32 * MIB, 22.9),
-                (256 * MIB, 37.3),
-                (GIB, 60.8),
-                (4 * GIB, 206.7)
-            ]),
-            unmap_per_handle: SizeCurve(alloc::vec![
-                (2 * MIB, 14.6),
-                (32 * MIB, 14.8),
-                (256 * MIB, 20.0),
-                (GIB, 29.0),
-                (4 * GIB, 57.8)
-            ]),
+            set_access_per_handle: handle([26.6, 22.9, 37.3, 60.8, 206.7]),
+            unmap_per_handle: handle([14.6, 14.8, 20.0, 29.0, 57.8]),
             event: [3.0, 3.0, 4.0, 3.0],
             synchronize: 10.0,
-            native_malloc: SizeCurve(alloc::vec![
-                (2 * MIB, 48.3),
-                (20 * MIB, 49.3),
-                (96 * MIB, 47.0),
-                (192 * MIB, 68.7),
-                (512 * MIB, 60.6),
-                (GIB, 98.9),
-                (2 * GIB, 147.1),
-                (4 * GIB, 181.1),
-                (7 * GIB, 278.1)
-            ]),
-            native_free: SizeCurve(alloc::vec![
-                (2 * MIB, 35.7),
-                (20 * MIB, 51.9),
-                (96 * MIB, 82.4),
-                (192 * MIB, 134.4),
-                (512 * MIB, 193.7),
-                (GIB, 371.3),
-                (2 * GIB, 794.4),
-                (4 * GIB, 1_225.3),
-                (7 * GIB, 2_380.8)
+            native_malloc: malloc([48.3, 49.3, 47.0, 68.7, 60.6, 98.9, 147.1, 181.1, 278.1]),
+            native_free: malloc([
+                35.7, 51.9, 82.4, 134.4, 193.7, 371.3, 794.4, 1_225.3, 2_380.8,
             ]),
         }
     }

@@ -1,88 +1,87 @@
-//! The simulated device's driver calls: each checks what the CUDA driver would refuse, charges
-//! its cost, and keeps the books.
+//! The simulated device's driver calls: each fails if a fault is due, charges its cost from the
+//! H200 cost model, and is checked and booked by the device's [`crate::ledger::Ledger`], which
+//! refuses what the CUDA driver refuses.
 
-use super::{SimEvent, SimHandle, SimMapping, SimulatedDevice};
+use super::{SimEvent, SimulatedDevice};
 use crate::device::{
     Device, DeviceBooks, DeviceError, DeviceErrorKind, DeviceResult, DriverCall, EventHandle,
     PhysHandle, StreamHandle,
 };
+use alloc::vec::Vec;
+
+impl SimulatedDevice {
+    fn invalid(call: DriverCall, what: alloc::string::String) -> DeviceError {
+        DeviceError::new(call, DeviceErrorKind::InvalidValue, 1, what)
+    }
+
+    /// A call over whole mappings (unmap, access): fails if a fault is due or the range is not
+    /// whole mappings, else charges each mapping the per-handle cost by its size and returns the
+    /// mappings' starts.
+    fn over_mappings(&mut self, call: DriverCall, addr: u64, size: u64) -> DeviceResult<Vec<u64>> {
+        self.enter(call)?;
+        let keys = self.ledger.check_tiled(call, addr, size)?;
+        let curve = match call {
+            DriverCall::SetAccess => &self.costs.set_access_per_handle,
+            _ => &self.costs.unmap_per_handle,
+        };
+        let costs: Vec<f64> = self
+            .ledger
+            .mapping_sizes(&keys)
+            .map(|s| curve.at(s))
+            .collect();
+        // One at a time, in address order, so that the sum is the same to the last bit whatever
+        // the grouping of mappings into calls.
+        for us in costs {
+            self.charge(call, us);
+        }
+        Ok(keys)
+    }
+}
 
 impl Device for SimulatedDevice {
     fn granularity(&self) -> u64 {
-        self.granularity
+        self.ledger.granularity()
     }
 
     fn total_memory(&self) -> u64 {
-        self.capacity
+        self.ledger.capacity().unwrap_or(0)
     }
 
     fn free_memory(&mut self) -> Option<u64> {
-        Some(self.capacity.saturating_sub(self.used))
+        Some(self.total_memory().saturating_sub(self.ledger.used()))
     }
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
-        let call = DriverCall::CreateHandle;
-        self.enter(call)?;
+        self.enter(DriverCall::CreateHandle)?;
         self.charge(DriverCall::CreateHandle, self.costs.create_handle.at(size));
-        if size == 0 || !self.aligned(size) {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("handle size {size} is not a positive multiple of the granularity"),
-            ));
-        }
-        if self.used.saturating_add(size) > self.capacity {
-            return Err(DeviceError::new(
-                call,
-                DeviceErrorKind::OutOfMemory,
-                2,
-                alloc::format!(
-                    "{size} bytes requested, {} of {} bytes in use",
-                    self.used,
-                    self.capacity
-                ),
-            ));
-        }
+        self.ledger.check_create(size)?;
         let id = self.next_handle;
         self.next_handle += 1;
-        self.handles.insert(id, SimHandle { size, mappings: 0 });
-        self.used += size;
-        self.peak_used = self.peak_used.max(self.used);
+        self.ledger.add_handle(id, size);
         Ok(PhysHandle(id))
     }
 
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
-        let call = DriverCall::ReleaseHandle;
-        self.enter(call)?;
-        let h = self
-            .handles
-            .get(&handle.0)
-            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
-        let (size, mappings) = (h.size, h.mappings);
-        self.charge(call, self.costs.release_handle.at(size));
-        if mappings != 0 {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("handle {} is still mapped {mappings} times", handle.0),
-            ));
+        self.enter(DriverCall::ReleaseHandle)?;
+        if let Some(size) = self.ledger.handle_size(handle.0) {
+            self.charge(
+                DriverCall::ReleaseHandle,
+                self.costs.release_handle.at(size),
+            );
         }
-        self.used -= size;
-        self.handles.remove(&handle.0);
+        self.ledger.check_release(handle.0)?;
+        self.ledger.remove_handle(handle.0);
         Ok(())
     }
 
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
         let call = DriverCall::ReserveRange;
         self.enter(call)?;
-        self.charge(DriverCall::ReserveRange, self.costs.reserve_range);
-        if size == 0 || !self.aligned(size) {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("range size {size} is not a positive multiple of the granularity"),
-            ));
-        }
+        self.charge(call, self.costs.reserve_range);
+        self.ledger.check_reserve(size)?;
         let va = self.next_va;
         // Leave one granule between ranges so that no two ranges are adjacent by accident.
-        self.next_va = va.checked_add(size + self.granularity).ok_or_else(|| {
+        self.next_va = va.checked_add(size + self.granularity()).ok_or_else(|| {
             DeviceError::new(
                 call,
                 DeviceErrorKind::OutOfMemory,
@@ -90,127 +89,35 @@ impl Device for SimulatedDevice {
                 "address space exhausted",
             )
         })?;
-        self.ranges.insert(va, size);
+        self.ledger.add_range(va, size);
         Ok(va)
     }
 
     fn free_range(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
-        let call = DriverCall::FreeRange;
-        self.enter(call)?;
+        self.enter(DriverCall::FreeRange)?;
         self.charge(DriverCall::FreeRange, self.costs.free_range);
-        if self.ranges.get(&addr) != Some(&size) {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("no range of {size} bytes was reserved at {addr:#x}"),
-            ));
-        }
-        if self.mappings.range(addr..addr + size).next().is_some() {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("range at {addr:#x} still has mappings"),
-            ));
-        }
-        self.ranges.remove(&addr);
+        self.ledger.check_free_range(addr, size)?;
+        self.ledger.remove_range(addr);
         Ok(())
     }
 
     fn map(&mut self, addr: u64, size: u64, handle: PhysHandle, offset: u64) -> DeviceResult<()> {
-        let call = DriverCall::Map;
-        self.enter(call)?;
+        self.enter(DriverCall::Map)?;
         self.charge(DriverCall::Map, self.costs.map);
-        if size == 0 || !self.aligned(addr) || !self.aligned(size) || !self.aligned(offset) {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("map of {size} bytes at {addr:#x}, offset {offset}: not aligned"),
-            ));
-        }
-        let inside = self
-            .ranges
-            .range(..=addr)
-            .next_back()
-            .is_some_and(|(&va, &len)| addr + size <= va + len);
-        if !inside {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("{addr:#x}+{size} is not inside a reserved range"),
-            ));
-        }
-        let overlaps_before = self
-            .mappings
-            .range(..addr)
-            .next_back()
-            .is_some_and(|(&va, m)| va + m.size > addr);
-        let overlaps_inside = self.mappings.range(addr..addr + size).next().is_some();
-        if overlaps_before || overlaps_inside {
-            return Err(Self::invalid(
-                call,
-                alloc::format!("{addr:#x}+{size} overlaps a mapping"),
-            ));
-        }
-        let h = self
-            .handles
-            .get_mut(&handle.0)
-            .ok_or_else(|| Self::invalid(call, alloc::format!("unknown handle {}", handle.0)))?;
-        // The CUDA driver maps whole handles only: `cuMemMap` returns CUDA_ERROR_NOT_SUPPORTED (801)
-        // for a non-zero offset or a partial size (seen on the H200, driver 580.159).
-        if offset != 0 || size != h.size {
-            return Err(DeviceError::new(
-                call,
-                DeviceErrorKind::NotSupported,
-                801,
-                alloc::format!("map of {size} bytes at offset {offset} of a {}-byte handle: only whole handles map", h.size),
-            ));
-        }
-        h.mappings += 1;
-        self.mappings.insert(
-            addr,
-            SimMapping {
-                size,
-                handle: handle.0,
-                access: false,
-            },
-        );
+        self.ledger.check_map(addr, size, handle.0, offset)?;
+        self.ledger.add_mapping(addr, size, handle.0);
         Ok(())
     }
 
     fn unmap(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
-        let call = DriverCall::Unmap;
-        self.enter(call)?;
-        let keys = self.tiling(addr, size).ok_or_else(|| {
-            Self::invalid(
-                call,
-                alloc::format!("{addr:#x}+{size} is not covered by whole mappings"),
-            )
-        })?;
-        for k in &keys {
-            let size = self.mappings.get(k).map_or(0, |m| m.size);
-            self.charge(DriverCall::Unmap, self.costs.unmap_per_handle.at(size));
-        }
-        for k in keys {
-            if let Some(m) = self.mappings.remove(&k) {
-                if let Some(h) = self.handles.get_mut(&m.handle) {
-                    h.mappings -= 1;
-                }
-            }
-        }
+        let keys = self.over_mappings(DriverCall::Unmap, addr, size)?;
+        self.ledger.remove_mappings(&keys);
         Ok(())
     }
 
     fn set_access(&mut self, addr: u64, size: u64) -> DeviceResult<()> {
-        let call = DriverCall::SetAccess;
-        self.enter(call)?;
-        let keys = self.tiling(addr, size).ok_or_else(|| {
-            Self::invalid(call, alloc::format!("{addr:#x}+{size} is not fully mapped"))
-        })?;
-        for k in &keys {
-            let size = self.mappings.get(k).map_or(0, |m| m.size);
-            self.charge(call, self.costs.set_access_per_handle.at(size));
-        }
-        for k in keys {
-            if let Some(m) = self.mappings.get_mut(&k) {
-                m.access = true;
-            }
-        }
+        let keys = self.over_mappings(DriverCall::SetAccess, addr, size)?;
+        self.ledger.grant_access(&keys);
         Ok(())
     }
 
@@ -287,15 +194,9 @@ impl Device for SimulatedDevice {
     }
 
     fn books(&self) -> Option<DeviceBooks> {
-        let h = self.holdings();
         Some(DeviceBooks {
-            handles: h.handles,
-            handle_bytes: h.handle_bytes,
-            peak_handle_bytes: self.peak_used,
-            ranges: h.ranges,
-            mappings: h.mappings,
-            events: h.events,
-            driver_us: self.estimated_us,
+            events: self.events.len() as u64,
+            ..self.ledger.books(self.estimated_us)
         })
     }
 }

@@ -14,9 +14,8 @@ pub mod faults;
 pub use cost::{CostTable, SizeCurve};
 pub use faults::FaultPlan;
 
-use crate::device::{DeviceError, DeviceErrorKind, DeviceResult, DriverCall, DriverCallCounts};
-use alloc::collections::BTreeMap;
-use alloc::vec::Vec;
+use crate::device::{DeviceResult, DriverCall, DriverCallCounts};
+use crate::ledger::Ledger;
 use hashbrown::HashMap;
 
 const MIB: u64 = 1 << 20;
@@ -24,20 +23,6 @@ const MIB: u64 = 1 << 20;
 /// An H200's memory as its driver reports it (`cuMemGetInfo` total: 150,754,820,096 bytes, about
 /// 140.4 GiB): the capacity of [`SimulatedDevice::h200`].
 pub const H200_TOTAL_BYTES: u64 = 150_754_820_096;
-
-#[derive(Clone, Debug)]
-struct SimHandle {
-    size: u64,
-    mappings: u32,
-}
-
-#[derive(Clone, Debug)]
-struct SimMapping {
-    size: u64,
-    handle: u64,
-    /// Access granted (`set_access`) since it was mapped.
-    access: bool,
-}
 
 #[derive(Clone, Debug, Default)]
 struct SimEvent {
@@ -67,18 +52,10 @@ pub struct SimHoldings {
 /// freeing a range with mappings in it, unmapping part of a mapping); `Other` for injected faults.
 #[derive(Debug)]
 pub struct SimulatedDevice {
-    granularity: u64,
-    capacity: u64,
-    used: u64,
-    peak_used: u64,
+    ledger: Ledger,
     next_handle: u64,
     next_va: u64,
     next_event: u64,
-    // Ordered by id, which grows with each creation: handles made together sit together, so
-    // that releasing many in order touches memory in order.
-    handles: BTreeMap<u64, SimHandle>,
-    ranges: BTreeMap<u64, u64>,
-    mappings: BTreeMap<u64, SimMapping>,
     events: HashMap<u64, SimEvent>,
     faults: FaultPlan,
     costs: CostTable,
@@ -101,16 +78,10 @@ impl SimulatedDevice {
     /// A device of `capacity` bytes with the given granularity (a power of two, bytes).
     pub fn with_granularity(capacity: u64, granularity: u64) -> Self {
         SimulatedDevice {
-            granularity: granularity.max(1).next_power_of_two(),
-            capacity,
-            used: 0,
-            peak_used: 0,
+            ledger: Ledger::new(granularity.max(1).next_power_of_two(), Some(capacity)),
             next_handle: 1,
             next_va: 0x7000_0000_0000,
             next_event: 1,
-            handles: BTreeMap::new(),
-            ranges: BTreeMap::new(),
-            mappings: BTreeMap::new(),
             events: HashMap::new(),
             faults: FaultPlan::default(),
             costs: CostTable::default(),
@@ -144,7 +115,7 @@ impl SimulatedDevice {
 
     /// Changes the capacity in bytes (what is held stays held).
     pub fn set_capacity(&mut self, capacity: u64) {
-        self.capacity = capacity;
+        self.ledger.set_capacity(Some(capacity));
     }
 
     /// Calls made so far, by kind (failed ones included).
@@ -171,63 +142,27 @@ impl SimulatedDevice {
     /// Whether every byte of `[addr, addr + len)` lies in mappings with access granted, so that
     /// the GPU could read and write it (for tests of what the allocator hands out).
     pub fn accessible(&self, addr: u64, len: u64) -> bool {
-        let Some(end) = addr.checked_add(len.max(1)) else {
-            return false;
-        };
-        let mut at = addr;
-        let first = self.mappings.range(..=addr).next_back();
-        let rest = self.mappings.range(addr.saturating_add(1)..end);
-        for (&va, m) in first.into_iter().chain(rest) {
-            if va > at || !m.access {
-                return false;
-            }
-            at = at.max(va + m.size);
-            if at >= end {
-                return true;
-            }
-        }
-        false
+        self.ledger.accessible(addr, len)
     }
 
     /// Peak bytes of physical handles held at once.
     pub fn peak_used(&self) -> u64 {
-        self.peak_used
+        self.ledger.peak_used()
     }
 
     /// What the device holds now.
     pub fn holdings(&self) -> SimHoldings {
+        let b = self.ledger.books(0.0);
         SimHoldings {
-            handles: self.handles.len() as u64,
-            handle_bytes: self.used,
-            ranges: self.ranges.len() as u64,
-            mappings: self.mappings.len() as u64,
+            handles: b.handles,
+            handle_bytes: b.handle_bytes,
+            ranges: b.ranges,
+            mappings: b.mappings,
             events: self.events.len() as u64,
         }
     }
 
     pub(super) fn enter(&mut self, call: DriverCall) -> DeviceResult<()> {
         self.faults.enter(call)
-    }
-
-    pub(super) fn invalid(call: DriverCall, what: alloc::string::String) -> DeviceError {
-        DeviceError::new(call, DeviceErrorKind::InvalidValue, 1, what)
-    }
-
-    pub(super) fn aligned(&self, x: u64) -> bool {
-        x.is_multiple_of(self.granularity)
-    }
-
-    /// Mappings exactly tiling `[addr, addr + size)`, or `None`.
-    pub(super) fn tiling(&self, addr: u64, size: u64) -> Option<Vec<u64>> {
-        let mut at = addr;
-        let mut keys = Vec::new();
-        for (&va, m) in self.mappings.range(addr..addr.checked_add(size)?) {
-            if va != at {
-                return None;
-            }
-            at = va + m.size;
-            keys.push(va);
-        }
-        (at == addr + size && !keys.is_empty()).then_some(keys)
     }
 }
