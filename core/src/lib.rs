@@ -34,8 +34,8 @@ pub mod stats;
 mod sync;
 
 pub use allocator::{
-    Allocator, BlockInfo, BlockStateInfo, ChunkInfo, PieceInfo, SegmentInfo, Snapshot,
-    StitchedInfo, MAX_REQUEST, MIN_BLOCK_SIZE,
+    Allocator, BlockInfo, BlockStateInfo, ChunkInfo, HistoryRecord, PieceInfo, PoolCheckpoint,
+    PoolId, PoolRestore, SegmentInfo, Snapshot, StitchedInfo, MAX_REQUEST, MIN_BLOCK_SIZE,
 };
 pub use config::Config;
 pub use device::{

@@ -47,6 +47,25 @@ pub enum CudaError {
     },
 }
 
+/// Whether `stream` is capturing a CUDA graph now (`cuStreamIsCapturing`): an allocator must not
+/// hand out memory on such a stream unless it keeps it for the graph (a private pool), nor make
+/// capture-illegal calls (event queries, synchronization) on it.
+///
+/// # Errors
+/// [`CudaError::NoDriver`] without a driver; [`CudaError::Driver`] if the query failed (a
+/// stream of another context, a destroyed stream).
+pub fn stream_is_capturing(stream: gmlake_core::StreamHandle) -> Result<bool, CudaError> {
+    use cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    if !driver_present() {
+        return Err(CudaError::NoDriver);
+    }
+    // SAFETY: the library is present; the driver checks the stream.
+    let status = unsafe { cudarc::driver::result::stream::is_capturing(stream.0 as _) }.map_err(
+        errors::cuda_error("cuStreamIsCapturing", || format!("stream {:#x}", stream.0)),
+    )?;
+    Ok(status != CU_STREAM_CAPTURE_STATUS_NONE)
+}
+
 /// Whether the CUDA driver library can be loaded in this process. Never panics.
 pub fn driver_present() -> bool {
     // SAFETY: `is_culib_present` only tries to dlopen the candidate library names.

@@ -102,8 +102,26 @@ pub unsafe extern "C" fn gmlake_torch_configure(config: *const c_char) -> crate:
     })
 }
 
+/// The message of an allocation refused on a capturing stream.
+pub const CAPTURE_REFUSED: &str = "cannot allocate on a stream that is capturing a CUDA graph: \
+through PyTorch's pluggable allocator, gmlake is not told which memory a graph keeps, and could hand \
+it to other tensors while the graph still writes into it. Use gmlake's full C++ allocator \
+(gmlake.enable(mode=\"cpp\")), which keeps graph memory in private pools as PyTorch does";
+
+/// Refuses an allocation on a stream that is capturing a CUDA graph: on this route gmlake is not
+/// told when a capture begins or ends (PyTorch's pluggable allocator passes no pool hooks), so it
+/// cannot keep the graph's memory apart, and reusing it would corrupt the graph's or the user's
+/// data. One `cuStreamIsCapturing` per allocation.
+fn refuse_capture(stream: StreamHandle) -> Result<(), Failure> {
+    match gmlake_cuda::stream_is_capturing(stream) {
+        Ok(true) => Err(crate::error::invalid(CAPTURE_REFUSED)),
+        _ => Ok(()),
+    }
+}
+
 /// PyTorch's allocation function: `size` bytes on CUDA device `device` for `stream`. Returns NULL
-/// for a size of 0. On failure it throws a C++ `std::runtime_error` whose message starts with
+/// for a size of 0. An allocation on a stream that is capturing a CUDA graph is refused (see
+/// `refuse_capture`). On failure it throws a C++ `std::runtime_error` whose message starts with
 /// `CUDA out of memory.` when memory ran out (with the requested, reserved, allocated, device total
 /// and free bytes), or `gmlake:` otherwise; PyTorch raises it as a Python `RuntimeError`.
 ///
@@ -119,6 +137,7 @@ pub unsafe extern "C-unwind" fn gmlake_torch_malloc(
         return std::ptr::null_mut();
     }
     let result = std::panic::catch_unwind(|| {
+        refuse_capture(StreamHandle(stream as u64))?;
         let a = device_allocator(device)?;
         a.inner
             .with(|a| Ok::<u64, Failure>(a.malloc(size as u64, StreamHandle(stream as u64))?))

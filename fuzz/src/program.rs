@@ -111,6 +111,27 @@ pub enum Op {
         /// The new capacity, in units of 16 MiB.
         units: u8,
     },
+    /// `malloc_in(size, stream, pool)` for one of two private pools (`pool` % 2).
+    AllocInPool {
+        /// The size.
+        size: SizeChoice,
+        /// The stream.
+        stream: u8,
+        /// Which pool.
+        pool: u8,
+    },
+    /// A user of a private pool comes (`create_or_incref_pool`) or goes (`release_pool`).
+    PoolUse {
+        /// Which pool (% 2).
+        pool: u8,
+        /// Whether a user comes.
+        acquire: bool,
+    },
+    /// A CUDA graph capture begins or ends.
+    Capture {
+        /// Whether it begins.
+        begin: bool,
+    },
     /// Make one upcoming driver call fail.
     InjectFault {
         /// The call kind (index into `DriverCall::ALL`, modulo its length).

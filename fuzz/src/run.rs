@@ -3,7 +3,9 @@
 use crate::faulty::FaultyDevice;
 use crate::program::{capacity_bytes, Backend, Op, Program};
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, Device, DriverCall, Error, StreamHandle, MAX_REQUEST};
+use gmlake_core::{
+    Allocator, Config, Device, DriverCall, Error, PoolId, StreamHandle, MAX_REQUEST,
+};
 use gmlake_host::HostDevice;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +17,8 @@ const HOST_GRANULARITY: u64 = 2 * MIB;
 const BACKING_CAPACITY: u64 = 1 << 40;
 /// Programs longer than this are cut, to keep each run short.
 const MAX_OPS: usize = 400;
+/// The two private pools programs use.
+const POOLS: [PoolId; 2] = [PoolId(1, 0), PoolId(2, 0)];
 
 /// An invariant the allocator broke: which step, which operation, what went wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +92,7 @@ pub fn run_program(program: &Program) -> Result<Outcome, Violation> {
 struct LiveAlloc {
     size: u64,
     tag: u64,
+    pool: PoolId,
 }
 
 struct Runner<D: Device> {
@@ -100,6 +105,11 @@ struct Runner<D: Device> {
     out: Outcome,
     step: usize,
     op: String,
+    /// Users of each private pool, and captures underway.
+    users: [u32; 2],
+    captures: u32,
+    /// Whether any private pool was used (then every step checks pool ownership).
+    pools_used: bool,
 }
 
 impl<D: Device> Runner<D> {
@@ -118,6 +128,9 @@ impl<D: Device> Runner<D> {
             out: Outcome::default(),
             step: 0,
             op: String::new(),
+            users: [0; 2],
+            captures: 0,
+            pools_used: false,
         })
     }
 
@@ -158,7 +171,24 @@ impl<D: Device> Runner<D> {
 
     fn apply(&mut self, op: &Op) -> Result<(), Violation> {
         match *op {
-            Op::Alloc { size, stream } => self.alloc(size.bytes(), u64::from(stream % 3)),
+            Op::Alloc { size, stream } => {
+                self.alloc(size.bytes(), u64::from(stream % 3), PoolId::DEFAULT)
+            }
+            Op::AllocInPool { size, stream, pool } => {
+                let p = usize::from(pool % 2);
+                self.alloc(size.bytes(), u64::from(stream % 3), POOLS[p])
+            }
+            Op::PoolUse { pool, acquire } => self.pool_use(usize::from(pool % 2), acquire),
+            Op::Capture { begin } => {
+                if begin {
+                    self.a.begin_capture();
+                    self.captures += 1;
+                } else if self.captures > 0 {
+                    self.a.end_capture();
+                    self.captures -= 1;
+                }
+                Ok(())
+            }
             Op::Free { pick } => match self.pick_live(pick) {
                 Some(addr) => self.free_live(addr),
                 None => Ok(()),
@@ -225,9 +255,29 @@ impl<D: Device> Runner<D> {
         self.live.contains_key(&addr)
     }
 
-    fn alloc(&mut self, size: u64, stream: u64) -> Result<(), Violation> {
+    fn pool_use(&mut self, p: usize, acquire: bool) -> Result<(), Violation> {
+        self.pools_used = true;
+        if acquire {
+            self.users[p] += 1;
+            return self
+                .a
+                .create_or_incref_pool(POOLS[p])
+                .map_err(|e| self.fail(format!("create_or_incref_pool: {e}")));
+        }
         let fired_before = self.a.device().injected();
-        let r = self.a.malloc(size, StreamHandle(stream));
+        match self.a.release_pool(POOLS[p]) {
+            Ok(()) if self.users[p] > 0 => {}
+            Err(Error::Device(_)) if self.a.device().injected() > fired_before => {}
+            Err(Error::InvalidArgument(_)) if self.users[p] == 0 => return Ok(()),
+            other => return Err(self.fail(format!("release_pool: {other:?}"))),
+        }
+        self.users[p] -= 1;
+        Ok(())
+    }
+
+    fn alloc(&mut self, size: u64, stream: u64, pool: PoolId) -> Result<(), Violation> {
+        let fired_before = self.a.device().injected();
+        let r = self.a.malloc_in(size, StreamHandle(stream), pool);
         match r {
             Ok(addr) => {
                 if size == 0 || size > MAX_REQUEST {
@@ -257,7 +307,7 @@ impl<D: Device> Runner<D> {
                     // other live allocation shares it (checked by `check_invariants`).
                     unsafe { write_tag(addr, size, tag) };
                 }
-                self.live.insert(addr, LiveAlloc { size, tag });
+                self.live.insert(addr, LiveAlloc { size, tag, pool });
                 self.out.allocations += 1;
                 Ok(())
             }
@@ -269,6 +319,10 @@ impl<D: Device> Runner<D> {
                     Error::TooLarge { .. } => size > MAX_REQUEST,
                     Error::OutOfMemory(_) => size != 0 && size <= MAX_REQUEST,
                     Error::Device(_) => fired,
+                    Error::InvalidArgument(_) => POOLS
+                        .iter()
+                        .position(|&p| p == pool)
+                        .is_some_and(|i| self.users[i] == 0),
                     _ => false,
                 };
                 if fine {
@@ -339,6 +393,31 @@ impl<D: Device> Runner<D> {
             )));
         }
         self.out.stitches = stats.num_stitches;
+        if self.pools_used {
+            self.check_pools()?;
+        }
+        Ok(())
+    }
+
+    /// Every live allocation lies in memory of its own pool.
+    fn check_pools(&self) -> Result<(), Violation> {
+        let snap = self.a.snapshot();
+        for (&addr, l) in &self.live {
+            let owner = match snap.stitched.iter().find(|s| s.address == addr) {
+                Some(st) => Some(st.owner),
+                None => snap
+                    .segments
+                    .iter()
+                    .find(|s| s.address <= addr && addr < s.address + s.size)
+                    .map(|s| s.owner),
+            };
+            if owner != Some(l.pool) {
+                return Err(self.fail(format!(
+                    "{addr:#x} of pool {:?} lies in memory of {owner:?}",
+                    l.pool
+                )));
+            }
+        }
         Ok(())
     }
 

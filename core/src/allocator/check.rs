@@ -34,7 +34,7 @@ impl<D: Device> Allocator<D> {
                 }
                 if blk.state == BlockState::Free {
                     free_blocks += 1;
-                    let pools = &self.pools[seg.stream as usize];
+                    let pools = &self.free[seg.lane as usize];
                     let set = if seg.pool == PoolKind::Small {
                         &pools.small
                     } else {
@@ -104,7 +104,7 @@ impl<D: Device> Allocator<D> {
             }
         }
         let pooled: usize = self
-            .pools
+            .free
             .iter()
             .map(|p| p.small.len() + p.large.len())
             .sum();
@@ -146,7 +146,7 @@ impl<D: Device> Allocator<D> {
                     st.size
                 ));
             }
-            let reusable = self.reusable.contains(&(st.size, sid));
+            let reusable = self.reusable.contains(&(st.owner, st.size, sid));
             let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
             if st.active == in_lru || st.active == reusable || st.active == st.lent.is_empty() {
                 return Err(format!("stitched block {sid} is in the wrong sets"));

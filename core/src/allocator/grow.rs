@@ -4,6 +4,7 @@
 //! ([`super::policy::handle_size`], [`super::policy::extension_bytes`]); this file only makes
 //! the driver calls and keeps the books. Every function undoes what it did if a call fails.
 
+use super::history::HistoryAction;
 use super::policy;
 use super::types::*;
 use super::{Allocator, Miss};
@@ -62,7 +63,7 @@ impl<D: Device> Allocator<D> {
 
     /// Creates a segment of `bytes` (a multiple of the granularity) for stream `s` in `pool`, as one
     /// free block. Everything is undone if any call fails.
-    pub(super) fn grow(&mut self, s: StreamIdx, pool: PoolKind, bytes: u64) -> Result<SegId, Miss> {
+    pub(super) fn grow(&mut self, l: LaneIdx, pool: PoolKind, bytes: u64) -> Result<SegId, Miss> {
         let handles = self.create_chunks(bytes)?;
         let va = match self.va_alloc(bytes) {
             Ok(va) => va,
@@ -72,14 +73,14 @@ impl<D: Device> Allocator<D> {
             }
         };
         self.map_chunks(va, &handles)?;
-        Ok(self.add_segment(va, &handles, s, pool))
+        Ok(self.add_segment(va, &handles, l, pool))
     }
 
     /// Creates a large-pool segment of `bytes` for stream `s` at `va`, address space the caller
     /// has taken. On failure everything is undone, including `[va, va + bytes)` going back.
-    pub(super) fn grow_at(&mut self, va: u64, s: StreamIdx, bytes: u64) -> Result<SegId, Miss> {
+    pub(super) fn grow_at(&mut self, va: u64, l: LaneIdx, bytes: u64) -> Result<SegId, Miss> {
         let handles = self.back_range(va, bytes)?;
-        Ok(self.add_segment(va, &handles, s, PoolKind::Large))
+        Ok(self.add_segment(va, &handles, l, PoolKind::Large))
     }
 
     /// Creates handles for `bytes` and maps them at `va`, address space the caller has taken. On
@@ -101,14 +102,14 @@ impl<D: Device> Allocator<D> {
         &mut self,
         va: u64,
         handles: &[(PhysHandle, u64)],
-        s: StreamIdx,
+        l: LaneIdx,
         pool: PoolKind,
     ) -> SegId {
         let bytes: u64 = handles.iter().map(|h| h.1).sum();
         let seg = self.segments.insert(Segment {
             va,
             size: 0,
-            stream: s,
+            lane: l,
             pool,
             live_chunks: 0,
             chunks: Vec::new(),
@@ -133,6 +134,7 @@ impl<D: Device> Allocator<D> {
         self.segments[seg].last_block = b;
         self.insert_free(b);
         self.stats.segment.update(pool, 1);
+        self.record_growth(l, va, bytes);
         seg
     }
 
@@ -157,19 +159,16 @@ impl<D: Device> Allocator<D> {
     /// The large-pool segment of stream `s` to grow in place for a request of `rounded` bytes, and
     /// by how many bytes (at least `floor`): the one needing the smallest growth
     /// ([`policy::extension_bytes`]) among those with free address space after them. O(segments).
-    pub(super) fn extendable(
-        &self,
-        s: StreamIdx,
-        rounded: u64,
-        floor: u64,
-    ) -> Option<(SegId, u64)> {
+    pub(super) fn extendable(&self, l: LaneIdx, rounded: u64, floor: u64) -> Option<(SegId, u64)> {
         let mut best: Option<(SegId, u64)> = None;
         for (id, seg) in self.segments.iter() {
-            if seg.stream != s || seg.pool != PoolKind::Large {
+            if seg.lane != l || seg.pool != PoolKind::Large {
                 continue;
             }
             let blk = &self.blocks[seg.last_block];
-            let tail = if blk.state == BlockState::Free && self.streams.safe_for(blk.fence, s) {
+            let tail = if blk.state == BlockState::Free
+                && self.streams.safe_for(blk.fence, self.lane_stream(l))
+            {
                 blk.size
             } else {
                 0
@@ -191,6 +190,7 @@ impl<D: Device> Allocator<D> {
             return Err(Miss::NoMemory);
         }
         let handles = self.back_range(end, bytes)?;
+        self.record_growth(self.segments[seg].lane, end, bytes);
         let last = self.segments[seg].last_block;
         self.add_chunks(seg, &handles);
         if self.blocks[last].state == BlockState::Free {
@@ -214,5 +214,12 @@ impl<D: Device> Allocator<D> {
         self.segments[seg].last_block = b;
         self.insert_free(b);
         Ok(b)
+    }
+
+    /// Records `bytes` of new memory mapped at `va` for lane `l` in the history
+    /// (PyTorch's `segment_map`, as expandable segments record their growth).
+    fn record_growth(&mut self, l: LaneIdx, va: u64, bytes: u64) {
+        let (stream, owner) = (self.lane_stream(l), self.lane_pool(l));
+        self.record(HistoryAction::SegmentMap, va, bytes, stream, owner);
     }
 }

@@ -10,8 +10,11 @@
 mod arena;
 mod check;
 mod grow;
+mod history;
+mod live;
 mod policy;
 mod pool;
+mod pools;
 mod release;
 mod snapshot;
 mod split;
@@ -24,13 +27,15 @@ mod va;
 use crate::config::Config;
 use crate::device::{Device, DeviceError, DeviceErrorKind, DeviceResult, DriverCall, StreamHandle};
 use crate::error::{Error, OomInfo, Result};
-use crate::stats::{PoolKind, Stats};
+use crate::stats::Stats;
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use arena::Arena;
 use hashbrown::HashMap;
 use types::*;
 
+pub use history::HistoryRecord;
+pub use pools::{PoolCheckpoint, PoolId, PoolRestore};
 pub use snapshot::{
     BlockInfo, BlockStateInfo, ChunkInfo, PieceInfo, SegmentInfo, Snapshot, StitchedInfo,
 };
@@ -62,9 +67,11 @@ pub struct Allocator<D: Device> {
     blocks: Arena<Block>,
     segments: Arena<Segment>,
     stitched: Arena<Stitched>,
-    pools: Vec<pool::StreamPools>,
-    /// Free (cached) stitched blocks by size: `(size, id)`.
-    reusable: BTreeSet<(u64, StitchId)>,
+    /// Free blocks, by lane (a pool's free blocks on one stream: `pools.rs`).
+    free: Vec<pool::StreamPools>,
+    pools: pools::Pools,
+    /// Free (cached) stitched blocks by owner pool and size: `(pool, size, id)`.
+    reusable: BTreeSet<(PoolIdx, u64, StitchId)>,
     /// Free stitched blocks in least-recently-freed order: `(last_free, id)`.
     stitch_lru: BTreeSet<(u64, StitchId)>,
     live: HashMap<u64, Live>,
@@ -77,6 +84,9 @@ pub struct Allocator<D: Device> {
     handle_size: u64,
     /// The largest rounded request so far, in bytes (see `split_for`).
     largest_request: u64,
+    /// The caller's context id for what the calls now under way do (history and snapshots).
+    context: u64,
+    history: history::History,
 }
 
 /// What serves a request.
@@ -134,7 +144,8 @@ impl<D: Device> Allocator<D> {
             blocks: Arena::default(),
             segments: Arena::default(),
             stitched: Arena::default(),
-            pools: Vec::new(),
+            free: Vec::new(),
+            pools: pools::Pools::default(),
             reusable: BTreeSet::new(),
             stitch_lru: BTreeSet::new(),
             live: HashMap::new(),
@@ -145,6 +156,8 @@ impl<D: Device> Allocator<D> {
             tick: 0,
             handle_size: 0,
             largest_request: 0,
+            context: 0,
+            history: history::History::default(),
         };
         if let Some(f) = a.cfg.memory_fraction {
             a.set_memory_fraction(f)?;
@@ -232,6 +245,11 @@ impl<D: Device> Allocator<D> {
     /// `Device` when the device failed otherwise. The allocator is unchanged by a failure, except
     /// that cached memory may have been released.
     pub fn malloc(&mut self, size: u64, stream: StreamHandle) -> Result<u64> {
+        self.malloc_lane(size, stream, pools::DEFAULT_POOL)
+    }
+
+    /// `malloc` from pool `p` (an existing pool).
+    fn malloc_lane(&mut self, size: u64, stream: StreamHandle, p: PoolIdx) -> Result<u64> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
@@ -243,108 +261,23 @@ impl<D: Device> Allocator<D> {
         }
         self.process_events();
         let s = self.stream_index(stream);
+        let l = self.lane(p, s);
         let rounded = size.div_ceil(MIN_BLOCK_SIZE) * MIN_BLOCK_SIZE;
         let pool = policy::pool_for(rounded, &self.cfg);
-        match self.place(rounded, pool, s) {
-            Ok(what) => Ok(self.hand_out(what, size, rounded, s)),
+        match self.place(rounded, pool, l) {
+            Ok((what, lane)) => Ok(self.hand_out(what, size, rounded, lane)),
             Err(device_error) => {
                 self.stats.num_ooms += 1;
+                if self.history.enabled {
+                    let free = self.dev.free_memory().unwrap_or(0);
+                    self.record(history::HistoryAction::Oom, free, size, s, p);
+                }
                 match device_error {
                     Some(e) if e.kind != DeviceErrorKind::OutOfMemory => Err(Error::Device(e)),
                     _ => Err(Error::OutOfMemory(self.oom_info(size))),
                 }
             }
         }
-    }
-
-    /// Marks what serves a request as allocated and records the allocation.
-    fn hand_out(&mut self, what: Served, size: u64, rounded: u64, s: StreamIdx) -> u64 {
-        let (addr, kind, stat_pool) = match what {
-            Served::Block(b) => {
-                let stat_pool = self.segments[self.blocks[b].seg].pool;
-                let b = self.allocate_block(b, rounded);
-                (self.blocks[b].addr, LiveKind::Block(b), stat_pool)
-            }
-            Served::Stitched(sid) => (
-                self.stitched[sid].va,
-                LiveKind::Stitched(sid),
-                PoolKind::Large,
-            ),
-        };
-        let st = &mut self.stats;
-        st.allocation.update(stat_pool, 1);
-        st.active.update(stat_pool, 1);
-        st.allocated_bytes.update(stat_pool, rounded as i64);
-        st.active_bytes.update(stat_pool, rounded as i64);
-        st.requested_bytes.update(stat_pool, size as i64);
-        self.live.insert(
-            addr,
-            Live {
-                kind,
-                requested: size,
-                rounded,
-                pool: stat_pool,
-                stream: s,
-                extra_streams: Vec::new(),
-            },
-        );
-        addr
-    }
-
-    /// Frees the allocation at `addr`. On its own stream the memory is reusable at once; on other
-    /// streams once the work enqueued before this call has completed; if streams were added with
-    /// [`Allocator::record_stream`], only once their work enqueued before this call has completed.
-    ///
-    /// # Errors
-    /// `NotAllocated` if `addr` is not a live allocation (unknown address or double free), with no
-    /// effect; `Device` if an event could not be recorded on a recorded stream and that stream
-    /// could not be synchronized either, in which case the allocation stays live.
-    pub fn free(&mut self, addr: u64) -> Result<()> {
-        let live = self
-            .live
-            .remove(&addr)
-            .ok_or(Error::NotAllocated { addr })?;
-        if !live.extra_streams.is_empty() {
-            let mut fences = Vec::with_capacity(live.extra_streams.len());
-            for &x in &live.extra_streams {
-                match self.fence_now(x) {
-                    Ok(f) => fences.push(f),
-                    Err(e) => {
-                        self.live.insert(addr, live);
-                        return Err(Error::Device(e));
-                    }
-                }
-            }
-            self.count_free(&live);
-            self.pending_frees.push(PendingFree { live, fences });
-            return Ok(());
-        }
-        self.count_free(&live);
-        let fence = self.streams.free_fence(live.stream);
-        self.finish_free(live, fence);
-        Ok(())
-    }
-
-    /// Declares that the allocation at `addr` is also used on `stream` (PyTorch's
-    /// `Tensor.record_stream`): its free then waits for the work enqueued on `stream` until the free.
-    ///
-    /// # Errors
-    /// `NotAllocated` if `addr` is not a live allocation.
-    pub fn record_stream(&mut self, addr: u64, stream: StreamHandle) -> Result<()> {
-        let s = self.stream_index(stream);
-        let live = self
-            .live
-            .get_mut(&addr)
-            .ok_or(Error::NotAllocated { addr })?;
-        if live.stream != s && !live.extra_streams.contains(&s) {
-            live.extra_streams.push(s);
-        }
-        Ok(())
-    }
-
-    /// The requested size in bytes of the live allocation at `addr`, if there is one.
-    pub fn allocation_size(&self, addr: u64) -> Option<u64> {
-        self.live.get(&addr).map(|l| l.requested)
     }
 
     /// Returns every free physical chunk to the device, including free chunks inside segments that
@@ -358,14 +291,16 @@ impl<D: Device> Allocator<D> {
         self.release_cached().map_err(Error::Device)
     }
 
-    /// Frees every live allocation (in address order) and empties the cache, then destroys the
-    /// allocator's pooled events, retrying (up to 4 passes) whatever the device refused. Returns
+    /// Frees every live allocation (in address order), releases every private pool and empties
+    /// the cache, then destroys the allocator's pooled events, retrying (up to 4 passes) whatever the device refused. Returns
     /// how many device objects are still held (segments, stitched blocks, address arenas, queued
     /// cleanups, events): 0 unless the device kept refusing.
     ///
     /// # Errors
     /// `Device` if the device synchronization failed on every pass.
     pub fn release_all(&mut self) -> Result<usize> {
+        // Everything goes: private pools and captures too.
+        self.pools.forget_users();
         let mut addrs: Vec<u64> = self.live.keys().copied().collect();
         addrs.sort_unstable();
         for a in addrs {
@@ -400,28 +335,6 @@ impl<D: Device> Allocator<D> {
     /// Cleanups the device refused and that are queued for retry.
     pub fn deferred_cleanups(&self) -> usize {
         self.deferred.len()
-    }
-
-    fn count_free(&mut self, live: &Live) {
-        let st = &mut self.stats;
-        st.allocation.update(live.pool, -1);
-        st.allocated_bytes.update(live.pool, -(live.rounded as i64));
-        st.requested_bytes
-            .update(live.pool, -(live.requested as i64));
-    }
-
-    /// Returns the memory of a freed allocation to the pools, behind `fence`.
-    fn finish_free(&mut self, live: Live, fence: Fence) {
-        match live.kind {
-            LiveKind::Block(b) => {
-                self.release_block(b, fence);
-            }
-            LiveKind::Stitched(sid) => self.unclaim(sid, fence),
-        }
-        self.stats.active.update(live.pool, -1);
-        self.stats
-            .active_bytes
-            .update(live.pool, -(live.rounded as i64));
     }
 
     fn oom_info(&mut self, requested: u64) -> OomInfo {

@@ -1,48 +1,49 @@
 //! The allocation policy: every decision the allocator makes, in one place.
 //!
-//! The other files of this module are mechanics: segments and physical chunks (`grow.rs`,
-//! `release.rs`, `split.rs`), free pools (`pool.rs`), stitched blocks (`stitch.rs`,
-//! `stitch_cache.rs`), streams and address space. They decide nothing; they ask the functions
-//! here. Each decision below is a small function over plain data, with why it is so, what it costs
-//! and the measurement behind it. Figures are from `gmlake-replay` on the simulated H200 (150.75 GB,
-//! 2 MiB granularity, whole-handle mapping, the driver costs measured on the H200); "driver x" is
-//! gmlake's estimated driver time over PyTorch's `cudaMalloc` time for the same trace. What was
-//! tried and not kept, with dates, is in `docs/design.md`.
+//! The other files of this module are mechanics (chunks: `grow.rs`, `release.rs`, `split.rs`;
+//! free blocks: `pool.rs`; stitched blocks: `stitch.rs`, `stitch_cache.rs`; `pools.rs`,
+//! `streams.rs`, `va.rs`): they decide nothing and ask the functions here, each a small function
+//! over plain data with why it is so, its cost and the measurement behind it. Figures are from
+//! `gmlake-replay` on the simulated H200 (2 MiB granularity, whole-handle mapping, the driver
+//! costs measured on the H200); "driver x" is gmlake's estimated driver time over PyTorch's
+//! `cudaMalloc` time for the same trace. What was tried and not kept is in `docs/design.md`.
 //!
 //! # The allocation order ([`Allocator::place`], [`Allocator::serve`])
-//! A request is rounded up to [`super::MIN_BLOCK_SIZE`] bytes, assigned a pool ([`pool_for`]) and served
-//! by the first of these that succeeds (GMLake's order, ASPLOS 2024, with its bugs fixed:
-//! `docs/design.md`, "What changed from GMLake"):
-//! 1. best fit among free blocks ([`pick_fit`]) of its pool on its stream, then of other streams
-//!    whose last use has completed; a small request then tries the large pool's free blocks before
-//!    the small pool grows by one granule;
+//! A request is rounded up to [`super::MIN_BLOCK_SIZE`] bytes, assigned a pool kind
+//! ([`pool_for`]) and served, within its memory pool (the default or a private one), by the first
+//! of these that succeeds (GMLake's order, ASPLOS 2024, its bugs fixed: `docs/design.md`):
+//! 1. best fit ([`pick_fit`]) among free blocks of its pool on its stream, then on other streams
+//!    whose last use has completed; a small request then tries large-pool blocks before the
+//!    small pool grows by one granule;
 //! 2. a cached stitched block ([`reuse_candidates`]);
 //! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]), growing a cached
-//!    stitched block where one maps some of those chunks ([`growable_candidates`]);
+//!    stitched block where one maps some of them ([`growable_candidates`]);
 //! 4. new memory for only what the free chunks lack, stitched with them
-//!    ([`stitch_growing_pays`]); else growth in place of the segment whose free tail saves the most
-//!    ([`extension_bytes`]), else a new segment; handles sized by [`handle_size`];
-//! 5. all cached memory released (synchronizing the device), then the order once more as a last
-//!    resort: stitching any size, growing only what is needed, a large request taking small-pool
-//!    blocks;
-//! 6. out of memory.
+//!    ([`stitch_growing_pays`]); else growth in place ([`extension_bytes`]) or a new segment, of
+//!    handles sized by [`handle_size`];
+//! 5. all cached memory released, then the order once more as a last resort (any size
+//!    stitches, growth of only what is needed, large requests take small-pool blocks); not during
+//!    a CUDA graph capture, where synchronizing is illegal;
+//! 6. a default-pool request may take free blocks of a private pool marked `use_on_oom`;
+//! 7. out of memory.
 //!
-//! Before a free block is handed out, the allocation goes to the end of it that breaks fewer whole
-//! chunks ([`placement`]), and a much larger whole chunk under it may be cut ([`split_point`]).
-//! Cached stitched blocks are garbage-collected least recently freed first past the bounds of
-//! [`over_stitch_bounds`].
+//! A pool marked `no_split` hands out whole blocks only ([`Allocator::serve_whole`]). Before a
+//! free block is handed out, the allocation goes to its end that breaks fewer whole chunks
+//! ([`placement`]), and a much larger whole chunk under it may be cut ([`split_point`]). Cached
+//! stitched blocks are destroyed least recently freed first past [`over_stitch_bounds`], except
+//! those of private pools in use.
 //!
 //! # Complexity
-//! With `f` the free blocks of a pool and `k` a bounded probe count: best fit and placement are
+//! With `f` the free blocks of a pool and `k` a bounded probe count: best fit and placement
 //! O(k + log f); reuse of a cached stitched block O(k × pieces); a stitch O(free blocks + chunks
-//! they hold + k) (the slow path, taken only when no free block fits); growth O(segments).
+//! they hold + k) (the slow path, only when no free block fits); growth O(segments).
 
+use super::pools::DEFAULT_POOL;
 use super::types::*;
 use super::{Allocator, Miss, Served};
 use crate::config::Config;
 use crate::device::{Device, DeviceError};
 use crate::stats::PoolKind;
-use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 /// How many of the smallest fitting free blocks best fit examines for one whose use breaks no
@@ -80,11 +81,7 @@ pub(super) const SPLIT_MIN_RATIO: u64 = 4;
 /// large-pool block before the small pool grows ([`Allocator::serve`]), and is then counted under
 /// the large pool, whose memory it uses.
 pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
-    if rounded <= cfg.small_size {
-        PoolKind::Small
-    } else {
-        PoolKind::Large
-    }
+    [PoolKind::Large, PoolKind::Small][(rounded <= cfg.small_size) as usize]
 }
 
 /// The size of the physical handles a growth for a request of `rounded` bytes creates:
@@ -121,11 +118,7 @@ pub(super) fn min_growth(cfg: &Config, gran: u64) -> u64 {
 /// The smallest growth allowed now: [`min_growth`], or nothing on the last resort, where every
 /// byte counts.
 pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
-    if last_resort {
-        0
-    } else {
-        min_growth(cfg, gran)
-    }
+    min_growth(cfg, gran) * u64::from(!last_resort)
 }
 
 /// Whether a large request of `rounded` bytes may be served by stitching: stitching is on and the
@@ -155,27 +148,6 @@ pub(super) fn stitch_growing_pays(rounded: u64, min_growth: u64, last_resort: bo
 /// at least two chunks (one chunk large enough would lie in a free block that best fit found).
 pub(super) fn worth_stitching(free_chunk_bytes: u64, free_chunks: usize, rounded: u64) -> bool {
     free_chunk_bytes >= rounded && free_chunks >= 2
-}
-
-/// What best fit knows of a candidate free block: its bytes, start, and the span of the whole
-/// physical chunks inside it (`(u64::MAX, 0)` if none), and whether it is in the small pool.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct FitView {
-    pub size: u64,
-    pub addr: u64,
-    pub whole: (u64, u64),
-    pub small_pool: bool,
-}
-
-impl FitView {
-    /// Whether `rounded` bytes at the front or at the back of the block stay clear of every whole
-    /// chunk in it (whole free chunks are what a stitch can map). Two comparisons.
-    fn keeps_whole_chunks(&self, rounded: u64) -> bool {
-        self.small_pool
-            || self.size == rounded
-            || self.addr + rounded <= self.whole.0
-            || self.addr + self.size - rounded >= self.whole.1
-    }
 }
 
 /// Best fit: among the [`FIT_PROBES`] smallest free blocks of at least `rounded` bytes
@@ -220,20 +192,6 @@ pub(super) fn placement(
     } else {
         addr
     }
-}
-
-/// A whole free chunk `[cstart, cend)` under a placement of `rounded` bytes at `at`.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct SplitView {
-    /// The chunk's bounds.
-    pub cstart: u64,
-    pub cend: u64,
-    /// Whether it lies wholly inside the free block and holds the whole placement.
-    pub inside: bool,
-    /// Whether a stitched block maps it.
-    pub stitch_mapped: bool,
-    /// The start of its segment (cuts fall on granules counted from there).
-    pub seg_va: u64,
 }
 
 /// Whether a chunk may be cut at all now: free reserved bytes at most [`SPLIT_FREE_FACTOR`] times
@@ -297,9 +255,10 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
 }
 
 /// The cached stitched blocks a reuse for `rounded` bytes tries, in order: the [`REUSE_PROBES`]
-/// best fitting of at most [`reuse_max`] bytes (`by_size`: `(size, id)`), then the
-/// [`REUSE_PROBES`] most recently freed of a fitting size among the [`REUSE_RECENT_SCAN`] most
-/// recently freed (`by_age`: `(last freed, id)`; `size_of` gives a block's size).
+/// best fitting of at most [`reuse_max`] bytes (`fitting`: `(size, id)` of the pool's cached
+/// blocks of at least `rounded` bytes, smallest first), then the [`REUSE_PROBES`] most recently
+/// freed of a fitting size among the [`REUSE_RECENT_SCAN`] most recently freed (`recent`: the
+/// pool's cached blocks, most recently freed first; `size_of` gives a block's size).
 ///
 /// Why both orders: a cached block whose chunks others have taken since it was freed stays
 /// cached, and where hundreds are cached the best fitting are mostly such; the block freed last
@@ -308,24 +267,20 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
 /// time), changing no other trace (`docs/design.md`, "A generation trace that never settled").
 /// O(REUSE_RECENT_SCAN + log cached).
 pub(super) fn reuse_candidates(
-    by_size: &BTreeSet<(u64, StitchId)>,
-    by_age: &BTreeSet<(u64, StitchId)>,
+    fitting: impl Iterator<Item = (u64, StitchId)>,
+    recent: impl Iterator<Item = StitchId>,
     size_of: impl Fn(StitchId) -> u64,
     rounded: u64,
     max: u64,
 ) -> Vec<StitchId> {
-    let mut cands: Vec<StitchId> = by_size
-        .range((rounded, 0)..)
-        .take_while(|&&(size, _)| size <= max)
+    let mut cands: Vec<StitchId> = fitting
+        .take_while(|&(size, _)| size <= max)
         .take(REUSE_PROBES)
-        .map(|&(_, sid)| sid)
+        .map(|(_, sid)| sid)
         .collect();
     let best_fitting = cands.len();
-    let recent: Vec<StitchId> = by_age
-        .iter()
-        .rev()
+    let recent: Vec<StitchId> = recent
         .take(REUSE_RECENT_SCAN)
-        .map(|&(_, sid)| sid)
         .filter(|&sid| (rounded..=max).contains(&size_of(sid)))
         .filter(|sid| !cands[..best_fitting].contains(sid))
         .take(REUSE_PROBES)
@@ -335,19 +290,15 @@ pub(super) fn reuse_candidates(
 }
 
 /// The cached stitched blocks a stitch for `rounded` bytes may grow instead of mapping their
-/// chunks again, in the order tried: the [`REUSE_PROBES`] largest smaller than the request. A
+/// chunks again, in the order tried: the [`REUSE_PROBES`] largest smaller than the request
+/// (`smaller`: `(size, id)` of the pool's cached blocks smaller than `rounded`, by size). A
 /// stitch that covers all of a cached block's chunks then maps only the chunks it lacks, into the
 /// address space held after the block: on opt13_lora a 4.7 GB request so reuses the 42 mappings
 /// of a freed 2.3 GB block (`docs/design.md`, "Growing a cached stitched block").
 pub(super) fn growable_candidates(
-    by_size: &BTreeSet<(u64, StitchId)>,
-    rounded: u64,
-) -> impl Iterator<Item = StitchId> + '_ {
-    by_size
-        .range(..(rounded, 0))
-        .rev()
-        .take(REUSE_PROBES)
-        .map(|&(_, sid)| sid)
+    smaller: impl DoubleEndedIterator<Item = (u64, StitchId)>,
+) -> impl Iterator<Item = StitchId> {
+    smaller.rev().take(REUSE_PROBES).map(|(_, sid)| sid)
 }
 
 /// The address space a new stitched block of `size` bytes holds after its range to grow into: as
@@ -390,22 +341,77 @@ impl<D: Device> Allocator<D> {
         &mut self,
         rounded: u64,
         pool: PoolKind,
-        s: StreamIdx,
-    ) -> Result<Served, Option<DeviceError>> {
+        l: LaneIdx,
+    ) -> Result<(Served, LaneIdx), Option<DeviceError>> {
         self.largest_request = self.largest_request.max(rounded);
         let mut device_error = None;
-        let mut served = self.serve(rounded, pool, s, false, &mut device_error);
-        if served.is_none() && device_error.is_none() {
+        let mut served = self.serve(rounded, pool, l, false, &mut device_error);
+        // No release during a capture: it synchronizes (PyTorch skips it there too).
+        if served.is_none() && device_error.is_none() && !self.capturing() {
             self.stats.num_alloc_retries += 1;
             match self.release_cached() {
-                Ok(()) => served = self.serve(rounded, pool, s, true, &mut device_error),
+                Ok(()) => served = self.serve(rounded, pool, l, true, &mut device_error),
                 Err(e) => device_error = Some(e),
             }
         }
-        if let Some(Served::Block(b)) = served {
-            served = self.prepare_block(b, rounded, pool, s);
+        let mut lane = l;
+        if served.is_none() && device_error.is_none() {
+            (served, lane) = self.borrow_from_pools(rounded, pool, l);
         }
-        served.ok_or(device_error)
+        if let Some(Served::Block(b)) = served {
+            served = self.prepare_block(b, rounded, pool, lane);
+        }
+        served.map(|s| (s, lane)).ok_or(device_error)
+    }
+
+    /// Where a request of the default pool that found no memory may still be served: a free
+    /// block of a private pool marked `use_on_oom` (PyTorch's `MemPool(use_on_oom=True)`: memory
+    /// set aside for a job that lets others use it rather than fail). Returns it with the lane of
+    /// that pool, which owns the memory. O(pools × FIT_PROBES).
+    fn borrow_from_pools(
+        &mut self,
+        rounded: u64,
+        pool: PoolKind,
+        l: LaneIdx,
+    ) -> (Option<Served>, LaneIdx) {
+        if self.lane_pool(l) != DEFAULT_POOL {
+            return (None, l);
+        }
+        let s = self.lane_stream(l);
+        for p in 1..self.pools.list.len() as PoolIdx {
+            if self
+                .pools
+                .get(p)
+                .is_some_and(|st| st.use_on_oom && st.use_count > 0)
+            {
+                let lane = self.lane(p, s);
+                if let Some(b) = self.best_fit(pool, lane, rounded) {
+                    return (Some(Served::Block(b)), lane);
+                }
+            }
+        }
+        (None, l)
+    }
+
+    /// The order for a pool that hands out whole blocks (`no_split`): the smallest free block that
+    /// fits, else a segment of exactly the request. No stitching, no growth in place, no chunk
+    /// cut: each allocation is a segment of its own, as memory registered with a communication
+    /// library must be.
+    fn serve_whole(
+        &mut self,
+        rounded: u64,
+        pool: PoolKind,
+        l: LaneIdx,
+        device_error: &mut Option<DeviceError>,
+    ) -> Option<Served> {
+        if let Some(b) = self.best_fit(pool, l, rounded) {
+            return Some(Served::Block(b));
+        }
+        self.handle_size = handle_size(&self.cfg, self.gran, rounded);
+        self.grow(l, pool, rounded.div_ceil(self.gran) * self.gran)
+            .map(|seg| Served::Block(self.segments[seg].first_block))
+            .map_err(|m| m.report(device_error))
+            .ok()
     }
 
     /// Runs the allocation order once (module documentation). `last_resort` is set on the retry
@@ -415,11 +421,14 @@ impl<D: Device> Allocator<D> {
         &mut self,
         rounded: u64,
         pool: PoolKind,
-        s: StreamIdx,
+        l: LaneIdx,
         last_resort: bool,
         device_error: &mut Option<DeviceError>,
     ) -> Option<Served> {
-        if let Some(b) = self.best_fit(pool, s, rounded) {
+        if self.pools.no_split(self.lane_pool(l)) {
+            return self.serve_whole(rounded, pool, l, device_error);
+        }
+        if let Some(b) = self.best_fit(pool, l, rounded) {
             return Some(Served::Block(b));
         }
         self.handle_size = handle_size(&self.cfg, self.gran, rounded);
@@ -428,26 +437,26 @@ impl<D: Device> Allocator<D> {
             // out of stitches while the small tensor lives. Taking only blocks that break no
             // chunk let llama_beam grow its small pool while 660 MiB of whole chunks sat free
             // (utilization 0.960 instead of 0.985).
-            if let Some(b) = self.best_fit(PoolKind::Large, s, rounded) {
+            if let Some(b) = self.best_fit(PoolKind::Large, l, rounded) {
                 return Some(Served::Block(b));
             }
             return self
-                .grow(s, PoolKind::Small, self.gran)
+                .grow(l, PoolKind::Small, self.gran)
                 .map(|seg| Served::Block(self.segments[seg].first_block))
                 .map_err(|m| m.report(device_error))
                 .ok();
         }
-        if let Some(sid) = self.reuse_stitched(rounded, s) {
+        if let Some(sid) = self.reuse_stitched(rounded, l) {
             return Some(Served::Stitched(sid));
         }
         let stitchable = may_stitch(&self.cfg, rounded, last_resort);
         let floor = growth_floor(&self.cfg, self.gran, last_resort);
         if stitchable && stitch_before_growth(&self.cfg, last_resort) {
-            if let Some(sid) = self.stitch(rounded, s) {
+            if let Some(sid) = self.stitch(rounded, l) {
                 return Some(Served::Stitched(sid));
             }
             if stitch_growing_pays(rounded, min_growth(&self.cfg, self.gran), last_resort) {
-                match self.stitch_growing(rounded, floor, s) {
+                match self.stitch_growing(rounded, floor, l) {
                     Ok(Some(sid)) => return Some(Served::Stitched(sid)),
                     Ok(None) | Err(Miss::NoMemory) => {}
                     Err(Miss::Failed(e)) => {
@@ -457,50 +466,32 @@ impl<D: Device> Allocator<D> {
                 }
             }
         }
-        let grown = match self.extendable(s, rounded, floor) {
+        let grown = match self.extendable(l, rounded, floor) {
             Some((seg, bytes)) => self.extend(seg, bytes),
             None => {
                 let bytes = (rounded.div_ceil(self.gran) * self.gran).max(floor);
-                self.grow(s, PoolKind::Large, bytes)
+                self.grow(l, PoolKind::Large, bytes)
                     .map(|seg| self.segments[seg].first_block)
             }
         };
         match grown {
             Ok(b) if self.blocks[b].size >= rounded => Some(Served::Block(b)),
             Ok(_) => self
-                .best_fit(PoolKind::Large, s, rounded)
+                .best_fit(PoolKind::Large, l, rounded)
                 .map(Served::Block),
             // defrag_level 1: stitch only once the device refuses new memory.
             Err(Miss::NoMemory) if stitchable && self.cfg.defrag_level == 1 => {
-                self.stitch(rounded, s).map(Served::Stitched)
+                self.stitch(rounded, l).map(Served::Stitched)
             }
             // Rather than fail, a large request may take a free block of the small pool.
             Err(Miss::NoMemory) if last_resort => self
-                .best_fit(PoolKind::Small, s, rounded)
+                .best_fit(PoolKind::Small, l, rounded)
                 .map(Served::Block),
             Err(m) => {
                 m.report(device_error);
                 None
             }
         }
-    }
-
-    /// Before a free block serves a request: cut a much larger whole free chunk under it
-    /// ([`split_point`]). If that went so wrong that the chunk was dropped, another block is
-    /// looked for.
-    fn prepare_block(
-        &mut self,
-        b: BlockId,
-        rounded: u64,
-        pool: PoolKind,
-        s: StreamIdx,
-    ) -> Option<Served> {
-        if !(self.cfg.stitching && self.cfg.split_chunks) || self.split_for(b, rounded) {
-            return Some(Served::Block(b));
-        }
-        self.best_fit(pool, s, rounded)
-            .or_else(|| self.best_fit(PoolKind::Large, s, rounded))
-            .map(Served::Block)
     }
 }
 

@@ -5,7 +5,7 @@
 //! blocks are also indexed by address so that stitching can find the block under a page.
 //!
 
-use super::policy::{self, FitView};
+use super::policy;
 use super::types::*;
 use super::Allocator;
 use crate::device::Device;
@@ -37,7 +37,7 @@ pub(crate) fn fit_key(size: u64, addr: u64) -> u128 {
 impl<D: Device> Allocator<D> {
     fn pool_set(&mut self, b: BlockId) -> &mut BTreeMap<u128, BlockId> {
         let seg = &self.segments[self.blocks[b].seg];
-        let pools = &mut self.pools[seg.stream as usize];
+        let pools = &mut self.free[seg.lane as usize];
         match seg.pool {
             PoolKind::Small => &mut pools.small,
             PoolKind::Large => &mut pools.large,
@@ -91,10 +91,11 @@ impl<D: Device> Allocator<D> {
         }
     }
 
-    /// Best fit ([`policy::pick_fit`]) among the free blocks of `pool` in stream `t`'s pools that
-    /// stream `s` may use now.
-    fn fit_in(&self, t: StreamIdx, pool: PoolKind, s: StreamIdx, rounded: u64) -> Option<BlockId> {
-        let set = self.pools[t as usize].of(pool);
+    /// Best fit ([`policy::pick_fit`]) among the free blocks of `pool` in lane `t` that a request
+    /// on lane `l` may use now.
+    fn fit_in(&self, t: LaneIdx, pool: PoolKind, l: LaneIdx, rounded: u64) -> Option<BlockId> {
+        let set = self.free[t as usize].of(pool);
+        let s = self.lane_stream(l);
         let candidates = set.range(fit_key(rounded, 0)..).map(|(_, &b)| b);
         policy::pick_fit(candidates, rounded, |b| {
             let v = self.fit_view(b);
@@ -117,27 +118,24 @@ impl<D: Device> Allocator<D> {
         by_span == by_chunks
     }
 
-    /// The smallest free block of at least `rounded` bytes usable on stream `s`, by
-    /// [`policy::pick_fit`]: first among the stream's own pool, then among other streams' blocks
-    /// whose last use has completed.
-    pub(super) fn best_fit(
-        &mut self,
-        pool: PoolKind,
-        s: StreamIdx,
-        rounded: u64,
-    ) -> Option<BlockId> {
-        if let Some(b) = self.fit_in(s, pool, s, rounded) {
+    /// The smallest free block of at least `rounded` bytes usable by a request on lane `l`, by
+    /// [`policy::pick_fit`]: first in the lane itself, then in the pool's lanes of other streams,
+    /// among blocks whose last use has completed.
+    pub(super) fn best_fit(&mut self, pool: PoolKind, l: LaneIdx, rounded: u64) -> Option<BlockId> {
+        if let Some(b) = self.fit_in(l, pool, l, rounded) {
             return Some(b);
         }
-        if self.pools.len() < 2 {
+        let p = self.lane_pool(l);
+        if self.pools.pool_lanes[p as usize].len() < 2 {
             return None;
         }
-        self.advance_other_streams(s);
-        for t in 0..self.pools.len() as StreamIdx {
-            if t == s {
+        self.advance_other_streams(self.lane_stream(l));
+        for i in 0..self.pools.pool_lanes[p as usize].len() {
+            let t = self.pools.pool_lanes[p as usize][i];
+            if t == l {
                 continue;
             }
-            if let Some(b) = self.fit_in(t, pool, s, rounded) {
+            if let Some(b) = self.fit_in(t, pool, l, rounded) {
                 self.stats.num_cross_stream_reuses += 1;
                 return Some(b);
             }

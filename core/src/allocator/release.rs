@@ -5,6 +5,7 @@
 //! Release is linear in the chunks and blocks held: one walk per segment over its chunks and its
 //! blocks in address order.
 
+use super::history::HistoryAction;
 use super::types::*;
 use super::Allocator;
 use crate::device::{Device, DeviceResult, DriverCall, PhysHandle};
@@ -73,22 +74,37 @@ impl<D: Device> Allocator<D> {
     }
 
     /// PyTorch's `release_cached_blocks`, and more: synchronizes the device, finishes pending
-    /// frees, destroys every free stitched block, and returns every free physical chunk.
+    /// frees, destroys every free stitched block, and returns every free physical chunk, of
+    /// every pool but private pools in use (a graph may still replay into their memory). Nothing
+    /// during a capture, where synchronizing is illegal.
     pub(super) fn release_cached(&mut self) -> DeviceResult<()> {
+        self.release_cached_of(None)
+    }
+
+    /// [`Self::release_cached`], for pool `only` alone where given.
+    pub(super) fn release_cached_of(&mut self, only: Option<PoolIdx>) -> DeviceResult<()> {
+        if self.capturing() {
+            return Ok(());
+        }
         self.call(DriverCall::SynchronizeDevice, |d| d.synchronize_device())?;
         self.after_device_sync();
         self.run_deferred();
         self.gc_stitched(true);
-        self.release_free_chunks();
+        self.release_free_chunks(only);
         self.release_idle_arenas();
+        self.forget_empty_pools();
         Ok(())
     }
 
-    /// Returns each chunk that no allocated, lent or stitched block uses to the device, and
-    /// forgets segments left with none. One walk per segment over its chunks and blocks together,
+    /// Returns each chunk that no allocated, lent or stitched block uses to the device (of pool
+    /// `only`, or of every pool but private pools in use), and forgets segments left with none. One walk per segment over its chunks and blocks together,
     /// both in address order: O(chunks + blocks) plus a pool update per chunk released.
-    fn release_free_chunks(&mut self) {
+    fn release_free_chunks(&mut self, only: Option<PoolIdx>) {
         for seg in self.segments.ids() {
+            let p = self.lane_pool(self.segments[seg].lane);
+            if self.pools.pinned(p) || only.is_some_and(|o| o != p) {
+                continue;
+            }
             self.coalesce_segment(seg);
             // The first block that ends past the current chunk's start.
             let mut b = Some(self.segments[seg].first_block);
@@ -138,6 +154,9 @@ impl<D: Device> Allocator<D> {
         let segm = &mut self.segments[seg];
         segm.chunks[ci].released = true;
         segm.live_chunks -= 1;
+        let lane = segm.lane;
+        let (stream, owner) = (self.lane_stream(lane), self.lane_pool(lane));
+        self.record(HistoryAction::SegmentUnmap, start, size, stream, owner);
         if self
             .call(DriverCall::ReleaseHandle, |d| d.release_handle(handle))
             .is_ok()

@@ -2,6 +2,7 @@
 //! and every stitched block with the chunks it maps (in the spirit of `torch.cuda.memory._snapshot()`,
 //! which has no stitched blocks).
 
+use super::pools::PoolId;
 use super::types::*;
 use super::Allocator;
 use crate::device::Device;
@@ -48,6 +49,8 @@ pub struct SegmentInfo {
     pub stream: u64,
     /// Small or large pool.
     pub pool: PoolKind,
+    /// The memory pool that owns it (`PoolId::DEFAULT`, or a private pool).
+    pub owner: PoolId,
     /// Its physical chunks in address order.
     pub chunks: Vec<ChunkInfo>,
     /// Its blocks in address order; they tile the segment.
@@ -111,6 +114,8 @@ pub struct StitchedInfo {
     pub active: bool,
     /// Bytes the caller asked for (0 when cached).
     pub requested_size: u64,
+    /// The memory pool that owns it.
+    pub owner: PoolId,
     /// Its mappings in address order.
     pub pieces: Vec<PieceInfo>,
 }
@@ -173,8 +178,11 @@ impl<D: Device> Allocator<D> {
             snap.segments.push(SegmentInfo {
                 address: seg.va,
                 size: seg.size,
-                stream: self.streams.list[seg.stream as usize].handle.0,
+                stream: self.streams.list[self.lane_stream(seg.lane) as usize]
+                    .handle
+                    .0,
                 pool: seg.pool,
+                owner: self.pool_id(self.lane_pool(seg.lane)),
                 chunks: seg
                     .chunks
                     .iter()
@@ -213,6 +221,7 @@ impl<D: Device> Allocator<D> {
                 size: st.size,
                 active: st.active,
                 requested_size: req,
+                owner: self.pool_id(st.owner),
                 pieces,
             });
         }

@@ -2,9 +2,9 @@
 //! handles mapped over the same range, which costs driver calls but no memory, since it holds no
 //! data. When and where to cut is decided by [`super::policy::split_point`].
 
-use super::policy::{self, SplitView};
+use super::policy;
 use super::types::*;
-use super::Allocator;
+use super::{Allocator, Served};
 use crate::device::{Device, DriverCall, PhysHandle};
 use crate::stats::PoolKind;
 use alloc::vec::Vec;
@@ -184,5 +184,25 @@ impl<D: Device> Allocator<D> {
             self.carve(b, start, c.size, BlockState::Hole);
         }
         self.stats.reserved_bytes.update(pool, -(c.size as i64));
+    }
+
+    /// Before a free block serves a request: cut a much larger whole free chunk under it
+    /// ([`split_point`]). If that went so wrong that the chunk was dropped, another block is
+    /// looked for.
+    pub(super) fn prepare_block(
+        &mut self,
+        b: BlockId,
+        rounded: u64,
+        pool: PoolKind,
+        l: LaneIdx,
+    ) -> Option<Served> {
+        let cut =
+            self.cfg.stitching && self.cfg.split_chunks && !self.pools.no_split(self.lane_pool(l));
+        if !cut || self.split_for(b, rounded) {
+            return Some(Served::Block(b));
+        }
+        self.best_fit(pool, l, rounded)
+            .or_else(|| self.best_fit(PoolKind::Large, l, rounded))
+            .map(Served::Block)
     }
 }

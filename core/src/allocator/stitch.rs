@@ -32,9 +32,14 @@ struct Candidate {
 impl<D: Device> Allocator<D> {
     /// The whole free chunks usable by stream `s` (what a stitch could map now). Scans every free
     /// large-pool block: stitching's slow path only.
-    fn candidates(&self, s: StreamIdx) -> Vec<Candidate> {
+    fn candidates(&self, l: LaneIdx) -> Vec<Candidate> {
         let mut out = Vec::new();
-        for &b in self.pools.iter().flat_map(|p| p.large.values()) {
+        let s = self.lane_stream(l);
+        let lanes = &self.pools.pool_lanes[self.lane_pool(l) as usize];
+        for &b in lanes
+            .iter()
+            .flat_map(|&t| self.free[t as usize].large.values())
+        {
             let blk = &self.blocks[b];
             if !self.streams.safe_for(blk.fence, s) {
                 continue;
@@ -63,38 +68,38 @@ impl<D: Device> Allocator<D> {
     /// claims it, and returns it; `None` if the free chunks do not suffice or the device refused
     /// (then nothing changed). Where a cached stitched block already maps some of the chunks it
     /// needs, that block grows instead (`stitch_onto_cached`).
-    pub(super) fn stitch(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
-        let mut cands = self.candidates(s);
+    pub(super) fn stitch(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
+        let mut cands = self.candidates(l);
         let free_bytes = cands.iter().map(|c| c.bytes).sum::<u64>();
         if !policy::worth_stitching(free_bytes, cands.len(), rounded) {
             return None;
         }
         sort_for_stitch(&mut cands);
         let chosen = choose(&cands, rounded);
-        if let Some(sid) = self.stitch_onto_cached(&chosen, rounded, s) {
+        if let Some(sid) = self.stitch_onto_cached(&chosen, rounded, l) {
             return Some(sid);
         }
         let pieces = self.pieces_of(&chosen);
         let size: u64 = chosen.iter().map(|c| c.bytes).sum();
-        let sid = match self.map_stitched(&pieces, size) {
+        let sid = match self.map_stitched(&pieces, size, l) {
             Some(sid) => sid,
             None => {
                 // The device refused address space or a mapping: make room and try once more.
                 if !self.gc_stitched(true) {
                     return None;
                 }
-                self.map_stitched(&pieces, size)?
+                self.map_stitched(&pieces, size, l)?
             }
         };
         self.stats.num_stitches += 1;
-        self.claim_new(sid, rounded, s);
+        self.claim_new(sid, rounded, l);
         Some(sid)
     }
 
     /// Claims a stitched block just made or grown for `rounded` bytes, then keeps the cached ones
     /// within bounds.
-    fn claim_new(&mut self, sid: StitchId, rounded: u64, s: StreamIdx) {
-        let claimed = self.claim(sid, rounded, s);
+    fn claim_new(&mut self, sid: StitchId, rounded: u64, l: LaneIdx) {
+        let claimed = self.claim(sid, rounded, l);
         debug_assert!(claimed, "a new stitched block lies on free chunks");
         self.enforce_stitch_bounds();
     }
@@ -109,9 +114,9 @@ impl<D: Device> Allocator<D> {
         &mut self,
         chosen: &[Candidate],
         rounded: u64,
-        s: StreamIdx,
+        l: LaneIdx,
     ) -> Option<StitchId> {
-        let (sid, rest) = self.growable(chosen, rounded)?;
+        let (sid, rest) = self.growable(chosen, rounded, l)?;
         let chosen = choose(&rest, rounded - self.stitched[sid].size);
         let pieces = self.pieces_of(&chosen);
         let extra: u64 = chosen.iter().map(|c| c.bytes).sum();
@@ -122,7 +127,7 @@ impl<D: Device> Allocator<D> {
         }
         self.annex(sid, extra, left, pieces, Some((va, extra)));
         self.stats.num_stitches += 1;
-        self.claim_new(sid, rounded, s);
+        self.claim_new(sid, rounded, l);
         Some(sid)
     }
 
@@ -130,7 +135,12 @@ impl<D: Device> Allocator<D> {
     /// than `rounded`, each of whose pieces is a whole chunk among `cands` (free for the stream);
     /// the first such among [`policy::growable_candidates`]. Returns it with
     /// the candidates it does not map.
-    fn growable(&self, cands: &[Candidate], rounded: u64) -> Option<(StitchId, Vec<Candidate>)> {
+    fn growable(
+        &self,
+        cands: &[Candidate],
+        rounded: u64,
+        l: LaneIdx,
+    ) -> Option<(StitchId, Vec<Candidate>)> {
         if self.reusable.is_empty() {
             return None;
         }
@@ -142,7 +152,10 @@ impl<D: Device> Allocator<D> {
                 p.pages as u64 * g,
             )
         };
-        let sid = policy::growable_candidates(&self.reusable, rounded).find(|&sid| {
+        let p = self.lane_pool(l);
+        let smaller = self.reusable.range((p, 0, 0)..(p, rounded, 0));
+        let smaller = smaller.map(|&(_, size, sid)| (size, sid));
+        let sid = policy::growable_candidates(smaller).find(|&sid| {
             self.stitched[sid]
                 .pieces
                 .iter()
@@ -193,12 +206,12 @@ impl<D: Device> Allocator<D> {
         self.stats.stitched_bytes.update(extra as i64);
         self.stats.stitch_mappings.update(pieces.len() as i64);
         let st = &mut self.stitched[sid];
-        self.reusable.remove(&(st.size, sid));
+        self.reusable.remove(&(st.owner, st.size, sid));
         st.pieces.extend(pieces);
         st.size += extra;
         st.headroom = headroom;
         st.own.extend(own);
-        self.reusable.insert((st.size, sid));
+        self.reusable.insert((st.owner, st.size, sid));
     }
 
     /// The pieces that map `chosen` chunks whole.
@@ -252,18 +265,20 @@ impl<D: Device> Allocator<D> {
 
     /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
     /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
-    fn map_stitched(&mut self, pieces: &[Piece], size: u64) -> Option<StitchId> {
+    fn map_stitched(&mut self, pieces: &[Piece], size: u64, l: LaneIdx) -> Option<StitchId> {
         let headroom = policy::headroom_for(size, self.dev.total_memory(), self.gran);
         let va = self.va_alloc(size + headroom).ok()?;
         if self.map_pieces(va, pieces).is_none() {
             self.drop_headroom(va + size, headroom);
             return None;
         }
-        Some(self.register_stitched(va, size, Vec::from([(va, size)]), headroom, pieces))
+        let own = Vec::from([(va, size)]);
+        Some(self.register_stitched(va, size, own, headroom, pieces, l))
     }
 
-    /// Records a mapped stitched block of `size` bytes at `va` that owns the `own` parts of its
-    /// range (the rest is segments') and `headroom` bytes of address space after it.
+    /// Records a mapped stitched block of `size` bytes at `va`, of lane `l`'s pool, that owns the
+    /// `own` parts of its range (the rest is segments') and `headroom` bytes of address space
+    /// after it.
     fn register_stitched(
         &mut self,
         va: u64,
@@ -271,10 +286,12 @@ impl<D: Device> Allocator<D> {
         own: Vec<(u64, u64)>,
         headroom: u64,
         pieces: &[Piece],
+        l: LaneIdx,
     ) -> StitchId {
         let sid = self.stitched.insert(Stitched {
             va,
             size,
+            owner: self.lane_pool(l),
             own,
             headroom,
             pieces: pieces.to_vec(),
@@ -303,9 +320,9 @@ impl<D: Device> Allocator<D> {
         &mut self,
         rounded: u64,
         floor: u64,
-        s: StreamIdx,
+        l: LaneIdx,
     ) -> Result<Option<StitchId>, Miss> {
-        let mut cands = self.candidates(s);
+        let mut cands = self.candidates(l);
         let have: u64 = cands.iter().map(|c| c.bytes).sum();
         if have == 0 || have >= rounded {
             return Ok(None);
@@ -314,12 +331,12 @@ impl<D: Device> Allocator<D> {
         sort_for_stitch(&mut cands);
         // A cached stitched block that maps some of these chunks grows by the rest (see
         // `stitch_onto_cached`), where the address space beside it is free.
-        if let Some((sid, rest)) = self.growable(&cands, rounded) {
+        if let Some((sid, rest)) = self.growable(&cands, rounded, l) {
             let rest_bytes: u64 = rest.iter().map(|c| c.bytes).sum();
             let extra = grow + rest_bytes;
             if let Some((va, left)) = self.take_headroom(sid, extra) {
                 let rest = self.pieces_of(&rest);
-                let pieces = match self.grow_and_map(va, s, grow, rest_bytes, &rest) {
+                let pieces = match self.grow_and_map(va, l, grow, rest_bytes, &rest) {
                     Ok(Some(pieces)) => pieces,
                     failed => {
                         self.drop_headroom(va + extra, left);
@@ -329,7 +346,7 @@ impl<D: Device> Allocator<D> {
                 let own = (rest_bytes > 0).then_some((va + grow, rest_bytes));
                 self.annex(sid, extra, left, pieces, own);
                 self.stats.num_stitches += 1;
-                self.claim_new(sid, rounded, s);
+                self.claim_new(sid, rounded, l);
                 return Ok(Some(sid));
             }
         }
@@ -338,7 +355,7 @@ impl<D: Device> Allocator<D> {
         let va = self
             .va_alloc(grow + have + headroom)
             .map_err(Miss::from_device)?;
-        let pieces = match self.grow_and_map(va, s, grow, have, &old) {
+        let pieces = match self.grow_and_map(va, l, grow, have, &old) {
             Ok(Some(pieces)) => pieces,
             failed => {
                 self.drop_headroom(va + grow + have, headroom);
@@ -346,9 +363,9 @@ impl<D: Device> Allocator<D> {
             }
         };
         let own = Vec::from([(va + grow, have)]);
-        let sid = self.register_stitched(va, grow + have, own, headroom, &pieces);
+        let sid = self.register_stitched(va, grow + have, own, headroom, &pieces, l);
         self.stats.num_stitches += 1;
-        self.claim_new(sid, rounded, s);
+        self.claim_new(sid, rounded, l);
         Ok(Some(sid))
     }
 
@@ -360,12 +377,12 @@ impl<D: Device> Allocator<D> {
     fn grow_and_map(
         &mut self,
         va: u64,
-        s: StreamIdx,
+        l: LaneIdx,
         grow: u64,
         old_bytes: u64,
         old: &[Piece],
     ) -> Result<Option<Vec<Piece>>, Miss> {
-        let seg = match self.grow_at(va, s, grow) {
+        let seg = match self.grow_at(va, l, grow) {
             Ok(seg) => seg,
             Err(m) => {
                 if old_bytes > 0 {

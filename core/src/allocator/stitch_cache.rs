@@ -28,7 +28,17 @@ impl<D: Device> Allocator<D> {
 
     /// The free block of segment `seg` containing `[addr, addr + len)`, if stream `s` may follow
     /// its last use. Walks the segment's blocks: this serves stitching only, never the fast path.
-    fn free_block_under(&self, seg: SegId, addr: u64, len: u64, s: StreamIdx) -> Option<BlockId> {
+    pub(super) fn free_block_under(
+        &self,
+        seg: SegId,
+        addr: u64,
+        len: u64,
+        l: LaneIdx,
+    ) -> Option<BlockId> {
+        // Memory of one pool never serves another.
+        if self.lane_pool(self.segments[seg].lane) != self.lane_pool(l) {
+            return None;
+        }
         let mut b = Some(self.segments[seg].first_block);
         while let Some(id) = b {
             let blk = &self.blocks[id];
@@ -36,7 +46,7 @@ impl<D: Device> Allocator<D> {
                 let ok = blk.state == BlockState::Free
                     && blk.addr <= addr
                     && blk.end() >= addr + len
-                    && self.streams.safe_for(blk.fence, s);
+                    && self.streams.safe_for(blk.fence, self.lane_stream(l));
                 return ok.then_some(id);
             }
             b = blk.next;
@@ -47,7 +57,7 @@ impl<D: Device> Allocator<D> {
     /// Hands the inactive stitched block `sid` out for `bytes` on stream `s`: lends the bytes it
     /// will use out of the free blocks under its first pages. `false`, changing nothing, if some
     /// of those bytes are not free for `s`.
-    pub(super) fn claim(&mut self, sid: StitchId, bytes: u64, s: StreamIdx) -> bool {
+    pub(super) fn claim(&mut self, sid: StitchId, bytes: u64, l: LaneIdx) -> bool {
         let g = self.gran;
         let mut runs = Vec::new();
         let mut left = bytes;
@@ -65,18 +75,18 @@ impl<D: Device> Allocator<D> {
         }
         if runs
             .iter()
-            .any(|&(seg, addr, len)| self.free_block_under(seg, addr, len, s).is_none())
+            .any(|&(seg, addr, len)| self.free_block_under(seg, addr, len, l).is_none())
         {
             return false;
         }
         let st = &mut self.stitched[sid];
-        let (size, last_free) = (st.size, st.last_free);
+        let (owner, size, last_free) = (st.owner, st.size, st.last_free);
         st.active = true;
-        self.reusable.remove(&(size, sid));
+        self.reusable.remove(&(owner, size, sid));
         self.stitch_lru.remove(&(last_free, sid));
         let mut lent = Vec::with_capacity(runs.len());
         for (seg, addr, len) in runs {
-            if let Some(b) = self.free_block_under(seg, addr, len, s) {
+            if let Some(b) = self.free_block_under(seg, addr, len, l) {
                 lent.push(self.carve(b, addr, len, BlockState::Lent(sid)));
             }
         }
@@ -93,31 +103,31 @@ impl<D: Device> Allocator<D> {
         st.fence = fence;
         st.last_free = tick;
         let lent = core::mem::take(&mut st.lent);
-        self.reusable.insert((st.size, sid));
+        self.reusable.insert((st.owner, st.size, sid));
         self.stitch_lru.insert((tick, sid));
         for b in lent {
             self.release_block(b, fence);
         }
     }
 
-    /// Reuses a cached stitched block for `rounded` bytes on stream `s`: the first of
-    /// [`policy::reuse_candidates`] whose first `rounded` bytes lie on pages free for `s` (each
-    /// check is a look-up per piece). No driver call.
-    pub(super) fn reuse_stitched(&mut self, rounded: u64, s: StreamIdx) -> Option<StitchId> {
+    /// Reuses a cached stitched block of lane `l`'s pool for `rounded` bytes: the first of
+    /// [`policy::reuse_candidates`] whose first `rounded` bytes lie on pages free for the lane
+    /// (each check is a look-up per piece). No driver call.
+    pub(super) fn reuse_stitched(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
         if self.reusable.is_empty() {
             return None;
         }
         let max = policy::reuse_max(rounded, &self.cfg);
+        let p = self.lane_pool(l);
         let stitched = &self.stitched;
-        let cands = policy::reuse_candidates(
-            &self.reusable,
-            &self.stitch_lru,
-            |sid| stitched[sid].size,
-            rounded,
-            max,
-        );
+        let fitting = self.reusable.range((p, rounded, 0)..(p + 1, 0, 0));
+        let fitting = fitting.map(|&(_, size, sid)| (size, sid));
+        let recent = self.stitch_lru.iter().rev().map(|&(_, sid)| sid);
+        let recent = recent.filter(|&sid| stitched[sid].owner == p);
+        let cands =
+            policy::reuse_candidates(fitting, recent, |sid| stitched[sid].size, rounded, max);
         for sid in cands {
-            if self.claim(sid, rounded, s) {
+            if self.claim(sid, rounded, l) {
                 self.stats.num_stitch_reuses += 1;
                 return Some(sid);
             }
@@ -141,14 +151,19 @@ impl<D: Device> Allocator<D> {
         )
     }
 
-    /// Destroys free stitched blocks, least recently freed first, whose last use has completed:
-    /// all of them with `all`, else until back within bounds. Returns whether any was destroyed.
+    /// Destroys free stitched blocks, least recently freed first, whose last use has completed
+    /// and whose pool is not a private pool in use: all of them with `all`, else until back
+    /// within bounds. Returns whether any was destroyed.
     pub(super) fn gc_stitched(&mut self, all: bool) -> bool {
         let order: Vec<StitchId> = self.stitch_lru.iter().map(|&(_, sid)| sid).collect();
         let mut any = false;
         for sid in order {
             if !all && !self.over_stitch_bounds() {
                 break;
+            }
+            // A private pool in use keeps its cached blocks: a graph may replay into them.
+            if self.pools.pinned(self.stitched[sid].owner) {
+                continue;
             }
             let fence = self.stitched[sid].fence;
             if self.try_complete(fence) && self.destroy_stitched(sid) {
@@ -179,7 +194,7 @@ impl<D: Device> Allocator<D> {
             return false;
         };
         self.count_stitch_maps(&st.pieces, false);
-        self.reusable.remove(&(st.size, sid));
+        self.reusable.remove(&(st.owner, st.size, sid));
         self.stitch_lru.remove(&(st.last_free, sid));
         self.stats.stitched_bytes.update(-(st.size as i64));
         self.stats.stitched_blocks.update(-1);

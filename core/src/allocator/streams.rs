@@ -8,7 +8,6 @@
 //! event completes, every free stamped with that epoch or an earlier one is safe everywhere.
 //! A single-stream workload records no events at all.
 
-use super::pool::StreamPools;
 use super::types::*;
 use super::Allocator;
 use crate::device::{Device, DeviceResult, DriverCall, EventHandle, StreamHandle};
@@ -112,7 +111,6 @@ impl<D: Device> Allocator<D> {
                     pending: VecDeque::new(),
                 });
                 self.streams.index.insert(stream.0, i);
-                self.pools.push(StreamPools::default());
                 i
             }
         };
@@ -164,7 +162,11 @@ impl<D: Device> Allocator<D> {
 
     /// Closes and polls the epochs of every stream but `s`, so that other streams' frees become
     /// usable by `s` once their work is done. A failure to record leaves those frees fenced.
+    /// Nothing during a capture.
     pub(super) fn advance_other_streams(&mut self, s: StreamIdx) {
+        if self.capturing() {
+            return;
+        }
         for t in 0..self.streams.list.len() as StreamIdx {
             if t != s {
                 let _ = self.close_epoch(t);
@@ -174,10 +176,10 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Makes sure the fence `f` is seen complete if its work is done: closes its epoch if still
-    /// open and polls. Returns whether it is complete.
+    /// open and polls (not during a capture). Returns whether it is complete.
     pub(super) fn try_complete(&mut self, f: Fence) -> bool {
-        if self.streams.done(f) {
-            return true;
+        if self.streams.done(f) || self.capturing() {
+            return self.streams.done(f);
         }
         let st = &self.streams.list[f.stream as usize];
         if st.epoch == f.epoch {
@@ -207,11 +209,12 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Polls outstanding events and finishes frees whose recorded streams' work is done
-    /// (PyTorch's `process_events`). Cheap when nothing is outstanding.
+    /// (PyTorch's `process_events`). Cheap when nothing is outstanding; nothing during a capture.
     pub(super) fn process_events(&mut self) {
-        if self.streams.outstanding == 0 && self.pending_frees.is_empty() {
+        if (self.streams.outstanding == 0 && self.pending_frees.is_empty()) || self.capturing() {
             return;
         }
+        self.finish_capture_deferred_frees();
         for s in 0..self.streams.list.len() as StreamIdx {
             if !self.streams.list[s as usize].pending.is_empty() {
                 self.poll(s);
@@ -222,7 +225,7 @@ impl<D: Device> Allocator<D> {
         }
         let pending = core::mem::take(&mut self.pending_frees);
         for p in pending {
-            if p.fences.iter().all(|&f| self.streams.done(f)) {
+            if !p.awaiting_capture && p.fences.iter().all(|&f| self.streams.done(f)) {
                 let fence = self.streams.free_fence(p.live.stream);
                 self.finish_free(p.live, fence);
             } else {

@@ -9,6 +9,10 @@ pub(crate) type BlockId = u32;
 pub(crate) type SegId = u32;
 pub(crate) type StitchId = u32;
 pub(crate) type StreamIdx = u32;
+/// Index of a memory pool: 0 is the default pool, others are private pools (`pools.rs`).
+pub(crate) type PoolIdx = u32;
+/// Index of a lane: the free blocks of one pool on one stream (`pools.rs`).
+pub(crate) type LaneIdx = u32;
 
 /// Work that must complete before memory freed on one stream can be used on another: everything
 /// enqueued on `stream` up to the moment `epoch` was closed (see `streams.rs`).
@@ -81,7 +85,8 @@ pub(crate) struct Chunk {
 pub(crate) struct Segment {
     pub va: u64,
     pub size: u64,
-    pub stream: StreamIdx,
+    /// The lane (memory pool and stream) whose free lists hold its free blocks.
+    pub lane: LaneIdx,
     pub pool: PoolKind,
     pub chunks: Vec<Chunk>,
     pub live_chunks: u32,
@@ -206,6 +211,8 @@ pub(crate) struct Piece {
 pub(crate) struct Stitched {
     pub va: u64,
     pub size: u64,
+    /// The memory pool that owns it: only allocations of that pool reuse it.
+    pub owner: PoolIdx,
     /// The parts of the range this block mapped and owns, `(address, bytes)`, which it unmaps and
     /// frees when destroyed. The rest of the range is segments' own: a segment grown for this
     /// block (`Allocator::stitch_growing`) has its chunks mapped once, at the same addresses, for
@@ -237,7 +244,11 @@ pub(crate) struct Live {
     pub requested: u64,
     pub rounded: u64,
     pub pool: PoolKind,
+    /// The memory pool it was served from.
+    pub owner: PoolIdx,
     pub stream: StreamIdx,
+    /// The caller's context id when it was allocated (for history and snapshots).
+    pub context: u64,
     /// Streams named by `record_stream`, besides the allocation's own.
     pub extra_streams: Vec<StreamIdx>,
 }
@@ -247,6 +258,8 @@ pub(crate) struct Live {
 pub(crate) struct PendingFree {
     pub live: Live,
     pub fences: Vec<Fence>,
+    /// Freed during a capture: its fences are recorded when the capture ends.
+    pub awaiting_capture: bool,
 }
 
 /// Cleanup that failed once and is retried later, so that nothing leaks.
@@ -262,6 +275,41 @@ pub(crate) enum Deferred {
         size: u64,
         reserved: Option<PoolKind>,
     },
+}
+
+/// What best fit knows of a candidate free block (the policy's `pick_fit` and `placement`).
+/// physical chunks inside it (`(u64::MAX, 0)` if none), and whether it is in the small pool.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FitView {
+    pub size: u64,
+    pub addr: u64,
+    pub whole: (u64, u64),
+    pub small_pool: bool,
+}
+
+impl FitView {
+    /// Whether `rounded` bytes at the front or at the back of the block stay clear of every whole
+    /// chunk in it (whole free chunks are what a stitch can map). Two comparisons.
+    pub fn keeps_whole_chunks(&self, rounded: u64) -> bool {
+        self.small_pool
+            || self.size == rounded
+            || self.addr + rounded <= self.whole.0
+            || self.addr + self.size - rounded >= self.whole.1
+    }
+}
+
+/// A whole free chunk `[cstart, cend)` under a placement of `rounded` bytes at `at`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SplitView {
+    /// The chunk's bounds.
+    pub cstart: u64,
+    pub cend: u64,
+    /// Whether it lies wholly inside the free block and holds the whole placement.
+    pub inside: bool,
+    /// Whether a stitched block maps it.
+    pub stitch_mapped: bool,
+    /// The start of its segment (cuts fall on granules counted from there).
+    pub seg_va: u64,
 }
 
 #[cfg(test)]
@@ -298,7 +346,7 @@ mod tests {
         let mut seg = Segment {
             va: 1 << 40,
             size: 0,
-            stream: 0,
+            lane: 0,
             pool: PoolKind::Large,
             chunks: Vec::new(),
             live_chunks: 0,
