@@ -364,7 +364,8 @@ enum gmlake_status gmlake_torch_configure(const char *config);
 
 /*
  PyTorch's allocation function: `size` bytes on CUDA device `device` for `stream`. Returns NULL
- for a size of 0. On failure it throws a C++ `std::runtime_error` whose message starts with
+ for a size of 0. An allocation on a stream that is capturing a CUDA graph is refused (see
+ `refuse_capture`). On failure it throws a C++ `std::runtime_error` whose message starts with
  `CUDA out of memory.` when memory ran out (with the requested, reserved, allocated, device total
  and free bytes), or `gmlake:` otherwise; PyTorch raises it as a Python `RuntimeError`.
 

@@ -85,5 +85,5 @@ pub fn teardown(mut a: Allocator<SimulatedDevice>, live: Vec<u64>) {
     }
     assert_eq!(a.release_all().unwrap(), 0);
     let h = a.device().holdings();
-    assert_eq!((h.handles, h.ranges, h.mappings), (0, 0, 0));
+    assert_eq!((h.handles, h.ranges, h.mappings, h.events), (0, 0, 0, 0));
 }
