@@ -179,6 +179,120 @@ impl Program {
     }
 }
 
+/// Bytes that decode to a value: the inverse of `arbitrary`'s derived decoding (integers little
+/// endian, `bool` as a byte, an enum's variant as a `u32` scaled onto the variant count, then its
+/// fields), so that a program can be kept as a Rust value and written as an input.
+trait Encode {
+    fn encode(&self, out: &mut Vec<u8>);
+}
+
+/// The tag of variant `index` of an enum of `count` variants.
+fn tag(index: u64, count: u64, out: &mut Vec<u8>) {
+    let d = (index << 32).div_ceil(count) as u32;
+    out.extend_from_slice(&d.to_le_bytes());
+}
+
+macro_rules! encode_ints {
+    ($($t:ty),*) => {$(
+        impl Encode for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+encode_ints!(u8, u16, u32, u64);
+
+impl Encode for bool {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+}
+
+impl Encode for Backend {
+    fn encode(&self, out: &mut Vec<u8>) {
+        tag(*self as u64, 2, out);
+    }
+}
+
+impl Encode for Preset {
+    fn encode(&self, out: &mut Vec<u8>) {
+        tag(*self as u64, 3, out);
+    }
+}
+
+impl Encode for SizeChoice {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            SizeChoice::Zero => tag(0, 5, out),
+            SizeChoice::Small(n) => (tag(1, 5, out), n.encode(out)).1,
+            SizeChoice::Medium(n) => (tag(2, 5, out), n.encode(out)).1,
+            SizeChoice::Large(n) => (tag(3, 5, out), n.encode(out)).1,
+            SizeChoice::Any(n) => (tag(4, 5, out), n.encode(out)).1,
+        }
+    }
+}
+
+impl Encode for Op {
+    fn encode(&self, out: &mut Vec<u8>) {
+        const N: u64 = 12;
+        match *self {
+            Op::Alloc { size, stream } => {
+                tag(0, N, out);
+                size.encode(out);
+                stream.encode(out);
+            }
+            Op::Free { pick } => (tag(1, N, out), pick.encode(out)).1,
+            Op::FreeGarbage { addr } => (tag(2, N, out), addr.encode(out)).1,
+            Op::DoubleFree { pick } => (tag(3, N, out), pick.encode(out)).1,
+            Op::FreeInterior { pick, offset } => {
+                tag(4, N, out);
+                pick.encode(out);
+                offset.encode(out);
+            }
+            Op::RecordStream { pick, stream } => {
+                tag(5, N, out);
+                pick.encode(out);
+                stream.encode(out);
+            }
+            Op::EmptyCache => tag(6, N, out),
+            Op::SetCapacity { units } => (tag(7, N, out), units.encode(out)).1,
+            Op::AllocInPool { size, stream, pool } => {
+                tag(8, N, out);
+                size.encode(out);
+                stream.encode(out);
+                pool.encode(out);
+            }
+            Op::PoolUse { pool, acquire } => {
+                tag(9, N, out);
+                pool.encode(out);
+                acquire.encode(out);
+            }
+            Op::Capture { begin } => (tag(10, N, out), begin.encode(out)).1,
+            Op::InjectFault { call, skip } => {
+                tag(11, N, out);
+                call.encode(out);
+                skip.encode(out);
+            }
+        }
+    }
+}
+
+impl Program {
+    /// The bytes [`Program::decode`] turns into this program (its inverse), to keep an input that
+    /// once failed as a program that means the same whatever operations are added later.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.backend.encode(&mut out);
+        self.preset.encode(&mut out);
+        self.capacity_units.encode(&mut out);
+        for op in &self.ops {
+            op.encode(&mut out);
+        }
+        out
+    }
+}
+
 /// 16 MiB x (1 + `units` % 24), in bytes.
 pub(crate) fn capacity_bytes(units: u8) -> u64 {
     16 * MIB * (1 + u64::from(units) % 24)

@@ -43,6 +43,15 @@ fn the_stale_mapping_regression_still_reaches_its_faults() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `encode` is the inverse of `decode`: a program kept as a value means the same as bytes.
+    #[test]
+    fn encode_inverts_decode(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+        let p = gmlake_fuzz::Program::decode(&data);
+        let again = gmlake_fuzz::Program::decode(&p.encode());
+        prop_assert_eq!(format!("{p:?}"), format!("{again:?}"));
+    }
+
     #[test]
     fn random_programs_keep_the_invariants(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
         if let Err(v) = gmlake_fuzz::run_bytes(&data) {
