@@ -7,6 +7,7 @@
 #   bash scripts/gpu-check.sh            # all checks
 #   CHECKS="tests host costs examples python corebench bench" bash scripts/gpu-check.sh
 #   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
+#   CHECKS="features workloads" bash scripts/gpu-check.sh   # PyTorch's memory features, training runs
 #   PACK_LOGS=1 bash scripts/gpu-check.sh > $OUT/gpu-check.txt   # logs as one $OUT/logs.tgz
 # (the device tool brings back at most 8 files from $OUT; a full run writes more)
 set -uo pipefail
@@ -107,14 +108,39 @@ if [[ " $CHECKS " == *" examples "* ]]; then
   example cpp g++ -std=c++17 ffi-cpp/examples/basic.cpp -Iffi-cpp/include -Icarry/include carry/libgmlake_cpp.a -lpthread -ldl -lm
 fi
 
+install_wheel() { # the wheel in carry/ into /tmp/gmlake-site, once per run of this script
+  [ -f /tmp/gmlake-site/.from-this-run-$$ ] && return 0
+  rm -rf /tmp/gmlake-site
+  python3 -m pip install -q --no-index --no-deps --target /tmp/gmlake-site carry/gmlake-*.whl >> "$OUT/wheel.log" 2>&1 &&
+    touch /tmp/gmlake-site/.from-this-run-$$
+}
+
 if [[ " $CHECKS " == *" python "* ]]; then
   # The Python package's tests, GPU ones included, from the wheel in carry/.
-  rm -rf /tmp/gmlake-site
-  if python3 -m pip install -q --no-index --no-deps --target /tmp/gmlake-site carry/gmlake-*.whl > "$OUT/python.log" 2>&1 &&
-     PYTHONPATH=/tmp/gmlake-site python3 -m pytest -q -rs -p no:cacheprovider python/tests >> "$OUT/python.log" 2>&1; then
+  if install_wheel && PYTHONPATH=/tmp/gmlake-site python3 -m pytest -q -rs -p no:cacheprovider python/tests > "$OUT/python.log" 2>&1; then
     record "python package tests" PASS "$(tail -1 "$OUT/python.log")"
   else
     record "python package tests" FAIL "$(tail -1 "$OUT/python.log")"
+  fi
+fi
+
+if [[ " $CHECKS " == *" features "* ]]; then
+  # PyTorch's memory features under the native allocator and under gmlake (scripts/torch_features.py;
+  # FEATURES names a subset).
+  if install_wheel && PYTHONPATH=/tmp/gmlake-site python3 scripts/torch_features.py "$OUT/features.json" ${FEATURES:-} > "$OUT/features.txt" 2>&1; then
+    record "torch features" PASS "features.txt"
+  else
+    record "torch features" FAIL "see features.txt"
+  fi
+fi
+
+if [[ " $CHECKS " == *" workloads "* ]]; then
+  # Training runs under native, expandable segments and both gmlake routes (scripts/torch_workloads.py;
+  # WORKLOADS names a subset).
+  if install_wheel && PYTHONPATH=/tmp/gmlake-site python3 scripts/torch_workloads.py package "$OUT/workloads.json" > "$OUT/workloads.txt" 2>&1; then
+    record "torch workloads" PASS "workloads.txt"
+  else
+    record "torch workloads" FAIL "see workloads.txt"
   fi
 fi
 
@@ -203,6 +229,14 @@ import json, sys
 for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
     print(f"{r['call']:<20} {r['bytes']/2**20:>8.0f} MiB x{r['handles']:<2} {r['median_us']:>9.1f}")
 PY
+fi
+if [ -s "$OUT/features.txt" ]; then
+  echo "-- PyTorch features (scripts/torch_features.py)"
+  grep -A40 '^feature ' "$OUT/features.txt"
+fi
+if [ -s "$OUT/workloads.txt" ]; then
+  echo "-- training runs (scripts/torch_workloads.py)"
+  grep -A40 '^workload ' "$OUT/workloads.txt"
 fi
 if [ -s "${OUT}/core-bench.log" ]; then
   echo "-- core cost per operation, simulated device (ns; three runs)"

@@ -57,11 +57,13 @@ pub enum DriverCall {
     SynchronizeStream,
     /// Wait for all work on the device (`cuCtxSynchronize`).
     SynchronizeDevice,
+    /// Export a physical handle for another process (`cuMemExportToShareableHandle`).
+    ExportHandle,
 }
 
 impl DriverCall {
     /// How many kinds there are.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// All kinds, in a fixed order (the order of [`DriverCallCounts`] and of reports).
     pub const ALL: [DriverCall; DriverCall::COUNT] = [
@@ -78,6 +80,7 @@ impl DriverCall {
         DriverCall::QueryEvent,
         DriverCall::SynchronizeStream,
         DriverCall::SynchronizeDevice,
+        DriverCall::ExportHandle,
     ];
 
     /// The kind's short name, as used by `--inject-fault KIND:N` and in JSON reports
@@ -97,6 +100,7 @@ impl DriverCall {
             DriverCall::QueryEvent => "query_event",
             DriverCall::SynchronizeStream => "synchronize_stream",
             DriverCall::SynchronizeDevice => "synchronize_device",
+            DriverCall::ExportHandle => "export_handle",
         }
     }
 
@@ -309,6 +313,25 @@ pub trait Device: Send {
     /// # Errors
     /// On driver failure.
     fn synchronize_device(&mut self) -> DeviceResult<()>;
+
+    /// Exports `handle` for another process and returns the operating system's name for it (CUDA:
+    /// a POSIX file descriptor from `cuMemExportToShareableHandle`; host memory: the memfd), valid
+    /// for as long as the handle lives; exporting the same handle again returns the same name.
+    /// The default refuses (`NotSupported`): a device that cannot share memory across processes.
+    ///
+    /// # Errors
+    /// `NotSupported` where the device cannot export; others on driver failure.
+    fn export_handle(&mut self, handle: PhysHandle) -> DeviceResult<i64> {
+        Err(DeviceError::new(
+            DriverCall::ExportHandle,
+            DeviceErrorKind::NotSupported,
+            0,
+            alloc::format!(
+                "this device cannot share handle {:#x} with other processes",
+                handle.0
+            ),
+        ))
+    }
 
     /// What a plain `cudaMalloc` of `bytes` costs on this device, in microseconds, where the
     /// backend models driver costs (the simulated device does, from its cost table); `None` (the

@@ -6,7 +6,9 @@ use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys::{self, CUresult};
 use gmlake_core::device::{DeviceBooks, DeviceResult};
 use gmlake_core::ledger::Ledger;
-use gmlake_core::{Device, DriverCall, EventHandle, PhysHandle, StreamHandle};
+use gmlake_core::{Device, DeviceErrorKind, DriverCall, EventHandle, PhysHandle, StreamHandle};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 /// The CUDA driver backend of one device: physical handles pinned on the device, virtual ranges,
@@ -30,6 +32,11 @@ pub struct CudaVmm {
     ledger: Ledger,
     driver_us: f64,
     timings: CallTimings,
+    /// Whether handles are created exportable (as POSIX file descriptors, for CUDA IPC): until
+    /// the driver refuses the handle type, as some platforms do.
+    shareable: bool,
+    /// The exported descriptor of each handle shared so far, closed when the handle is released.
+    fds: HashMap<u64, OwnedFd>,
 }
 
 /// Wall time spent in driver calls, by kind, measured around each call.
@@ -95,6 +102,8 @@ impl CudaVmm {
             ledger: Ledger::new(1, None),
             driver_us: 0.0,
             timings: CallTimings::default(),
+            shareable: true,
+            fds: HashMap::new(),
         };
         // From here on, `Drop` releases the primary context.
         this.bind().map_err(|e| CudaError::Driver {
@@ -103,7 +112,7 @@ impl CudaVmm {
             code: e.code,
             detail: at(),
         })?;
-        let prop = pinned_prop(device);
+        let prop = pinned_prop(device, false);
         use sys::CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED as REC;
         // SAFETY: the driver is initialized; `prop` is valid.
         let gran = unsafe { vmm::granularity(&prop, REC) }
@@ -148,6 +157,24 @@ impl CudaVmm {
             .map_err(device_error(DriverCall::SynchronizeDevice, || {
                 format!("cuCtxSetCurrent on device {}", self.ordinal)
             }))
+    }
+
+    /// Imports a handle of `size` bytes that another process exported as the file descriptor
+    /// `fd` (`cuMemImportFromShareableHandle`), booked as this device's own: release it with
+    /// [`Device::release_handle`].
+    ///
+    /// # Errors
+    /// On driver failure (a descriptor that is no exported handle, another device's memory).
+    pub fn import_handle(&mut self, fd: &OwnedFd, size: u64) -> DeviceResult<PhysHandle> {
+        let raw = fd.as_raw_fd();
+        let h = self.timed(
+            DriverCall::CreateHandle,
+            |_| format!("cuMemImportFromShareableHandle of descriptor {raw} ({size} bytes)"),
+            // SAFETY: the descriptor is open for the duration of the call.
+            |_| unsafe { vmm::import_fd(raw) },
+        )?;
+        self.ledger.add_handle(h, size);
+        Ok(PhysHandle(h))
     }
 
     /// Wall time spent in driver calls so far, by kind.
@@ -195,12 +222,25 @@ impl Device for CudaVmm {
     }
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
-        let h = self.timed(
-            DriverCall::CreateHandle,
-            |s| format!("cuMemCreate of {size} bytes on device {}", s.ordinal),
-            // SAFETY: a context is current; the core passes granularity multiples.
-            |s| unsafe { vmm::create(size as usize, &pinned_prop(s.device)) },
-        )?;
+        let create = |s: &mut Self| {
+            s.timed(
+                DriverCall::CreateHandle,
+                |s| format!("cuMemCreate of {size} bytes on device {}", s.ordinal),
+                // SAFETY: a context is current; the core passes granularity multiples.
+                |s| unsafe { vmm::create(size as usize, &pinned_prop(s.device, s.shareable)) },
+            )
+        };
+        let h = match create(self) {
+            // A platform without exportable handles: if a plain handle can be had, create plain
+            // ones from now on (sharing with other processes is then refused by `export_handle`).
+            Err(e) if self.shareable && e.kind != DeviceErrorKind::OutOfMemory => {
+                self.shareable = false;
+                create(self)
+                    .inspect_err(|_| self.shareable = true)
+                    .map_err(|_| e)?
+            }
+            r => r?,
+        };
         self.ledger.add_handle(h, size);
         Ok(PhysHandle(h))
     }
@@ -213,7 +253,35 @@ impl Device for CudaVmm {
             |_| unsafe { vmm::release(handle.0) },
         )?;
         self.ledger.remove_handle(handle.0);
+        self.fds.remove(&handle.0);
         Ok(())
+    }
+
+    /// A POSIX file descriptor of the handle (`cuMemExportToShareableHandle`), made once and
+    /// kept open until the handle is released, so that a receiving process can take it with
+    /// `pidfd_getfd` for as long as the memory lives.
+    fn export_handle(&mut self, handle: PhysHandle) -> DeviceResult<i64> {
+        if let Some(fd) = self.fds.get(&handle.0) {
+            return Ok(fd.as_raw_fd() as i64);
+        }
+        if !self.shareable {
+            return Err(gmlake_core::DeviceError::new(
+                DriverCall::ExportHandle,
+                DeviceErrorKind::NotSupported,
+                0,
+                "the driver refused exportable (POSIX file descriptor) handles on this platform",
+            ));
+        }
+        let fd = self.timed(
+            DriverCall::ExportHandle,
+            |_| format!("cuMemExportToShareableHandle of handle {:#x}", handle.0),
+            // SAFETY: the handle is live and was created exportable (`shareable`).
+            |_| unsafe { vmm::export_fd(handle.0) },
+        )?;
+        // SAFETY: the driver returned a new descriptor that nothing else owns.
+        self.fds
+            .insert(handle.0, unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(fd as i64)
     }
 
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {

@@ -50,12 +50,17 @@ pub(crate) fn cuda_error(
     }
 }
 
-/// The allocation properties of pinned device memory on `device` (built on demand: the struct holds
-/// a raw pointer and is not `Send`).
-pub(crate) fn pinned_prop(device: sys::CUdevice) -> sys::CUmemAllocationProp {
+/// The allocation properties of pinned device memory on `device`, exportable as a POSIX file
+/// descriptor when `shareable` (built on demand: the struct holds a raw pointer and is not
+/// `Send`).
+pub(crate) fn pinned_prop(device: sys::CUdevice, shareable: bool) -> sys::CUmemAllocationProp {
     sys::CUmemAllocationProp {
         type_: sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
-        requestedHandleTypes: sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE,
+        requestedHandleTypes: if shareable {
+            sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+        } else {
+            sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE
+        },
         location: sys::CUmemLocation {
             type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
             id: device,

@@ -16,10 +16,12 @@
 
 mod device;
 mod errors;
+mod ipc;
 pub mod util;
 mod vmm;
 
 pub use device::{CallTimings, CudaVmm};
+pub use ipc::ImportedMemory;
 
 /// Why the CUDA backend could not start, or a helper call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

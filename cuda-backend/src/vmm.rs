@@ -93,3 +93,28 @@ pub unsafe fn granularity(
     sys::cuMemGetAllocationGranularity(g.as_mut_ptr(), prop, option).result()?;
     Ok(g.assume_init())
 }
+
+/// `cuMemExportToShareableHandle` as a POSIX file descriptor, which the caller owns.
+///
+/// # Safety
+/// `handle` is live and was created with the POSIX file descriptor handle type requested.
+pub unsafe fn export_fd(handle: sys::CUmemGenericAllocationHandle) -> Result<i32, DriverError> {
+    const FD: sys::CUmemAllocationHandleType =
+        sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    let mut fd: i32 = -1;
+    sys::cuMemExportToShareableHandle((&mut fd as *mut i32).cast(), handle, FD, 0).result()?;
+    Ok(fd)
+}
+
+/// `cuMemImportFromShareableHandle` of a POSIX file descriptor (which the caller still owns).
+///
+/// # Safety
+/// A context is current; `fd` is open.
+pub unsafe fn import_fd(fd: i32) -> Result<sys::CUmemGenericAllocationHandle, DriverError> {
+    const FD: sys::CUmemAllocationHandleType =
+        sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    let mut h = MaybeUninit::uninit();
+    sys::cuMemImportFromShareableHandle(h.as_mut_ptr(), fd as usize as *mut std::ffi::c_void, FD)
+        .result()?;
+    Ok(h.assume_init())
+}

@@ -6,6 +6,7 @@
  * Exit status 0 and "c example: ok" when every check passed. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "gmlake.h"
 
 static int failures = 0;
@@ -69,6 +70,29 @@ int main(int argc, char **argv) {
   gmlake_string_free(snap);
   CHECK(gmlake_snapshot_json(a, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "snapshot NULL out");
 
+  /* Sharing with another process: the stitched block's handles (descriptors on a GPU, handle
+   * ids on the simulated device). On a GPU this process imports its own export (pidfd_getfd
+   * works on oneself), as a receiving process would. */
+  gmlake_shared_piece *pieces = NULL;
+  size_t npieces = 0;
+  uint64_t share_offset = 1;
+  CHECK(gmlake_share(a, s, &pieces, &npieces, &share_offset) == GMLAKE_OK && npieces >= 2 && share_offset == 0,
+        "share the stitched block");
+  uint64_t covered = 0;
+  for (size_t i = 0; i < npieces; i++) covered += pieces[i].size;
+  CHECK(covered >= 12 * MiB, "the pieces cover the allocation");
+  if (cuda) {
+    gmlake_imported *imp = NULL;
+    void *mapped = NULL;
+    CHECK(gmlake_import(0, (int32_t)getpid(), pieces, npieces, &imp, &mapped) == GMLAKE_OK && mapped != NULL
+          && mapped != s, "import the shared pieces");
+    CHECK(gmlake_import_close(imp) == GMLAKE_OK, "close the import");
+  }
+  gmlake_shared_free(pieces, npieces);
+  CHECK(gmlake_share(a, (char *)s + 512, &pieces, &npieces, &share_offset) == GMLAKE_ERROR_NOT_ALLOCATED,
+        "share of an interior pointer");
+  CHECK(gmlake_import(0, (int32_t)getpid(), NULL, 0, NULL, NULL) == GMLAKE_ERROR_INVALID_ARGUMENT, "import NULL");
+
   /* Bad use. */
   void *p = (void *)1;
   CHECK(gmlake_malloc(a, 0, NULL, &p) == GMLAKE_ERROR_INVALID_ARGUMENT && p == NULL, "zero size, out cleared");
@@ -102,6 +126,49 @@ int main(int argc, char **argv) {
   CHECK(gmlake_get_stats(a, &st) == GMLAKE_OK && st.reserved_bytes == 0, "everything returned");
   CHECK(gmlake_destroy(a, false) == GMLAKE_OK, "destroy");
   CHECK(gmlake_destroy(NULL, false) == GMLAKE_OK, "destroy NULL");
+
+  /* Private pools, the history, every statistic and a snapshot as structs (what PyTorch's full
+   * allocator interface uses). */
+  gmlake_allocator *g = NULL;
+  CHECK(gmlake_create_simulated(1024 * MiB, NULL, &g) == GMLAKE_OK, "pools: create");
+  if (g != NULL) {
+    CHECK(gmlake_record_history(g, true, 1000, true) == GMLAKE_OK, "history on");
+    CHECK(gmlake_pool(g, 1, 0, GMLAKE_POOL_INCREF) == GMLAKE_OK, "pool incref");
+    void *gp = NULL, *dp = NULL;
+    CHECK(gmlake_malloc_ex(g, 64 * MiB, NULL, 1, 0, 42, &gp) == GMLAKE_OK, "malloc in the pool");
+    CHECK(gmlake_free_ex(g, gp, 43) == GMLAKE_OK, "free in the pool");
+    CHECK(gmlake_malloc(g, 64 * MiB, NULL, &dp) == GMLAKE_OK && dp != gp, "the pool keeps its memory");
+    CHECK(gmlake_malloc_ex(g, 8, NULL, 9, 9, 0, &gp) == GMLAKE_ERROR_INVALID_ARGUMENT && gp == NULL, "unknown pool");
+    uint32_t users = 0;
+    size_t nlive = 7;
+    CHECK(gmlake_pool_use_count(g, 1, 0, &users) == GMLAKE_OK && users == 1, "use count");
+    CHECK(gmlake_pool_live(g, 1, 0, NULL, 0, &nlive) == GMLAKE_OK && nlive == 0, "nothing live in the pool");
+    gmlake_device_stats ds;
+    CHECK(gmlake_get_device_stats(g, &ds) == GMLAKE_OK && ds.reserved_bytes.all.current == 128 * (int64_t)MiB
+          && ds.allocation.large_pool.current == 1, "device stats");
+    uint64_t largest = 0;
+    double fraction = 0;
+    CHECK(gmlake_cache_info(g, &largest, &fraction) == GMLAKE_OK && largest == 64 * MiB && fraction == 1.0, "cache info");
+    CHECK(gmlake_pool(g, 1, 0, GMLAKE_POOL_RELEASE) == GMLAKE_OK, "pool release");
+    CHECK(gmlake_get_device_stats(g, &ds) == GMLAKE_OK && ds.reserved_bytes.all.current == 64 * (int64_t)MiB, "released");
+    CHECK(gmlake_pool(g, 1, 0, GMLAKE_POOL_RELEASE) == GMLAKE_ERROR_INVALID_ARGUMENT, "no user left");
+    gmlake_history_record *h = NULL;
+    size_t nh = 0, nctx = 0;
+    uint64_t *ctx = NULL;
+    CHECK(gmlake_history(g, &h, &nh, &ctx, &nctx) == GMLAKE_OK && nh >= 5, "history");
+    CHECK(h != NULL && h[1].action == 0 && h[1].context == 42 && h[1].pool0 == 1, "an alloc in the pool, with its context");
+    CHECK(h != NULL && h[2].action == 1 && h[2].context == 43, "its free");
+    gmlake_history_free(h, nh);
+    gmlake_addresses_free(ctx, nctx);
+    gmlake_snapshot *snap2 = NULL;
+    size_t nseg = 0;
+    CHECK(gmlake_snapshot_take(g, &snap2) == GMLAKE_OK, "snapshot");
+    const gmlake_segment_info *segs = gmlake_snapshot_segments(snap2, &nseg);
+    CHECK(nseg == 1 && segs[0].block_count == 1 && segs[0].blocks[0].state == 0
+          && segs[0].blocks[0].address == (uint64_t)dp, "the snapshot shows the live block");
+    gmlake_snapshot_free(snap2);
+    CHECK(gmlake_free(g, dp) == GMLAKE_OK && gmlake_destroy(g, false) == GMLAKE_OK, "pools: destroy");
+  }
 
   /* Host memory: the same allocator on this machine's memory, whose addresses the CPU can use. */
   gmlake_allocator *h = NULL;

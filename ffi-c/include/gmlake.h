@@ -71,10 +71,59 @@ typedef enum gmlake_status {
 } gmlake_status;
 
 /*
+ What to do to a pool (`gmlake_pool`).
+ */
+typedef enum gmlake_pool_op {
+  /*
+   Create the pool with one user, or add a user (PyTorch's `createOrIncrefPool`).
+   */
+  GMLAKE_POOL_INCREF = 0,
+  /*
+   Remove a user; with none left, its free memory goes back (PyTorch's `releasePool`).
+   */
+  GMLAKE_POOL_RELEASE = 1,
+  /*
+   Hand out whole blocks only, one segment per allocation (`MemPool(no_split=True)`).
+   */
+  GMLAKE_POOL_NO_SPLIT = 2,
+  /*
+   Let default-pool requests that found no memory use its free blocks (`use_on_oom`).
+   */
+  GMLAKE_POOL_USE_ON_OOM = 3,
+  /*
+   Stop doing so.
+   */
+  GMLAKE_POOL_NO_USE_ON_OOM = 4,
+  /*
+   Return its free memory to the device if no user is left (PyTorch's
+   `emptyCache(mempool_id)`; for the default pool, `gmlake_empty_cache`).
+   */
+  GMLAKE_POOL_EMPTY_CACHE = 5,
+} gmlake_pool_op;
+
+/*
  An allocator for one device. Opaque; create it with `gmlake_create_cuda`,
  `gmlake_create_host` or `gmlake_create_simulated`, destroy it with `gmlake_destroy`. Safe to use from several threads.
  */
 typedef struct gmlake_allocator gmlake_allocator;
+
+/*
+ A checkpoint of a private pool's live allocations (`gmlake_pool_checkpoint`). Opaque; free
+ it with `gmlake_checkpoint_free`.
+ */
+typedef struct gmlake_checkpoint gmlake_checkpoint;
+
+/*
+ Shared memory of another process mapped into this one (`gmlake_import`). Opaque; close it
+ with `gmlake_import_close`.
+ */
+typedef struct gmlake_imported gmlake_imported;
+
+/*
+ A snapshot of an allocator's segments and stitched blocks (`gmlake_snapshot_take`). Opaque;
+ read it with `gmlake_snapshot_segments`, free it with `gmlake_snapshot_free`.
+ */
+typedef struct gmlake_snapshot gmlake_snapshot;
 
 /*
  The main statistics of an allocator. Bytes are bytes; counts are counts. See
@@ -146,6 +195,257 @@ typedef struct gmlake_stats {
    */
   double utilization;
 } gmlake_stats;
+
+/*
+ One statistic, as PyTorch's `Stat`: its value now, its peak, and the sums of increases and
+ decreases (bytes or counts).
+ */
+typedef struct gmlake_stat {
+  /*
+   The value now.
+   */
+  int64_t current;
+  /*
+   The peak since creation or the last reset of peaks.
+   */
+  int64_t peak;
+  /*
+   Sum of increases since creation or the last reset of accumulated figures.
+   */
+  int64_t allocated;
+  /*
+   Sum of decreases, likewise.
+   */
+  int64_t freed;
+} gmlake_stat;
+
+/*
+ A statistic for both pools and each (PyTorch's `StatArray`: aggregate, small, large).
+ */
+typedef struct gmlake_stat_array {
+  /*
+   Both pools.
+   */
+  struct gmlake_stat all;
+  /*
+   Requests of at most `small_size` bytes.
+   */
+  struct gmlake_stat small_pool;
+  /*
+   All other requests.
+   */
+  struct gmlake_stat large_pool;
+} gmlake_stat_array;
+
+/*
+ Every statistic of PyTorch's `DeviceStats`, with gmlake's figures, then gmlake's own.
+ */
+typedef struct gmlake_device_stats {
+  /*
+   Live allocations.
+   */
+  struct gmlake_stat_array allocation;
+  /*
+   Segments (virtual ranges of physical chunks).
+   */
+  struct gmlake_stat_array segment;
+  /*
+   Active blocks (allocated, or freed and waiting for other streams).
+   */
+  struct gmlake_stat_array active;
+  /*
+   Free blocks that are part of a split segment.
+   */
+  struct gmlake_stat_array inactive_split;
+  /*
+   Bytes of live allocations, rounded.
+   */
+  struct gmlake_stat_array allocated_bytes;
+  /*
+   Physical bytes held.
+   */
+  struct gmlake_stat_array reserved_bytes;
+  /*
+   Bytes of active blocks.
+   */
+  struct gmlake_stat_array active_bytes;
+  /*
+   Bytes of free blocks that are part of a split segment.
+   */
+  struct gmlake_stat_array inactive_split_bytes;
+  /*
+   Bytes callers asked for.
+   */
+  struct gmlake_stat_array requested_bytes;
+  /*
+   Times an allocation released cached memory and retried.
+   */
+  int64_t num_alloc_retries;
+  /*
+   Allocations refused for lack of memory.
+   */
+  int64_t num_ooms;
+  /*
+   Device synchronizations.
+   */
+  int64_t num_sync_all_streams;
+  /*
+   Physical memory creations and mappings.
+   */
+  int64_t num_device_alloc;
+  /*
+   Unmappings and releases.
+   */
+  int64_t num_device_free;
+  /*
+   Stitches made (gmlake).
+   */
+  int64_t num_stitches;
+  /*
+   Allocations served by a cached stitched block (gmlake).
+   */
+  int64_t num_stitch_reuses;
+  /*
+   Virtual bytes of stitched blocks (gmlake).
+   */
+  struct gmlake_stat stitched_bytes;
+} gmlake_device_stats;
+
+/*
+ One record of the allocation history. `action` is PyTorch's trace action: 0 alloc,
+ 1 free_requested, 2 free_completed, 3 segment_alloc, 4 segment_free, 5 segment_map,
+ 6 segment_unmap, 7 oom, 8 snapshot.
+ */
+typedef struct gmlake_history_record {
+  /*
+   PyTorch's trace action, numbered as above.
+   */
+  uint32_t action;
+  /*
+   The address (for `oom`, the device's free bytes).
+   */
+  uint64_t address;
+  /*
+   Bytes.
+   */
+  uint64_t size;
+  /*
+   The stream.
+   */
+  uint64_t stream;
+  /*
+   The memory pool.
+   */
+  uint64_t pool0;
+  /*
+   The memory pool, second half.
+   */
+  uint64_t pool1;
+  /*
+   The caller's context id.
+   */
+  uint64_t context;
+} gmlake_history_record;
+
+/*
+ One block of a snapshot segment. `state`: 0 active (allocated), 1 pending free (waiting for
+ other streams), 2 inactive (free), 3 lent to the stitched block at `stitched_address` (in use
+ through it), 4 released (a hole).
+ */
+typedef struct gmlake_block_info {
+  /*
+   Start address.
+   */
+  uint64_t address;
+  /*
+   Bytes.
+   */
+  uint64_t size;
+  /*
+   Bytes the caller asked for (0 unless allocated or pending free).
+   */
+  uint64_t requested_size;
+  /*
+   The state, numbered as above.
+   */
+  uint32_t state;
+  /*
+   For a lent block: the stitched block's address.
+   */
+  uint64_t stitched_address;
+  /*
+   The caller's context id of the allocation (0 if none).
+   */
+  uint64_t context;
+} gmlake_block_info;
+
+/*
+ One segment of a snapshot: a virtual range of physical chunks, and its blocks (`blocks`,
+ `block_count` of them, in address order), or, with `is_stitched`, a stitched block (its one
+ block is the allocation it serves, if active).
+ */
+typedef struct gmlake_segment_info {
+  /*
+   Start address.
+   */
+  uint64_t address;
+  /*
+   Bytes of the range.
+   */
+  uint64_t size;
+  /*
+   The stream whose free lists hold its free blocks (0 for stitched blocks).
+   */
+  uint64_t stream;
+  /*
+   Whether it is in the large pool.
+   */
+  bool is_large;
+  /*
+   Whether it is a stitched block (a view of other segments' memory, not memory of its own).
+   */
+  bool is_stitched;
+  /*
+   The owning memory pool.
+   */
+  uint64_t pool0;
+  /*
+   The owning memory pool, second half.
+   */
+  uint64_t pool1;
+  /*
+   Its blocks.
+   */
+  const struct gmlake_block_info *blocks;
+  /*
+   How many.
+   */
+  size_t block_count;
+} gmlake_segment_info;
+
+/*
+ One physical handle's part of a shared allocation: `size` bytes from `offset` into a handle of
+ `handle_size` bytes, exported as the file descriptor `os_handle` of the exporting process
+ (open as long as the handle lives there).
+ */
+typedef struct gmlake_shared_piece {
+  /*
+   The exporting process's file descriptor of the handle.
+   */
+  int64_t os_handle;
+  /*
+   The handle's size in bytes.
+   */
+  uint64_t handle_size;
+  /*
+   Where the piece starts in the handle, in bytes (0 for pieces gmlake makes).
+   */
+  uint64_t offset;
+  /*
+   The piece's size in bytes.
+   */
+  uint64_t size;
+} gmlake_shared_piece;
 
 #ifdef __cplusplus
 extern "C" {
@@ -250,6 +550,19 @@ enum gmlake_status gmlake_free(struct gmlake_allocator *a, void *ptr);
 enum gmlake_status gmlake_record_stream(struct gmlake_allocator *a, void *ptr, void *stream);
 
 /*
+ The requested size in bytes of the live allocation at `ptr` into `*out`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`;
+ `GMLAKE_ERROR_NOT_ALLOCATED` if `ptr` is not a live allocation.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_allocation_size(const struct gmlake_allocator *a,
+                                          const void *ptr,
+                                          uint64_t *out);
+
+/*
  Returns every free physical chunk to the device (after synchronizing it) and destroys cached
  stitched blocks (`torch.cuda.empty_cache`).
 
@@ -344,6 +657,305 @@ enum gmlake_status gmlake_destroy(struct gmlake_allocator *a, bool release_live)
  gmlake and stays valid until the next gmlake call on this thread. Never null.
  */
 const char *gmlake_last_error(void);
+
+/*
+ Copies every statistic into `*out`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_get_device_stats(const struct gmlake_allocator *a,
+                                           struct gmlake_device_stats *out);
+
+/*
+ Zeroes the accumulated figures and event counters
+ (`torch.cuda.reset_accumulated_memory_stats`).
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_reset_accumulated_stats(struct gmlake_allocator *a);
+
+/*
+ The largest free block held in cache into `*largest`, in bytes (PyTorch's `cacheInfo`, which
+ cuDNN's benchmark mode asks), and the memory fraction reserved memory is limited to into
+ `*fraction` (1.0 without a limit). Either pointer may be NULL.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_cache_info(const struct gmlake_allocator *a,
+                                     uint64_t *largest,
+                                     double *fraction);
+
+/*
+ Starts (`enabled`) or stops recording the allocation history, keeping at most `max_entries`
+ records; `clear` empties it.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_record_history(struct gmlake_allocator *a,
+                                         bool enabled,
+                                         size_t max_entries,
+                                         bool clear);
+
+/*
+ The history, oldest first, into `*out` (`*count` records, owned by the caller: free with
+ `gmlake_history_free`), and into `*live_contexts` (`*n_live` ids, free with
+ `gmlake_addresses_free`) the context ids that the history and live allocations still refer
+ to. `live_contexts` may be NULL.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator, `out` or `count`.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_history(const struct gmlake_allocator *a,
+                                  struct gmlake_history_record **out,
+                                  size_t *count,
+                                  uint64_t **live_contexts,
+                                  size_t *n_live);
+
+/*
+ Frees what `gmlake_history` returned. NULL is ignored.
+
+ # Safety
+ `p` is NULL or came from `gmlake_history` with `count` records, freed once.
+ */
+void gmlake_history_free(struct gmlake_history_record *p, size_t count);
+
+/*
+ Takes a snapshot of everything the allocator holds into `*out`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_snapshot_take(const struct gmlake_allocator *a,
+                                        struct gmlake_snapshot **out);
+
+/*
+ The segments of a snapshot (`*count` of them; the array and the blocks it points to live as
+ long as the snapshot). NULL if `snap` is NULL.
+
+ # Safety
+ `snap` is NULL or a live snapshot; `count` is valid.
+ */
+const struct gmlake_segment_info *gmlake_snapshot_segments(const struct gmlake_snapshot *snap,
+                                                           size_t *count);
+
+/*
+ Frees a snapshot. NULL is ignored.
+
+ # Safety
+ `snap` is NULL or came from `gmlake_snapshot_take`, freed once.
+ */
+void gmlake_snapshot_free(struct gmlake_snapshot *snap);
+
+/*
+ Lists the physical handles behind the live allocation `ptr` as file descriptors for another
+ process: `*pieces` receives an array of `*count` pieces to map back to back, in order, and
+ `*offset` where the allocation starts in the first (in bytes). Ownership: free the array with
+ `gmlake_shared_free`; the descriptors belong to the allocator and stay open while the memory is
+ held. The receiving side passes the pieces and this process's id to `gmlake_import`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for NULL arguments; `GMLAKE_ERROR_NOT_ALLOCATED` if
+ `ptr` is not a live allocation; `GMLAKE_ERROR_DEVICE` if the device cannot export (a simulated
+ device, a platform without exportable handles). Outputs are zero on error.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_share(struct gmlake_allocator *a,
+                                const void *ptr,
+                                struct gmlake_shared_piece **pieces,
+                                size_t *count,
+                                uint64_t *offset);
+
+/*
+ Frees an array of `count` pieces returned by `gmlake_share`. NULL is ignored.
+
+ # Safety
+ `pieces` is NULL or an array returned by `gmlake_share` with this count, freed once.
+ */
+void gmlake_shared_free(struct gmlake_shared_piece *pieces, size_t count);
+
+/*
+ Maps on CUDA device `device` the `count` pieces that process `pid` shared (`gmlake_share`
+ there, or PyTorch's expandable segments), back to back in order: `*out` receives the mapping
+ and `*ptr` its first byte, readable and writable by `device`. O(count) driver calls.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for NULL arguments or no pieces;
+ `GMLAKE_ERROR_NO_DEVICE` without a driver; `GMLAKE_ERROR_DEVICE` naming the call that failed
+ (`pidfd_getfd` when the process is gone or may not be read, as `ptrace` rules say; a driver
+ call). Nothing is left mapped on error; outputs are NULL.
+
+ # Safety
+ Pointer arguments are NULL or valid; `pieces` holds `count` entries.
+ */
+enum gmlake_status gmlake_import(int32_t device,
+                                 int32_t pid,
+                                 const struct gmlake_shared_piece *pieces,
+                                 size_t count,
+                                 struct gmlake_imported **out,
+                                 void **ptr);
+
+/*
+ Unmaps memory mapped by `gmlake_import` (after the device's work on it is done) and frees
+ `imported`. NULL is ignored.
+
+ # Safety
+ `imported` is NULL or came from `gmlake_import`, closed once.
+ */
+enum gmlake_status gmlake_import_close(struct gmlake_imported *imported);
+
+/*
+ Allocates `size` bytes for `stream` from pool `(pool0, pool1)` (the default pool is `(0, 0)`),
+ recording `context` (a caller-chosen id; 0 for none) in the history and the snapshot. `*out`
+ receives the address, or NULL on any error.
+
+ Errors: as `gmlake_malloc`; `GMLAKE_ERROR_INVALID_ARGUMENT` also for a pool that does not
+ exist or was released.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_malloc_ex(struct gmlake_allocator *a,
+                                    size_t size,
+                                    void *stream,
+                                    uint64_t pool0,
+                                    uint64_t pool1,
+                                    uint64_t context,
+                                    void **out);
+
+/*
+ Frees `ptr` as `gmlake_free` does, recording `context` in the history.
+
+ Errors: as `gmlake_free`.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_free_ex(struct gmlake_allocator *a, void *ptr, uint64_t context);
+
+/*
+ Applies `op` to pool `(pool0, pool1)`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator, the default pool where a private
+ one is needed, an unknown pool, or a release of a pool without users; `GMLAKE_ERROR_DEVICE`
+ if the device synchronization of a release failed.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_pool(struct gmlake_allocator *a,
+                               uint64_t pool0,
+                               uint64_t pool1,
+                               enum gmlake_pool_op op);
+
+/*
+ The users of pool `(pool0, pool1)` into `*out` (0 if it does not exist).
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_pool_use_count(const struct gmlake_allocator *a,
+                                         uint64_t pool0,
+                                         uint64_t pool1,
+                                         uint32_t *out);
+
+/*
+ The addresses of the live allocations of pool `(pool0, pool1)`, sorted: up to `capacity` of
+ them into `addrs` (which may be NULL when `capacity` is 0), and their number into `*count`
+ (call with `capacity` 0 first to learn it).
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `count`, or a NULL `addrs`
+ with a non-zero `capacity`.
+
+ # Safety
+ `addrs` has room for `capacity` values; other pointer arguments as the header's conventions
+ say.
+ */
+enum gmlake_status gmlake_pool_live(const struct gmlake_allocator *a,
+                                    uint64_t pool0,
+                                    uint64_t pool1,
+                                    uint64_t *addrs,
+                                    size_t capacity,
+                                    size_t *count);
+
+/*
+ A CUDA graph capture begins (`begin`) or ends: during captures the allocator records no
+ event, queries none and synchronizes nothing (illegal during capture). Captures nest.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_capture(struct gmlake_allocator *a, bool begin);
+
+/*
+ Checkpoints the live allocations of private pool `(pool0, pool1)` into `*out` (PyTorch's
+ `getCheckpointState`). Free it with `gmlake_checkpoint_free`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`, or a pool that is not
+ a private pool in use.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_pool_checkpoint(const struct gmlake_allocator *a,
+                                          uint64_t pool0,
+                                          uint64_t pool1,
+                                          struct gmlake_checkpoint **out);
+
+/*
+ Frees a checkpoint. NULL is ignored.
+
+ # Safety
+ `cp` is NULL or came from `gmlake_pool_checkpoint` and is freed once.
+ */
+void gmlake_checkpoint_free(struct gmlake_checkpoint *cp);
+
+/*
+ Returns the checkpoint's pool to it (PyTorch's `setCheckpointPoolState`): frees every live
+ allocation of the pool and makes each allocation of the checkpoint again at its address.
+ `freed` and `allocated` receive arrays of the addresses freed and made (`*n_freed`,
+ `*n_allocated` long) owned by the caller: free them with `gmlake_addresses_free`.
+
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL argument, a pool no longer in use, or
+ during a capture; `GMLAKE_ERROR_DEVICE` if the device synchronization failed;
+ `GMLAKE_ERROR_NOT_ALLOCATED` if an allocation could not be made again at its address.
+
+ # Safety
+ Pointer arguments are NULL or valid, as the header's conventions say.
+ */
+enum gmlake_status gmlake_pool_restore(struct gmlake_allocator *a,
+                                       const struct gmlake_checkpoint *cp,
+                                       uint64_t **freed,
+                                       size_t *n_freed,
+                                       uint64_t **allocated,
+                                       size_t *n_allocated);
+
+/*
+ Frees an array of `n` addresses returned by gmlake. NULL is ignored.
+
+ # Safety
+ `p` is NULL or an array of `n` values returned by gmlake, freed once.
+ */
+void gmlake_addresses_free(uint64_t *p, size_t n);
 
 /*
  Throws `std::runtime_error(message)` (src/torch_shim.cpp); never returns.

@@ -152,7 +152,7 @@ pub unsafe extern "C" fn gmlake_create_host(
     })
 }
 
-fn with<R>(
+pub(crate) fn with<R>(
     a: *const gmlake_allocator,
     f: impl FnOnce(&mut Allocator<AnyDevice>) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
@@ -238,6 +238,34 @@ pub unsafe extern "C" fn gmlake_record_stream(
         with(a, |a| {
             Ok(a.record_stream(ptr as u64, StreamHandle(stream as u64))?)
         })
+    })
+}
+
+/// The requested size in bytes of the live allocation at `ptr` into `*out`.
+///
+/// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator or `out`;
+/// `GMLAKE_ERROR_NOT_ALLOCATED` if `ptr` is not a live allocation.
+///
+/// # Safety
+/// Pointer arguments are NULL or valid, as the header's conventions say.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gmlake_allocation_size(
+    a: *const gmlake_allocator,
+    ptr: *const c_void,
+    out: *mut u64,
+) -> gmlake_status {
+    guard("gmlake_allocation_size", || {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let addr = ptr as u64;
+        let size = with(a, |a| {
+            a.allocation_size(addr)
+                .ok_or(Failure::from(gmlake_core::Error::NotAllocated { addr }))
+        })?;
+        // SAFETY: checked non-null.
+        unsafe { *out = size };
+        Ok(())
     })
 }
 

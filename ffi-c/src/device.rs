@@ -79,6 +79,9 @@ impl Device for AnyDevice {
     fn synchronize_device(&mut self) -> DeviceResult<()> {
         both!(self, d => d.synchronize_device())
     }
+    fn export_handle(&mut self, handle: PhysHandle) -> DeviceResult<i64> {
+        both!(self, d => d.export_handle(handle))
+    }
     fn native_malloc_us(&self, bytes: u64) -> Option<f64> {
         both!(self, d => d.native_malloc_us(bytes))
     }

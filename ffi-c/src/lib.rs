@@ -11,6 +11,9 @@
 mod api;
 mod device;
 mod error;
+mod inspect;
+mod ipc;
+mod pools;
 mod snapshot;
 mod stats;
 mod torch;
@@ -18,7 +21,10 @@ mod torch;
 pub use api::*;
 pub use device::AnyDevice;
 pub use error::{gmlake_last_error, gmlake_status};
-pub use stats::gmlake_stats;
+pub use inspect::*;
+pub use ipc::*;
+pub use pools::*;
+pub use stats::{gmlake_device_stats, gmlake_stat, gmlake_stat_array, gmlake_stats};
 
 /// All statistics as flat JSON, as `gmlake_stats_json` returns them (also used by the Python
 /// module). `driver_us` is the device's driver time in microseconds, where it keeps one

@@ -100,3 +100,109 @@ pub(crate) fn stats_json(s: &Stats, driver_us: Option<f64>) -> String {
     }
     Value::Object(m).to_string()
 }
+
+/// One statistic, as PyTorch's `Stat`: its value now, its peak, and the sums of increases and
+/// decreases (bytes or counts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct gmlake_stat {
+    /// The value now.
+    pub current: i64,
+    /// The peak since creation or the last reset of peaks.
+    pub peak: i64,
+    /// Sum of increases since creation or the last reset of accumulated figures.
+    pub allocated: i64,
+    /// Sum of decreases, likewise.
+    pub freed: i64,
+}
+
+/// A statistic for both pools and each (PyTorch's `StatArray`: aggregate, small, large).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct gmlake_stat_array {
+    /// Both pools.
+    pub all: gmlake_stat,
+    /// Requests of at most `small_size` bytes.
+    pub small_pool: gmlake_stat,
+    /// All other requests.
+    pub large_pool: gmlake_stat,
+}
+
+/// Every statistic of PyTorch's `DeviceStats`, with gmlake's figures, then gmlake's own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct gmlake_device_stats {
+    /// Live allocations.
+    pub allocation: gmlake_stat_array,
+    /// Segments (virtual ranges of physical chunks).
+    pub segment: gmlake_stat_array,
+    /// Active blocks (allocated, or freed and waiting for other streams).
+    pub active: gmlake_stat_array,
+    /// Free blocks that are part of a split segment.
+    pub inactive_split: gmlake_stat_array,
+    /// Bytes of live allocations, rounded.
+    pub allocated_bytes: gmlake_stat_array,
+    /// Physical bytes held.
+    pub reserved_bytes: gmlake_stat_array,
+    /// Bytes of active blocks.
+    pub active_bytes: gmlake_stat_array,
+    /// Bytes of free blocks that are part of a split segment.
+    pub inactive_split_bytes: gmlake_stat_array,
+    /// Bytes callers asked for.
+    pub requested_bytes: gmlake_stat_array,
+    /// Times an allocation released cached memory and retried.
+    pub num_alloc_retries: i64,
+    /// Allocations refused for lack of memory.
+    pub num_ooms: i64,
+    /// Device synchronizations.
+    pub num_sync_all_streams: i64,
+    /// Physical memory creations and mappings.
+    pub num_device_alloc: i64,
+    /// Unmappings and releases.
+    pub num_device_free: i64,
+    /// Stitches made (gmlake).
+    pub num_stitches: i64,
+    /// Allocations served by a cached stitched block (gmlake).
+    pub num_stitch_reuses: i64,
+    /// Virtual bytes of stitched blocks (gmlake).
+    pub stitched_bytes: gmlake_stat,
+}
+
+fn stat(s: &Stat) -> gmlake_stat {
+    let [current, peak, allocated, freed] = s.fields().map(|(_, v)| v);
+    gmlake_stat {
+        current,
+        peak,
+        allocated,
+        freed,
+    }
+}
+
+impl From<&Stats> for gmlake_device_stats {
+    fn from(s: &Stats) -> Self {
+        let arr = |a: &gmlake_core::StatArray| gmlake_stat_array {
+            all: stat(&a.all),
+            small_pool: stat(&a.small_pool),
+            large_pool: stat(&a.large_pool),
+        };
+        gmlake_device_stats {
+            allocation: arr(&s.allocation),
+            segment: arr(&s.segment),
+            active: arr(&s.active),
+            inactive_split: arr(&s.inactive_split),
+            allocated_bytes: arr(&s.allocated_bytes),
+            reserved_bytes: arr(&s.reserved_bytes),
+            active_bytes: arr(&s.active_bytes),
+            inactive_split_bytes: arr(&s.inactive_split_bytes),
+            requested_bytes: arr(&s.requested_bytes),
+            num_alloc_retries: s.num_alloc_retries as i64,
+            num_ooms: s.num_ooms as i64,
+            num_sync_all_streams: s.num_sync_all_streams as i64,
+            num_device_alloc: s.num_device_alloc as i64,
+            num_device_free: s.num_device_free as i64,
+            num_stitches: s.num_stitches as i64,
+            num_stitch_reuses: s.num_stitch_reuses as i64,
+            stitched_bytes: stat(&s.stitched_bytes),
+        }
+    }
+}

@@ -169,6 +169,10 @@ impl<D: Device> Device for FaultyDevice<D> {
         self.gate(DriverCall::SynchronizeDevice)?;
         self.inner.synchronize_device()
     }
+    fn export_handle(&mut self, handle: PhysHandle) -> DeviceResult<i64> {
+        self.gate(DriverCall::ExportHandle)?;
+        self.inner.export_handle(handle)
+    }
     fn books(&self) -> Option<DeviceBooks> {
         self.inner.books()
     }

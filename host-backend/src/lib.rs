@@ -137,6 +137,26 @@ impl Device for HostDevice {
         })
     }
 
+    /// A handle's memory file: its descriptor, open for as long as the handle lives. Another
+    /// process takes it with `pidfd_getfd` (or a Unix socket) and maps it with `mmap`.
+    fn export_handle(&mut self, handle: PhysHandle) -> DeviceResult<i64> {
+        use std::os::fd::AsRawFd;
+        let call = DriverCall::ExportHandle;
+        self.timed(|d| {
+            d.files
+                .get(&handle.0)
+                .map(|f| f.as_raw_fd() as i64)
+                .ok_or_else(|| {
+                    DeviceError::new(
+                        call,
+                        DeviceErrorKind::InvalidValue,
+                        0,
+                        format!("unknown handle {:#x}", handle.0),
+                    )
+                })
+        })
+    }
+
     fn reserve_range(&mut self, size: u64) -> DeviceResult<u64> {
         let call = DriverCall::ReserveRange;
         self.timed(|d| {

@@ -2,7 +2,7 @@
 
     import gmlake
     gmlake.enable()          # before anything initializes CUDA
-    import torch             # tensors now live in gmlake's memory
+    import torch             # tensors now live in gmlake's memory; torch.cuda.* works as usual
 
 Also: PyTorch-style statistics (`memory_stats`, `memory_allocated`, `max_memory_reserved`, ...),
 `memory_summary()`, `snapshot()`/`dump_snapshot(path)`, and `replay(path)` to see what gmlake
@@ -13,11 +13,11 @@ import os
 import pickle
 import threading
 
-from . import _core
+from . import _core, _routes
 
 __version__ = _core.__version__
 __all__ = [
-    "enable", "is_enabled", "memory_stats", "memory_allocated", "max_memory_allocated",
+    "enable", "is_enabled", "route", "memory_stats", "memory_allocated", "max_memory_allocated",
     "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats", "memory_summary",
     "snapshot", "dump_snapshot", "replay",
 ]
@@ -25,8 +25,8 @@ __all__ = [
 # GMLake's environment names and their gmlake keys (GMLake's units: fragLimit in bytes, autoGC in GiB).
 _GMLAKE_ENV = ("vmmDefragment", "fragLimit", "reuseLimit", "defragLevel", "autoGC")
 _lock = threading.Lock()
-_enabled = False
-_allocator = None  # keeps PyTorch's CUDAPluggableAllocator object alive
+_route = None  # "cpp" or "pluggable" once enabled
+_keep = None  # what must stay alive: the C++ library or PyTorch's CUDAPluggableAllocator object
 
 
 def _config_from_env():
@@ -50,25 +50,45 @@ def replay(path, config=None, capacity=None):
 
 def is_enabled():
     """Whether `enable()` has made gmlake PyTorch's CUDA allocator in this process."""
-    return _enabled
+    return _route is not None
 
 
-def enable(config=None, patch_torch=True):
-    """Makes gmlake PyTorch's CUDA allocator (through `torch.cuda.memory.CUDAPluggableAllocator`).
+def route():
+    """How gmlake is PyTorch's allocator: "cpp" (PyTorch's whole allocator interface), "pluggable"
+    (PyTorch's CUDAPluggableAllocator: malloc and free only), or None before `enable()`."""
+    return _route
+
+
+def enable(config=None, mode=None, patch_torch=None):
+    """Makes gmlake PyTorch's CUDA allocator.
 
     Call it before anything initializes CUDA (the first CUDA tensor, `torch.cuda.current_device()`,
     ...). `config` is a string such as "frag_limit:64MB,reuse_limit:10"; without it,
     `GMLAKE_ALLOC_CONF` and GMLake's environment variables (vmmDefragment, fragLimit, ...) are read.
-    With `patch_torch` (the default), `torch.cuda.memory_stats()` and friends, which raise under a
-    pluggable allocator, return gmlake's figures instead. Calling it again does nothing.
 
-    Raises RuntimeError without PyTorch, without a CUDA GPU, or once CUDA is initialized (PyTorch
-    cannot change its allocator then); ValueError for a bad configuration.
+    `mode` (default: `GMLAKE_MODE`, else "auto") picks the route: "cpp" implements PyTorch's whole
+    allocator interface in C++ compiled against the installed torch (the first time, with
+    `torch.utils.cpp_extension`; needs a C++ compiler and CUDA headers), so every torch.cuda memory
+    function, CUDA graphs, MemPool and `torch.compile(mode="reduce-overhead")` work as they do
+    natively; "pluggable" uses PyTorch's CUDAPluggableAllocator (no compiler; malloc and free only,
+    CUDA graph capture refused); "auto" tries "cpp" and falls back to "pluggable" with a warning
+    naming what will not work. `patch_torch` (default: on the pluggable route only) makes
+    `torch.cuda.memory_stats()` and friends, which raise under a pluggable allocator, return
+    gmlake's figures. Calling it again does nothing.
+
+    Raises RuntimeError without PyTorch, without a CUDA GPU, once CUDA is initialized (PyTorch
+    cannot change its allocator then), or when mode "cpp" cannot be built; ValueError for a bad
+    configuration or mode.
     """
-    global _enabled, _allocator
+    global _route, _keep
     with _lock:
-        if _enabled:
+        if _route is not None:
             return
+        mode = mode if mode is not None else (os.environ.get("GMLAKE_MODE") or "auto")
+        if mode not in _routes.MODES:
+            raise ValueError("mode must be one of %s, not %r" % (", ".join(_routes.MODES), mode))
+        conf = config if config is not None else _config_from_env()
+        _core.check_config(conf)
         try:
             import torch
         except ImportError as e:
@@ -81,26 +101,10 @@ def enable(config=None, patch_torch=True):
                 "(a CUDA tensor, torch.cuda.current_device(), get_device_properties(), mem_get_info(), or a "
                 "library that touches CUDA at import). Call gmlake.enable() first thing in your script, "
                 "right after `import gmlake`.")
-        conf = config if config is not None else _config_from_env()
-        _core.check_config(conf)
         _core.configure(conf or None)
-        path = _core.__file__
-        alloc = torch.cuda.memory.CUDAPluggableAllocator(path, "gmlake_torch_malloc", "gmlake_torch_free")
-        import ctypes
-        lib = ctypes.CDLL(path)
-
-        def fn(name):
-            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-
-        a = alloc.allocator()
-        a.set_init_fn(fn("gmlake_torch_init"))
-        a.set_reset_fn(fn("gmlake_torch_empty_cache"))
-        a.set_memory_fraction_fn(fn("gmlake_torch_set_memory_fraction"))
-        a.set_record_stream_fn(fn("gmlake_torch_record_stream"))
-        torch.cuda.memory.change_current_allocator(alloc)
-        _allocator = alloc
-        _enabled = True
-        if patch_torch:
+        used, keep = _routes.install(torch, mode)
+        _route, _keep = used, keep
+        if patch_torch if patch_torch is not None else used == "pluggable":
             _patch(torch)
 
 

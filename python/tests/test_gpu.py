@@ -12,9 +12,9 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU; run by scripts/gpu-check.sh", allow_module_level=True)
 
 
-def run(code):
-    """Runs `code` after `import gmlake, torch; gmlake.enable()` in a fresh interpreter."""
-    prog = "import gmlake, torch\ngmlake.enable()\n" + textwrap.dedent(code)
+def run(code, enable="gmlake.enable()"):
+    """Runs `code` after `import gmlake, torch` and `enable` in a fresh interpreter."""
+    prog = "import gmlake, torch\n" + enable + "\n" + textwrap.dedent(code)
     p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
@@ -27,7 +27,9 @@ def test_tensors_live_in_gmlake_memory_and_statistics_work():
         assert torch.allclose(y, x.cpu() @ x.cpu(), rtol=1e-3, atol=1e-2)
         s = gmlake.memory_stats()
         assert s["allocation.all.current"] >= 2 and s["reserved_bytes.all.current"] >= 2 * 64 << 20
-        assert torch.cuda.memory_allocated() == gmlake.memory_allocated() > 0   # patched
+        assert gmlake.route() == "cpp", gmlake.route()
+        assert torch.cuda.memory_allocated() == gmlake.memory_allocated() > 0
+        assert "gmlake" not in torch.cuda.memory_stats.__module__   # no monkeypatching
         assert torch.cuda.max_memory_reserved() >= torch.cuda.memory_reserved()
         assert "gmlake memory summary" in torch.cuda.memory_summary()
         snap = gmlake.snapshot()
@@ -90,3 +92,26 @@ def test_record_stream_keeps_a_block_until_the_other_streams_work_is_done():
         print("ok")
     """)
     assert "ok" in out
+
+
+def test_the_pluggable_route_patches_statistics_and_refuses_graph_capture():
+    out = run("""
+        assert gmlake.route() == "pluggable"
+        x = torch.randn(1024, 1024, device="cuda")
+        assert torch.cuda.memory_allocated() == gmlake.memory_allocated() > 0   # patched
+        g = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(g):
+                y = x * 2
+            raise SystemExit("capture was not refused")
+        except RuntimeError as e:
+            assert "capture" in str(e), str(e)
+        print("ok")
+    """, enable='gmlake.enable(mode="pluggable")')
+    assert "ok" in out
+
+
+def test_a_bad_mode_is_refused_before_anything_starts():
+    p = subprocess.run([sys.executable, "-c", "import gmlake\ngmlake.enable(mode='fast')"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "mode must be one of" in p.stderr

@@ -1,5 +1,6 @@
 //! Driver failures on a real GPU: every kind of driver call fails at several points of a workload
-//! that grows segments, stitches, reuses a cached stitched block, garbage-collects stitched blocks,
+//! that grows segments, stitches, reuses a cached stitched block and shares it with another
+//! process (exports its handles), garbage-collects stitched blocks,
 //! records events on two streams and empties the cache, through the fuzzer's `FaultyDevice` over
 //! the CUDA backend. After every step the allocator passes `check_invariants`; at the end the
 //! backend holds no physical handle, virtual range, mapping or event, and the driver's free memory
@@ -66,6 +67,11 @@ fn workload<D: Device>(a: &mut Allocator<D>, s1: StreamHandle) -> Vec<u64> {
     let st = malloc(a, &mut live, 24 * MIB, S0, "stitch");
     free(a, &mut live, st, "free stitched");
     let st = malloc(a, &mut live, 24 * MIB, S0, "reuse");
+    // Shared with another process: its handles exported.
+    if let Some(p) = st {
+        let r = a.share(p).map(|_| ());
+        step(a, "share", r);
+    }
     // Work on the second stream, freed there, then wanted on the first: events.
     let x = malloc(a, &mut live, 16 * MIB, s1, "growth on stream 1");
     free(a, &mut live, x, "free on stream 1");

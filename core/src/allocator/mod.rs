@@ -16,6 +16,7 @@ mod policy;
 mod pool;
 mod pools;
 mod release;
+mod share;
 mod snapshot;
 mod split;
 mod stitch;
@@ -36,6 +37,7 @@ use types::*;
 
 pub use history::HistoryRecord;
 pub use pools::{PoolCheckpoint, PoolId, PoolRestore};
+pub use share::{Shared, SharedPiece};
 pub use snapshot::{
     BlockInfo, BlockStateInfo, ChunkInfo, PieceInfo, SegmentInfo, Snapshot, StitchedInfo,
 };
@@ -223,6 +225,26 @@ impl<D: Device> Allocator<D> {
         }
         self.limit = Some((self.dev.total_memory() as f64 * fraction) as u64);
         Ok(())
+    }
+
+    /// The fraction of the device's memory reserved memory is limited to (1.0 without a limit).
+    pub fn memory_fraction(&self) -> f64 {
+        match self.limit {
+            Some(l) => l as f64 / self.dev.total_memory().max(1) as f64,
+            None => 1.0,
+        }
+    }
+
+    /// The largest free block held in cache, in bytes (PyTorch's `cacheInfo`, which cuDNN's
+    /// benchmark mode asks to size its workspaces). O(lanes).
+    pub fn largest_free_block(&self) -> u64 {
+        self.free
+            .iter()
+            .flat_map(|f| [f.small.last_key_value(), f.large.last_key_value()])
+            .flatten()
+            .map(|(&key, _)| (key >> 64) as u64)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Limits reserved memory to `bytes` (or lifts the limit with `None`).

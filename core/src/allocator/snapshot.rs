@@ -101,6 +101,8 @@ pub struct BlockInfo {
     pub requested_size: u64,
     /// State.
     pub state: BlockStateInfo,
+    /// The caller's context id when it was allocated (0 unless allocated or pending free).
+    pub context: u64,
 }
 
 /// A stitched block: a virtual range mapping pieces of chunks of several segments.
@@ -114,6 +116,8 @@ pub struct StitchedInfo {
     pub active: bool,
     /// Bytes the caller asked for (0 when cached).
     pub requested_size: u64,
+    /// The caller's context id when it was handed out (0 when cached).
+    pub context: u64,
     /// The memory pool that owns it.
     pub owner: PoolId,
     /// Its mappings in address order.
@@ -138,12 +142,12 @@ pub struct PieceInfo {
 impl<D: Device> Allocator<D> {
     /// A snapshot of all segments, blocks and stitched blocks.
     pub fn snapshot(&self) -> Snapshot {
-        let mut requested: HashMap<LiveKind, (u64, bool)> = HashMap::new();
+        let mut requested: HashMap<LiveKind, (u64, bool, u64)> = HashMap::new();
         for l in self.live.values() {
-            requested.insert(l.kind, (l.requested, false));
+            requested.insert(l.kind, (l.requested, false, l.context));
         }
         for p in &self.pending_frees {
-            requested.insert(p.live.kind, (p.live.requested, true));
+            requested.insert(p.live.kind, (p.live.requested, true, p.live.context));
         }
         let g = self.gran;
         let mut snap = Snapshot::default();
@@ -152,19 +156,20 @@ impl<D: Device> Allocator<D> {
             let mut b = Some(seg.first_block);
             while let Some(id) = b {
                 let blk = &self.blocks[id];
-                let (req, state) = match blk.state {
-                    BlockState::Free => (0, BlockStateInfo::Inactive),
-                    BlockState::Hole => (0, BlockStateInfo::Released),
+                let (req, state, context) = match blk.state {
+                    BlockState::Free => (0, BlockStateInfo::Inactive, 0),
+                    BlockState::Hole => (0, BlockStateInfo::Released, 0),
                     BlockState::Lent(sid) => (
                         0,
                         BlockStateInfo::Lent {
                             stitched_address: self.stitched[sid].va,
                         },
+                        0,
                     ),
                     BlockState::Allocated => match requested.get(&LiveKind::Block(id)) {
-                        Some(&(r, true)) => (r, BlockStateInfo::ActivePendingFree),
-                        Some(&(r, false)) => (r, BlockStateInfo::ActiveAllocated),
-                        None => (0, BlockStateInfo::ActiveAllocated),
+                        Some(&(r, true, c)) => (r, BlockStateInfo::ActivePendingFree, c),
+                        Some(&(r, false, c)) => (r, BlockStateInfo::ActiveAllocated, c),
+                        None => (0, BlockStateInfo::ActiveAllocated, 0),
                     },
                 };
                 blocks.push(BlockInfo {
@@ -172,6 +177,7 @@ impl<D: Device> Allocator<D> {
                     size: blk.size,
                     requested_size: req,
                     state,
+                    context,
                 });
                 b = blk.next;
             }
@@ -215,12 +221,16 @@ impl<D: Device> Allocator<D> {
                     }
                 })
                 .collect();
-            let req = requested.get(&LiveKind::Stitched(sid)).map_or(0, |r| r.0);
+            let (req, _, context) = requested
+                .get(&LiveKind::Stitched(sid))
+                .copied()
+                .unwrap_or_default();
             snap.stitched.push(StitchedInfo {
                 address: st.va,
                 size: st.size,
                 active: st.active,
                 requested_size: req,
+                context,
                 owner: self.pool_id(st.owner),
                 pieces,
             });

@@ -189,6 +189,19 @@ impl Device for SimulatedDevice {
         Ok(())
     }
 
+    /// The simulated device names a live handle by its id (nothing leaves the process).
+    fn export_handle(&mut self, handle: PhysHandle) -> DeviceResult<i64> {
+        let call = DriverCall::ExportHandle;
+        self.enter(call)?;
+        match self.ledger.handle_size(handle.0) {
+            Some(_) => Ok(handle.0 as i64),
+            None => Err(Self::invalid(
+                call,
+                alloc::format!("unknown handle {:#x}", handle.0),
+            )),
+        }
+    }
+
     fn native_malloc_us(&self, bytes: u64) -> Option<f64> {
         Some(self.costs.native_malloc.at(bytes))
     }

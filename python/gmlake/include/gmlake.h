@@ -1,0 +1,1 @@
+../../../ffi-c/include/gmlake.h

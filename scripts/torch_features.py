@@ -1,0 +1,381 @@
+"""PyTorch's CUDA memory features under its native allocator and under gmlake (the C++ route of
+`gmlake.enable()`), each feature in fresh processes, on a GPU machine. Every check asserts data,
+not only that nothing raised. Prints a table (one row per feature, one column per allocator) and
+writes every figure to OUT_JSON.
+
+    python3 scripts/torch_features.py OUT_JSON [FEATURE ...]
+
+Exit status 0 when every row passes under every allocator. Run by scripts/gpu-check.sh
+(CHECKS="features").
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+MODES = ("native", "gmlake")
+# Speed rows also run under expandable segments, the alternative a user already has.
+SPEED_MODES = ("native", "expandable", "gmlake")
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def setup(mode):
+    """Makes `mode` the allocator of this process; returns torch."""
+    if mode == "gmlake":
+        import gmlake
+        gmlake.enable(mode=os.environ.get("GMLAKE_FEATURE_ROUTE", "cpp"))
+    import torch
+    return torch
+
+
+# ---- the features: each runs in a fresh process and returns a dict of figures ------------------
+
+def f_stats(torch, mode):
+    x = torch.empty(64 * MiB, dtype=torch.uint8, device="cuda")
+    y = torch.empty(3 * MiB + 5, dtype=torch.uint8, device="cuda")
+    s = torch.cuda.memory_stats()
+    assert s["allocation.all.current"] >= 2, s["allocation.all.current"]
+    assert s["allocated_bytes.all.current"] >= 67 * MiB, s["allocated_bytes.all.current"]
+    assert s["requested_bytes.all.current"] >= 67 * MiB + 5
+    assert s["reserved_bytes.all.current"] >= s["allocated_bytes.all.current"]
+    assert torch.cuda.memory_allocated() == s["allocated_bytes.all.current"]
+    nested = torch.cuda.memory_stats_as_nested_dict()
+    assert nested["allocated_bytes"]["all"]["current"] == s["allocated_bytes.all.current"]
+    del x
+    torch.cuda.reset_peak_memory_stats()
+    s2 = torch.cuda.memory_stats()
+    assert s2["allocated_bytes.all.peak"] == s2["allocated_bytes.all.current"] < s["allocated_bytes.all.current"]
+    torch.cuda.reset_accumulated_memory_stats()
+    s3 = torch.cuda.memory_stats()
+    assert s3["allocation.all.allocated"] == 0 and s3["allocated_bytes.all.freed"] == 0
+    summary = torch.cuda.memory_summary()
+    assert "Allocated memory" in summary and "GPU reserved memory" in summary
+    del y
+    return {"keys": sorted(s), "n_keys": len(s)}
+
+
+def f_oom(torch, mode):
+    seen = []
+    torch._C._cuda_attach_out_of_memory_observer(lambda *a: seen.append(a))
+    total = torch.cuda.get_device_properties(0).total_memory
+    keep = torch.empty(GiB, dtype=torch.uint8, device="cuda").fill_(7)
+    try:
+        torch.empty(2 * total, dtype=torch.uint8, device="cuda")
+        raise AssertionError("no error")
+    except torch.cuda.OutOfMemoryError as e:
+        msg = str(e)
+    assert msg.startswith("CUDA out of memory. Tried to allocate"), msg[:200]
+    assert "total capacity" in msg and "reserved" in msg and "allocated" in msg, msg[:400]
+    assert seen, "the out-of-memory observer was not called"
+    again = torch.empty(8 * GiB, dtype=torch.uint8, device="cuda").fill_(1)
+    assert int(again[-1]) == 1 and int(keep.sum()) == 7 * GiB
+    assert torch.cuda.memory_stats()["num_ooms"] >= 1
+    return {"message": msg[:300]}
+
+
+def f_history(torch, mode):
+    import pickle
+    import tempfile
+    from torch.cuda import _memory_viz
+    torch.cuda.memory._record_memory_history(max_entries=10000)
+    xs = [torch.randn(n * MiB // 4, device="cuda") for n in (1, 7, 33, 65)]
+    y = xs[1] * 2
+    del xs[2]
+    snap = torch.cuda.memory._snapshot()
+    traces = snap["device_traces"][0]
+    actions = {t["action"] for t in traces}
+    assert {"alloc", "free_requested"} <= actions, actions
+    assert any(t["frames"] for t in traces if t["action"] == "alloc"), "no stack frames"
+    assert any(f["filename"].endswith("torch_features.py") for t in traces for f in t["frames"]), "frames miss the caller"
+    blocks = [b for s in snap["segments"] for b in s["blocks"] if b["state"] == "active_allocated"]
+    assert len(blocks) >= 4, len(blocks)
+    path = os.path.join(tempfile.mkdtemp(), "snap.pickle")
+    torch.cuda.memory._dump_snapshot(path)
+    with open(path, "rb") as f:
+        loaded = pickle.load(f)
+    html_trace = _memory_viz.trace_plot(loaded)
+    html_segments = _memory_viz.segment_plot(loaded)
+    assert "<html" in html_trace.lower() and "<html" in html_segments.lower()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    del y
+    import gmlake
+    r = gmlake.replay(path)
+    assert r["utilization"] > 0, r
+    return {"actions": sorted(actions), "trace_entries": len(traces), "html_bytes": len(html_trace) + len(html_segments),
+            "replay_utilization": r["utilization"]}
+
+
+def f_cudnn_benchmark(torch, mode):
+    torch.backends.cudnn.benchmark = True
+    conv = torch.nn.Conv2d(64, 128, 3, padding=1).cuda()
+    x = torch.randn(32, 64, 56, 56, device="cuda", requires_grad=True)
+    y = conv(x)
+    y.square().mean().backward()
+    torch.backends.cudnn.benchmark = False
+    ref = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    err = (y.double() - ref).abs().max().item()
+    assert err < 1e-2, err
+    assert torch.isfinite(x.grad).all()
+    return {"max_abs_error": err}
+
+
+def f_memory_fraction(torch, mode):
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(0.25)
+    assert abs(torch.cuda.get_per_process_memory_fraction() - 0.25) < 1e-9
+    ok = torch.empty(int(total * 0.2), dtype=torch.uint8, device="cuda")
+    try:
+        torch.empty(int(total * 0.1), dtype=torch.uint8, device="cuda")
+        raise AssertionError("the fraction was not enforced")
+    except torch.cuda.OutOfMemoryError:
+        pass
+    del ok
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    torch.empty(int(total * 0.3), dtype=torch.uint8, device="cuda")
+    return {}
+
+
+def f_cuda_graph(torch, mode):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 4096), torch.nn.GELU(), torch.nn.Linear(4096, 1024)).cuda()
+    static_in = torch.randn(256, 1024, device="cuda")
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            model(static_in)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        hidden = model[1](model[0](static_in))
+        static_out = model[2](hidden)
+    del hidden  # the graph still writes there: the memory must stay the graph's
+    sentinels = [torch.full((256, 4096), 3.0, device="cuda") for _ in range(8)]
+    results = []
+    for i in range(3):
+        new_in = torch.randn(256, 1024, device="cuda")
+        static_in.copy_(new_in)
+        g.replay()
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            ref = model(new_in)
+        results.append((static_out - ref).abs().max().item())
+    assert max(results) < 1e-3, results
+    assert all(bool((t == 3.0).all()) for t in sentinels), "a replay overwrote memory handed out after capture"
+    # A second graph sharing the first one's pool, then both gone: the memory comes back.
+    g2 = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g2, pool=g.pool()):
+        out2 = static_out * 2
+    g2.replay()
+    torch.cuda.synchronize()
+    assert torch.allclose(out2, static_out * 2)
+    reserved_with_graphs = torch.cuda.memory_reserved()
+    del g, g2, static_out, out2
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    reserved_after = torch.cuda.memory_reserved()
+    assert reserved_after < reserved_with_graphs, (reserved_with_graphs, reserved_after)
+    return {"max_error": max(results), "reserved_with_graphs": reserved_with_graphs, "reserved_after": reserved_after}
+
+
+def f_mempool(torch, mode):
+    base = torch.cuda.memory_reserved()
+    pool = torch.cuda.MemPool()
+    with torch.cuda.use_mem_pool(pool):
+        x = torch.randn(64 * MiB // 4, device="cuda")
+        y = x * 2
+    z = torch.randn(MiB, device="cuda")  # outside the pool
+    segs = pool.snapshot()
+    in_pool = sum(b["size"] for s in segs for b in s["blocks"] if b["state"] == "active_allocated")
+    assert in_pool >= 128 * MiB, in_pool
+    assert pool.use_count() >= 1
+    assert torch.allclose(y, x * 2)
+    del x, y, segs
+    del pool
+    torch.cuda.empty_cache()
+    after = torch.cuda.memory_reserved()
+    assert after <= base + 32 * MiB, (base, after)
+    del z
+    return {"pool_bytes": in_pool, "reserved_after": after}
+
+
+def f_compile_reduce_overhead(torch, mode):
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(256, 4, 1024, batch_first=True).cuda().eval()
+    fn = torch.compile(layer, mode="reduce-overhead")
+    errs = []
+    with torch.no_grad():
+        for L in (64, 128, 96):
+            for _ in range(5):
+                x = torch.randn(8, L, 256, device="cuda")
+                out = fn(x)
+                errs.append((out - layer(x)).abs().max().item())
+    assert max(errs) < 1e-2, max(errs)
+    return {"max_error": max(errs), "calls": len(errs)}
+
+
+def _ipc_child(q_in, q_out, receiver_mode):
+    if receiver_mode == "gmlake":
+        import gmlake
+        gmlake.enable(mode="cpp")
+    import torch
+    t = q_in.get()
+    total = float(t.double().sum().item())
+    t.add_(1)
+    torch.cuda.synchronize()
+    q_out.put(total)
+    q_in.get()  # the parent is done with the tensor
+
+
+def _ipc(torch, receiver_mode):
+    import torch.multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    q_in, q_out = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=_ipc_child, args=(q_in, q_out, receiver_mode))
+    p.start()
+    # Two tensors: one of a size served from one handle, one large enough for several.
+    pad = torch.empty(5 * MiB, device="cuda")
+    t = torch.arange(300 * MiB // 4, device="cuda", dtype=torch.float32) % 7
+    want = float(t.double().sum().item())
+    q_in.put(t)
+    got = q_out.get(timeout=120)
+    torch.cuda.synchronize()
+    changed = bool(((t - (torch.arange(t.numel(), device="cuda", dtype=torch.float32) % 7)) == 1).all())
+    q_in.put(None)
+    p.join(60)
+    del pad
+    assert got == want, (got, want)
+    assert changed, "the receiver's write did not reach the sender"
+    assert p.exitcode == 0, p.exitcode
+    return {"sum": got}
+
+
+def f_ipc(torch, mode):
+    return _ipc(torch, mode)
+
+
+def f_ipc_to_native(torch, mode):
+    return _ipc(torch, "native")
+
+
+def f_raw_alloc_and_streams(torch, mode):
+    p = torch.cuda.caching_allocator_alloc(10 * MiB)
+    assert p != 0
+    torch.cuda.caching_allocator_delete(p)
+    side = torch.cuda.Stream()
+    src = torch.full((256 * MiB,), 0xAA, dtype=torch.uint8, device="cuda")
+    x = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)
+        x.copy_(src)
+    x.record_stream(side)
+    del x
+    y = torch.zeros(256 * MiB, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+    assert int(y.sum()) == 0, "memory in use by the side stream was reused"
+    before = torch.cuda.mem_get_info()[0]
+    del y, src
+    torch.cuda.empty_cache()
+    after = torch.cuda.mem_get_info()[0]
+    assert after >= before + 400 * MiB, (before, after)
+    return {}
+
+
+def f_speed(torch, mode):
+    """CPU time of torch.empty + del at several sizes, and of a window of live tensors."""
+    import random
+    out = {}
+    torch.cuda.synchronize()
+    for size in (512, 64 << 10, 4 * MiB, 64 * MiB):
+        for _ in range(200):
+            torch.empty(size, dtype=torch.uint8, device="cuda")
+        n = 20000
+        t = time.perf_counter()
+        for _ in range(n):
+            torch.empty(size, dtype=torch.uint8, device="cuda")
+        out[f"pair_us_{size}"] = (time.perf_counter() - t) / n * 1e6
+    rng = random.Random(0)
+    sizes = [rng.choice((512, 4096, 1 << 16, MiB, 3 * MiB, 16 * MiB, 40 * MiB)) for _ in range(50000)]
+    window = [None] * 64
+    t = time.perf_counter()
+    for i, s in enumerate(sizes):
+        window[i % 64] = torch.empty(s, dtype=torch.uint8, device="cuda")
+    out["window_us_per_op"] = (time.perf_counter() - t) / len(sizes) * 1e6
+    return out
+
+
+FEATURES = {name[2:]: fn for name, fn in globals().items() if name.startswith("f_")}
+
+
+def child(feature, mode):
+    torch = setup(mode)
+    try:
+        data = FEATURES[feature](torch, mode)
+        print("RESULT", json.dumps({"ok": True, "data": data}), flush=True)
+    except Exception as e:  # reported as the row's failure
+        import traceback
+        traceback.print_exc()
+        print("RESULT", json.dumps({"ok": False, "error": "%s: %s" % (type(e).__name__, str(e)[:300])}), flush=True)
+
+
+def run(feature, mode):
+    env = dict(os.environ)
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    if mode == "expandable":
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    t = time.time()
+    try:
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", feature, mode],
+                           capture_output=True, text=True, timeout=300, env=env)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+        r = json.loads(lines[-1][7:]) if lines else {"ok": False, "error": "no result: " + p.stderr[-600:]}
+        r["log"] = p.stderr[-3000:]
+    except subprocess.TimeoutExpired:
+        r = {"ok": False, "error": "timed out"}
+    r["secs"] = round(time.time() - t, 1)
+    return r
+
+
+def main():
+    if sys.argv[1] == "--child":
+        return child(sys.argv[2], "native" if sys.argv[3] == "expandable" else sys.argv[3])
+    out_json = sys.argv[1]
+    wanted = sys.argv[2:] or list(FEATURES)
+    results = {}
+    for feature in wanted:
+        for mode in (SPEED_MODES if feature == "speed" else MODES):
+            results[(feature, mode)] = run(feature, mode)
+    # Rows that compare allocators: every native statistics key is there under gmlake.
+    if ("stats", "native") in results and results[("stats", "gmlake")].get("ok"):
+        native = set(results[("stats", "native")].get("data", {}).get("keys", []))
+        ours = set(results[("stats", "gmlake")]["data"]["keys"])
+        missing = sorted(native - ours)
+        if missing:
+            results[("stats", "gmlake")].update(ok=False, error="keys missing: %s" % missing[:10])
+    json.dump({"%s/%s" % k: v for k, v in results.items()}, open(out_json, "w"), indent=1)
+    failed = 0
+    print("%-26s %s" % ("feature", "".join("%-34s" % m for m in SPEED_MODES)))
+    for feature in wanted:
+        cells = []
+        for mode in SPEED_MODES:
+            r = results.get((feature, mode))
+            if r is None:
+                cells.append("%-34s" % "-")
+                continue
+            failed += not r["ok"]
+            if feature == "speed" and r["ok"]:
+                d = r["data"]
+                detail = "4M %.1fus 64M %.1fus win %.1fus" % (d["pair_us_%d" % (4 * MiB)], d["pair_us_%d" % (64 * MiB)],
+                                                             d["window_us_per_op"])
+            else:
+                detail = "" if r["ok"] else r.get("error", "")[:60]
+            cells.append("%-34s" % (("PASS " if r["ok"] else "FAIL ") + detail))
+        print("%-26s %s" % (feature, "".join(cells)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
