@@ -127,7 +127,7 @@ fi
 if [[ " $CHECKS " == *" features "* ]]; then
   # PyTorch's memory features under the native allocator and under gmlake (scripts/torch_features.py;
   # FEATURES names a subset).
-  if install_wheel && PYTHONPATH=/tmp/gmlake-site python3 scripts/torch_features.py "$OUT/features.json" ${FEATURES:-} > "$OUT/features.txt" 2>&1; then
+  if install_wheel && FEATURE_ARTIFACTS=$OUT PYTHONPATH=/tmp/gmlake-site python3 scripts/torch_features.py "$OUT/features.json" ${FEATURES:-} > "$OUT/features.txt" 2>&1; then
     record "torch features" PASS "features.txt"
   else
     record "torch features" FAIL "see features.txt"

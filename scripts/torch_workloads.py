@@ -182,7 +182,7 @@ def main():
     gmlake_modes = (("gmlake", ""), ("gmlake-pluggable", "")) if lib_path == "package" else (("gmlake", ""),)
     workloads = os.environ.get("WORKLOADS", "gpt2_train opt13_lora resnet50_cudnn").split()
     for wl in workloads:
-        steps = {"gpt2_train": 12, "opt13_lora": 10, "resnet50_cudnn": 30}[wl]
+        steps = {"gpt2_train": 12, "opt13_lora": 10, "resnet50_cudnn": 20}[wl]
         for mode, conf in (("native", ""), ("native", ""), ("expandable", "expandable_segments:True")) + gmlake_modes:
             t = time.time()
             r = run(WORKER, [mode, wl, lib_path, str(steps), "0"], conf)

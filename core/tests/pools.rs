@@ -268,3 +268,26 @@ fn the_history_records_what_happened_with_the_callers_context() {
     assert_eq!(a.history().len(), 3, "nothing recorded once stopped");
     assert_eq!(a.release_all().unwrap(), 0);
 }
+
+#[test]
+fn a_mempool_destroyed_as_pytorch_does_returns_its_memory() {
+    // PyTorch's ~MemPool: releasePool, then emptyCache(id) of the pool just forgotten.
+    let mut a = allocator(1 << 40);
+    a.create_or_incref_pool(G2).unwrap();
+    let x = a.malloc_in(96 * MIB, S, G2).unwrap();
+    let kept = a.malloc(8 * MIB, S).unwrap();
+    let with_pool = a.stats().reserved_bytes.all.current;
+    a.free(x).unwrap();
+    a.release_pool(G2).unwrap();
+    a.empty_pool_cache(G2).unwrap();
+    assert_eq!(a.pool_use_count(G2), 0);
+    assert!(
+        a.stats().reserved_bytes.all.current <= with_pool - 96 * MIB as i64,
+        "the pool's memory stayed reserved"
+    );
+    assert!(
+        matches!(a.malloc_in(MIB, S, G2), Err(Error::InvalidArgument(_))),
+        "a destroyed pool serves nothing"
+    );
+    a.free(kept).unwrap();
+}

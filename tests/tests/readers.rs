@@ -107,3 +107,37 @@ fn malformed_files_name_the_file() {
     assert!(missing.contains("nope.txt"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Snapshots dumped by `torch.cuda.memory._dump_snapshot` with torch 2.11 on the H200
+/// (`scripts/torch_features.py`, the history row), under PyTorch's allocator and under gmlake's C++
+/// route: both read, with every allocation and free of the script, although their stack frames
+/// share objects that serde-pickle cannot follow.
+#[test]
+fn reads_snapshots_of_torch_2_11_under_both_allocators() {
+    const MIB: u64 = 1 << 20;
+    for (name, segment) in [
+        ("native", TraceAction::SegmentAlloc),
+        ("gmlake", TraceAction::SegmentMap),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("data/torch-2.11-snapshot-{name}.pickle"));
+        let ev = gmlake_trace::read_trace(&path, None).unwrap();
+        let allocs: Vec<u64> = ev
+            .iter()
+            .filter(|e| e.action == TraceAction::Alloc)
+            .map(|e| e.size)
+            .collect();
+        assert_eq!(
+            allocs,
+            [MIB, 7 * MIB, 33 * MIB, 65 * MIB, 7 * MIB],
+            "{name}"
+        );
+        let frees: Vec<u64> = ev
+            .iter()
+            .filter(|e| e.action == TraceAction::FreeCompleted)
+            .map(|e| e.size)
+            .collect();
+        assert_eq!(frees, [33 * MIB], "{name}");
+        assert!(ev.iter().any(|e| e.action == segment), "{name}");
+    }
+}

@@ -29,9 +29,14 @@ pub(crate) fn read_snapshot(
         path: path.to_path_buf(),
         message,
     };
-    let value =
-        serde_pickle::value_from_reader(reader, DeOptions::new().replace_unresolved_globals())
-            .map_err(|e| bad(format!("unpickling failed: {e}")))?;
+    // Snapshots share objects (stack frames, file names) between entries, and serde-pickle loses
+    // track of a shared object nested in another shared one; such a nested object (a frame, never
+    // an entry's action, address or size) reads as None instead of failing the whole file.
+    let options = DeOptions::new()
+        .replace_unresolved_globals()
+        .replace_recursive_structures();
+    let value = serde_pickle::value_from_reader(reader, options)
+        .map_err(|e| bad(format!("unpickling failed: {e}")))?;
     let Value::Dict(top) = value else {
         return Err(bad("the top level is not a dict".into()));
     };

@@ -324,12 +324,17 @@ impl<D: Device> Allocator<D> {
     /// Returns the free memory of pool `id` to the device (PyTorch's `emptyCache(mempool_id)`): of
     /// the default pool, all cached memory but that of private pools in use ([`Self::empty_cache`]);
     /// of a private pool, its free memory once all its users released it, and nothing while any
-    /// remains (a graph may replay into it).
+    /// remains (a graph may replay into it); of an unknown pool (never made, or released and
+    /// forgotten), nothing.
     ///
     /// # Errors
-    /// `InvalidArgument` for an unknown pool; `Device` if the synchronization failed.
+    /// `Device` if the synchronization failed.
     pub fn empty_pool_cache(&mut self, id: PoolId) -> Result<()> {
-        let p = self.pool_index(id)?;
+        // A pool released by all its users and already forgotten holds nothing to release
+        // (PyTorch's `~MemPool` releases the pool, then empties its cache).
+        let Ok(p) = self.pool_index(id) else {
+            return Ok(());
+        };
         let only = (p != DEFAULT_POOL).then_some(p);
         if only.is_some() && self.pools.pinned(p) {
             return Ok(());

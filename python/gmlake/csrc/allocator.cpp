@@ -7,6 +7,10 @@
 //
 // The C API is taken from the already loaded gmlake._core library by dlsym, so that this
 // extension needs no link-time path to it.
+//
+// Numbers go into messages as strings (std::to_string, format_size): an integer streamed through
+// c10::str from this library crashed in libstdc++'s locale code on the H200 machine
+// (docs/design.md, "PyTorch's allocator in C++").
 
 #include <c10/core/CachingDeviceAllocator.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -176,17 +180,14 @@ struct PoolState final : cca::AllocatorState {
   }
 };
 
-// CUDA IPC handle kinds: PyTorch's (cudaMalloc memory, expandable segments) and gmlake's own.
+// CUDA IPC handles as PyTorch 2.11 writes them: a version byte, a kind byte, the payload; a bare
+// cudaIpcMemHandle_t from older versions. Kinds: PyTorch's (cudaMalloc memory, expandable
+// segments) and gmlake's own.
+constexpr char kHandleVersion = 2;
+constexpr size_t kLegacyHandleSize = sizeof(cudaIpcMemHandle_t);
 constexpr char kCudaMallocHandle = 'c';
 constexpr char kExpandableSegmentHandle = 'e';
 constexpr char kGmlakeHandle = 'g';
-
-// The header of an expandable segment's handle, as PyTorch's allocator writes and reads it.
-struct ExpandableHeader {
-  pid_t pid;
-  size_t segment_size;
-  size_t num_handles;
-};
 
 // The header of gmlake's handle, followed by `count` gmlake_shared_piece.
 struct GmlakeHeader {
@@ -278,7 +279,7 @@ class Allocator final : public cca::CUDAAllocator {
       }
       if (id == MempoolId_t{0, 0}) {
         check(api.gmlake_empty_cache(devices_[d]), "empty_cache");
-      } else if (pool_exists(d, id)) {
+      } else {
         check(api.gmlake_pool(devices_[d], id.first, id.second, GMLAKE_POOL_EMPTY_CACHE), "emptyCache of a pool");
       }
     }
@@ -588,10 +589,10 @@ class Allocator final : public cca::CUDAAllocator {
   // ---- other devices and processes ----------------------------------------------------------
 
   // An allocation is shared on its own (getBaseAllocation returns it): its physical handles as
-  // file descriptors that the receiving process takes with pidfd_getfd, in the format of
-  // PyTorch's expandable segments where the handles are whole and of one size (so that a
-  // receiver using PyTorch's own allocator can import it), else in gmlake's own format, which
-  // only a receiver using gmlake reads.
+  // file descriptors that the receiving process takes with pidfd_getfd, in gmlake's own handle
+  // kind, which a receiver using gmlake opens. PyTorch 2.11's own allocator opens only its
+  // cudaMalloc and expandable-segment kinds; gmlake's attempt at the latter was not opened by it
+  // on the H200 (the receiver hung), so it is not written (gmlake's design notes).
   cca::ShareableHandle shareIpcHandle(void* ptr) override {
     gmlake_shared_piece* pieces = nullptr;
     size_t n = 0;
@@ -604,26 +605,11 @@ class Allocator final : public cca::CUDAAllocator {
       }
     }
     check(st, "shareIpcHandle");
-    std::string out;
-    bool uniform = n > 0;
-    for (size_t i = 0; i < n; ++i) {
-      uniform = uniform && pieces[i].offset == 0 && pieces[i].size == pieces[i].handle_size &&
-          pieces[i].handle_size == pieces[0].handle_size;
-    }
-    if (uniform) {
-      out.push_back(kExpandableSegmentHandle);
-      ExpandableHeader h{getpid(), pieces[0].handle_size, n};
-      out.append(reinterpret_cast<const char*>(&h), sizeof h);
-      for (size_t i = 0; i < n; ++i) {
-        int fd = static_cast<int>(pieces[i].os_handle);
-        out.append(reinterpret_cast<const char*>(&fd), sizeof fd);
-      }
-    } else {
-      out.push_back(kGmlakeHandle);
-      GmlakeHeader h{getpid(), n};
-      out.append(reinterpret_cast<const char*>(&h), sizeof h);
-      out.append(reinterpret_cast<const char*>(pieces), n * sizeof(gmlake_shared_piece));
-    }
+    std::string out(1, kHandleVersion);
+    out.push_back(kGmlakeHandle);
+    GmlakeHeader h{getpid(), n};
+    out.append(reinterpret_cast<const char*>(&h), sizeof h);
+    out.append(reinterpret_cast<const char*>(pieces), n * sizeof(gmlake_shared_piece));
     api.gmlake_shared_free(pieces, n);
     return {static_cast<ptrdiff_t>(offset), out};
   }
@@ -641,15 +627,22 @@ class Allocator final : public cca::CUDAAllocator {
     }
     c10::DeviceIndex device = 0;
     C10_CUDA_CHECK(c10::cuda::GetDevice(&device));
-    TORCH_CHECK(!handle.empty(), "gmlake: an empty CUDA IPC handle");
-    const char* p = handle.data() + 1;
-    size_t left = handle.size() - 1;
+    char kind = kCudaMallocHandle;
+    const char* p = handle.data();
+    size_t left = handle.size();
+    if (left != kLegacyHandleSize) {
+      TORCH_CHECK(left >= 2, "gmlake: a truncated CUDA IPC handle");
+      TORCH_CHECK(p[0] <= kHandleVersion, "gmlake: a CUDA IPC handle of a newer torch (version ", std::to_string(p[0]), ")");
+      kind = p[1];
+      p += 2;
+      left -= 2;
+    }
     std::shared_ptr<void> sp;
     auto erase = [this, handle]() {
       std::lock_guard<std::mutex> g2(ipc_mu_);
       imports_.erase(handle);
     };
-    if (handle[0] == kCudaMallocHandle) {
+    if (kind == kCudaMallocHandle) {
       TORCH_CHECK(left >= sizeof(cudaIpcMemHandle_t), "gmlake: a truncated CUDA IPC handle");
       cudaIpcMemHandle_t h;
       std::memcpy(&h, p, sizeof h);
@@ -661,29 +654,18 @@ class Allocator final : public cca::CUDAAllocator {
         erase();
       });
     } else {
-      int pid = 0;
-      std::vector<gmlake_shared_piece> pieces;
-      if (handle[0] == kExpandableSegmentHandle) {
-        ExpandableHeader h{};
-        TORCH_CHECK(left >= sizeof h, "gmlake: a truncated CUDA IPC handle");
-        std::memcpy(&h, p, sizeof h);
-        TORCH_CHECK(left == sizeof h + h.num_handles * sizeof(int), "gmlake: a malformed CUDA IPC handle");
-        pid = h.pid;
-        for (size_t i = 0; i < h.num_handles; ++i) {
-          int fd = 0;
-          std::memcpy(&fd, p + sizeof h + i * sizeof fd, sizeof fd);
-          pieces.push_back({fd, h.segment_size, 0, h.segment_size});
-        }
-      } else {
-        TORCH_CHECK(handle[0] == kGmlakeHandle, "gmlake: an unknown kind of CUDA IPC handle");
-        GmlakeHeader h{};
-        TORCH_CHECK(left >= sizeof h, "gmlake: a truncated CUDA IPC handle");
-        std::memcpy(&h, p, sizeof h);
-        TORCH_CHECK(left == sizeof h + h.count * sizeof(gmlake_shared_piece), "gmlake: a malformed CUDA IPC handle");
-        pid = h.pid;
-        pieces.resize(h.count);
-        std::memcpy(pieces.data(), p + sizeof h, h.count * sizeof(gmlake_shared_piece));
-      }
+      TORCH_CHECK(
+          kind != kExpandableSegmentHandle,
+          "gmlake: opening CUDA tensors shared by a process using PyTorch's expandable segments is "
+          "not supported yet; share them from a process using PyTorch's default allocator or gmlake");
+      TORCH_CHECK(kind == kGmlakeHandle, "gmlake: an unknown kind of CUDA IPC handle");
+      GmlakeHeader h{};
+      TORCH_CHECK(left >= sizeof h, "gmlake: a truncated CUDA IPC handle");
+      std::memcpy(&h, p, sizeof h);
+      TORCH_CHECK(left == sizeof h + h.count * sizeof(gmlake_shared_piece), "gmlake: a malformed CUDA IPC handle");
+      int pid = static_cast<int>(h.pid);
+      std::vector<gmlake_shared_piece> pieces(h.count);
+      std::memcpy(pieces.data(), p + sizeof h, h.count * sizeof(gmlake_shared_piece));
       gmlake_imported* imp = nullptr;
       void* base = nullptr;
       check(api.gmlake_import(device, pid, pieces.data(), pieces.size(), &imp, &base), "getIpcDevPtr");
@@ -773,7 +755,7 @@ class Allocator final : public cca::CUDAAllocator {
   c10::DeleterFnPtr deleter_of_const(c10::DeviceIndex device) const;
 
   gmlake_allocator* dev(c10::DeviceIndex device) {
-    TORCH_CHECK(device >= 0, "gmlake: no device ", static_cast<int>(device));
+    TORCH_CHECK(device >= 0, "gmlake: no device ", std::to_string(device));
     {
       std::lock_guard<std::mutex> g(mu_);
       if (static_cast<size_t>(device) < devices_.size() && devices_[device]) {
@@ -821,11 +803,6 @@ class Allocator final : public cca::CUDAAllocator {
       }
     }
     return {0, 0};
-  }
-
-  bool pool_exists(size_t device, MempoolId_t id) {
-    uint32_t n = 0;
-    return api.gmlake_pool_use_count(devices_[device], id.first, id.second, &n) == GMLAKE_OK;
   }
 
   std::vector<uint64_t> pool_live(c10::DeviceIndex device, MempoolId_t id) {
@@ -964,7 +941,7 @@ class Allocator final : public cca::CUDAAllocator {
         "CUDA out of memory. Tried to allocate ",
         format_size(size),
         ". GPU ",
-        static_cast<int>(device),
+        std::to_string(device),
         " has a total capacity of ",
         format_size(total),
         " of which ",
@@ -1023,7 +1000,7 @@ static constexpr std::array<c10::DeleterFnPtr, sizeof...(I)> make_deleters(std::
 static constexpr auto deleters = make_deleters(std::make_integer_sequence<int, kMaxDevices>{});
 
 c10::DeleterFnPtr Allocator::deleter_of(c10::DeviceIndex device) {
-  TORCH_CHECK(device >= 0 && device < kMaxDevices, "gmlake: device ", static_cast<int>(device), " out of range");
+  TORCH_CHECK(device >= 0 && device < kMaxDevices, "gmlake: device ", std::to_string(device), " out of range");
   return deleters[device];
 }
 
