@@ -124,25 +124,19 @@ if [[ " $CHECKS " == *" python "* ]]; then
   fi
 fi
 
-if [[ " $CHECKS " == *" features "* ]]; then
-  # PyTorch's memory features under the native allocator and under gmlake (scripts/torch_features.py;
-  # FEATURES names a subset).
-  if install_wheel && FEATURE_ARTIFACTS=$OUT PYTHONPATH=/tmp/gmlake-site python3 scripts/torch_features.py "$OUT/features.json" ${FEATURES:-} > "$OUT/features.txt" 2>&1; then
-    record "torch features" PASS "features.txt"
+torch_script() { # check, script, output name, args...: runs a PyTorch script of scripts/ on the wheel
+  local check=$1 script=$2 name=$3
+  shift 3
+  if install_wheel && FEATURE_ARTIFACTS=$OUT PYTHONPATH=/tmp/gmlake-site python3 "scripts/$script" "$@" > "$OUT/$name.txt" 2>&1; then
+    record "$check" PASS "$name.txt"
   else
-    record "torch features" FAIL "see features.txt"
+    record "$check" FAIL "see $name.txt"
   fi
-fi
-
-if [[ " $CHECKS " == *" workloads "* ]]; then
-  # Training runs under native, expandable segments and both gmlake routes (scripts/torch_workloads.py;
-  # WORKLOADS names a subset).
-  if install_wheel && PYTHONPATH=/tmp/gmlake-site python3 scripts/torch_workloads.py package "$OUT/workloads.json" > "$OUT/workloads.txt" 2>&1; then
-    record "torch workloads" PASS "workloads.txt"
-  else
-    record "torch workloads" FAIL "see workloads.txt"
-  fi
-fi
+}
+# PyTorch's memory features under the native allocator and under gmlake (FEATURES names a subset).
+[[ " $CHECKS " == *" features "* ]] && torch_script "torch features" torch_features.py features "$OUT/features.json" ${FEATURES:-}
+# Training runs under native, expandable segments and both gmlake routes (WORKLOADS names a subset).
+[[ " $CHECKS " == *" workloads "* ]] && torch_script "torch workloads" torch_workloads.py workloads "$OUT/workloads.json"
 
 if [[ " $CHECKS " == *" corebench "* ]]; then
   # The core's own cost per operation on the simulated device (replay/benches/replay.rs), here
@@ -230,14 +224,14 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
     print(f"{r['call']:<20} {r['bytes']/2**20:>8.0f} MiB x{r['handles']:<2} {r['median_us']:>9.1f}")
 PY
 fi
-if [ -s "$OUT/features.txt" ]; then
-  echo "-- PyTorch features (scripts/torch_features.py)"
-  grep -A40 '^feature ' "$OUT/features.txt"
-fi
-if [ -s "$OUT/workloads.txt" ]; then
-  echo "-- training runs (scripts/torch_workloads.py)"
-  grep -A40 '^workload ' "$OUT/workloads.txt"
-fi
+for table in "features:feature :PyTorch features (scripts/torch_features.py)" \
+             "workloads:workload :training runs (scripts/torch_workloads.py)"; do
+  IFS=: read -r name head title <<< "$table"
+  if [ -s "$OUT/$name.txt" ]; then
+    echo "-- $title"
+    grep -A40 "^$head" "$OUT/$name.txt"
+  fi
+done
 if [ -s "${OUT}/core-bench.log" ]; then
   echo "-- core cost per operation, simulated device (ns; three runs)"
   grep -A3 '^trace ' "$OUT/core-bench.log" | grep -v '^--'

@@ -23,17 +23,25 @@ torch.manual_seed(0); random.seed(0)
 dev = "cuda"
 torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=5_000_000)
 
+def lm_steps(m, opt, vocab, Ls, Bs, steps, amp=False, batch_first=False):
+    # Language-model training steps on random tokens (labels = inputs), the sequence length and
+    # batch drawn each step in the order the workload was recorded with; bf16 autocast if `amp`.
+    for step in range(steps):
+        if batch_first:
+            B = random.choice(Bs); L = random.choice(Ls)
+        else:
+            L = random.choice(Ls); B = random.choice(Bs)
+        x = torch.randint(0, vocab, (B, L), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = m(input_ids=x, labels=x).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
 def bert_mlm():
     # BERT-large masked-LM pre-training, fp32 weights, bf16 autocast, AdamW.
     from transformers import BertConfig, BertForMaskedLM
     m = BertForMaskedLM(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)).to(dev)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    for step in range(10):
-        L = random.choice([128, 256, 384, 512]); B = random.choice([8, 16, 24, 32])
-        x = torch.randint(0, 30522, (B, L), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = m(input_ids=x, labels=x).loss
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 30522, [128, 256, 384, 512], [8, 16, 24, 32], 10, amp=True)
 
 def t5_train():
     # T5-base sequence-to-sequence training in bf16, varying source and target lengths.
@@ -52,12 +60,7 @@ def gpt2m_ckpt():
     m = GPT2LMHeadModel(GPT2Config(n_layer=24, n_embd=1024, n_head=16)).to(dev)
     m.gradient_checkpointing_enable()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    for step in range(10):
-        L = random.choice([256, 512, 768, 1024]); B = random.choice([4, 8, 16])
-        x = torch.randint(0, 50257, (B, L), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = m(input_ids=x, labels=x).loss
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 50257, [256, 512, 768, 1024], [4, 8, 16], 10, amp=True)
 
 def llama_sft():
     # A 0.4B Llama-style model, full fine-tuning in bf16 with AdamW, long and varying sequences.
@@ -65,10 +68,7 @@ def llama_sft():
     cfg = LlamaConfig(hidden_size=1536, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4, vocab_size=32000)
     m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    for step in range(8):
-        L = random.choice([512, 1024, 1536, 2048]); B = random.choice([2, 4, 8])
-        x = torch.randint(0, 32000, (B, L), device=dev)
-        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 32000, [512, 1024, 1536, 2048], [2, 4, 8], 8)
 
 def llama_beam():
     # Beam-search generation (4 beams: the KV cache is reordered every step).
@@ -100,10 +100,7 @@ def mixtral_moe():
     cfg = MixtralConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16, num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000)
     m = MixtralForCausalLM(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    for step in range(10):
-        L = random.choice([256, 512, 1024, 2048]); B = random.choice([2, 4, 8])
-        x = torch.randint(0, 32000, (B, L), device=dev)
-        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 32000, [256, 512, 1024, 2048], [2, 4, 8], 10)
 
 def roberta_cls():
     # RoBERTa-large sentence classification with dynamic padding, fp16 autocast with a gradient
@@ -170,10 +167,7 @@ def mistral_lora():
     m.gradient_checkpointing_enable(); m.enable_input_require_grads()
     m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    for step in range(10):
-        L = random.choice([512, 1024, 2048, 3072]); B = random.choice([2, 4, 8])
-        x = torch.randint(0, 32000, (B, L), device=dev)
-        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 32000, [512, 1024, 2048, 3072], [2, 4, 8], 10)
 
 def qwen_sft():
     # Full fine-tuning of a Qwen2-0.5B-style model (151,936-token vocabulary, so multi-GB logits)
@@ -182,10 +176,7 @@ def qwen_sft():
     cfg = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)
     m = Qwen2ForCausalLM(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    for step in range(8):
-        B = random.choice([2, 4, 8]); L = random.choice([512, 1024, 2048])
-        x = torch.randint(0, 151936, (B, L), device=dev)
-        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 151936, [512, 1024, 2048], [2, 4, 8], 8, batch_first=True)
 
 def llama3_lora():
     # LoRA (peft, r 8 on q/v) of a 1.2B Llama-3-style model (128,256-token vocabulary) in bf16 with
@@ -197,10 +188,7 @@ def llama3_lora():
     m.gradient_checkpointing_enable(); m.enable_input_require_grads()
     m = get_peft_model(m, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    for step in range(8):
-        B = random.choice([1, 2, 4]); L = random.choice([1024, 2048, 4096])
-        x = torch.randint(0, 128256, (B, L), device=dev)
-        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 128256, [1024, 2048, 4096], [1, 2, 4], 8, batch_first=True)
 
 def bloom_train():
     # BLOOM-560M-style training (250,880-token vocabulary) in bf16 with AdamW.
@@ -208,10 +196,7 @@ def bloom_train():
     cfg = BloomConfig(hidden_size=1024, n_layer=24, n_head=16, vocab_size=250880)
     m = BloomForCausalLM(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    for step in range(8):
-        B = random.choice([2, 4, 8]); L = random.choice([256, 512, 1024])
-        x = torch.randint(0, 250880, (B, L), device=dev)
-        loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    lm_steps(m, opt, 250880, [256, 512, 1024], [2, 4, 8], 8, batch_first=True)
 
 def bart_train():
     # BART-large summarisation-style training, fp32 weights, fp16 autocast + GradScaler, AdamW.

@@ -308,24 +308,25 @@ def _ipc(torch, receiver_mode):
     return out
 
 
-def f_ipc(torch, mode):
-    out = _ipc(torch, mode)
+def _ipc_checked(torch, receiver_mode):
+    out = _ipc(torch, receiver_mode)
     assert all(isinstance(out.get(k), float) for k in ("uniform", "mixed")), out
     return out
+
+
+def f_ipc(torch, mode):
+    """Sender and receiver both use `mode`'s allocator."""
+    return _ipc_checked(torch, mode)
 
 
 def f_ipc_to_native(torch, mode):
-    """A receiver using PyTorch's own allocator."""
-    out = _ipc(torch, "native")
-    assert all(isinstance(out.get(k), float) for k in ("uniform", "mixed")), out
-    return out
+    """The receiver uses PyTorch's own allocator."""
+    return _ipc_checked(torch, "native")
 
 
 def f_ipc_from_native(torch, mode):
-    """A sender using PyTorch's own allocator (this process), a receiver using `mode`'s."""
-    out = _ipc(torch, mode)
-    assert all(isinstance(out.get(k), float) for k in ("uniform", "mixed")), out
-    return out
+    """The sender (this process) uses PyTorch's own allocator, the receiver `mode`'s."""
+    return _ipc_checked(torch, mode)
 
 
 def f_raw_alloc_and_streams(torch, mode):

@@ -1,58 +1,26 @@
 """gmlake as PyTorch's CUDA allocator, on the GPU machine: runs the training workloads of
-traces/record.py with deterministic settings, beside PyTorch's native allocator and expandable
-segments, each in its own process. LIB is `package` to use `import gmlake; gmlake.enable()` (the
-wheel installed on PYTHONPATH; both routes, "cpp" and "pluggable", whose losses must be equal),
-or the path of libgmlake.so to load it directly with
-torch.cuda.memory.CUDAPluggableAllocator. Also checks out-of-memory recovery and empty_cache (with
-the library).
+traces/record.py (and a vision model with cudnn.benchmark) beside PyTorch's native allocator and
+expandable segments, each in its own process, with `import gmlake; gmlake.enable()` from the wheel
+on PYTHONPATH, through both routes ("cpp" and "pluggable", whose losses must be equal). WORKLOADS
+names a subset.
 
-    python3 scripts/torch_workloads.py LIB OUT_JSON [CHECKS_LIB]
+    python3 scripts/torch_workloads.py OUT_JSON
 
 Prints one line per run and a table; writes all figures to OUT_JSON.
 """
 import json, os, subprocess, sys, time
 
 WORKER = r'''
-import ctypes, json, os, random, sys, time
-mode, wl, lib_path, steps, fixed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
-import torch
-
-class Stats(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "allocated_bytes", "peak_allocated_bytes", "reserved_bytes", "peak_reserved_bytes",
-        "active_bytes", "peak_active_bytes", "requested_bytes", "peak_requested_bytes",
-        "allocations", "segments", "stitched_bytes", "num_stitches", "num_stitch_reuses",
-        "num_alloc_retries", "num_ooms")] + [("utilization", ctypes.c_double)]
-
-lib = None
-package = mode.startswith("gmlake") and lib_path == "package"
-if package:
+import json, os, random, sys, time
+mode, wl, steps, fixed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+gm = mode.startswith("gmlake")
+if gm:
     import gmlake
     gmlake.enable(mode="pluggable" if mode == "gmlake-pluggable" else "cpp")
-elif mode.startswith("gmlake"):
-    alloc = torch.cuda.memory.CUDAPluggableAllocator(lib_path, "gmlake_torch_malloc", "gmlake_torch_free")
-    lib = ctypes.CDLL(lib_path)
-    fp = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-    a = alloc.allocator()
-    a.set_init_fn(fp("gmlake_torch_init"))
-    a.set_reset_fn(fp("gmlake_torch_empty_cache"))
-    a.set_memory_fraction_fn(fp("gmlake_torch_set_memory_fraction"))
-    a.set_record_stream_fn(fp("gmlake_torch_record_stream"))
-    torch.cuda.memory.change_current_allocator(alloc)
-    lib.gmlake_torch_allocator.restype = ctypes.c_void_p
-    lib.gmlake_stats_json.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]
-    lib.gmlake_get_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(Stats)]
-    lib.gmlake_last_error.restype = ctypes.c_char_p
-
-def gmlake_stats():
-    s = Stats()
-    assert lib.gmlake_get_stats(lib.gmlake_torch_allocator(0), ctypes.byref(s)) == 0
-    out = ctypes.c_char_p()
-    assert lib.gmlake_stats_json(lib.gmlake_torch_allocator(0), ctypes.byref(out)) == 0
-    return s, json.loads(out.value.decode())
+import torch
 
 def driver_memory_calls():
-    j = gmlake.memory_stats() if package else gmlake_stats()[1]
+    j = gmlake.memory_stats()
     return sum(v for k, v in j.items() if k.startswith("gmlake.driver_calls.") and any(x in k for x in ("create_handle", "map", "set_access", "unmap", "release_handle", "reserve_range", "free_range")))
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -71,7 +39,7 @@ def step_loop(m, opt, vocab, choices_L, choices_B):
         loss = m(input_ids=x, labels=x).loss; loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize(); times.append(time.perf_counter() - t)
         losses.append(loss.item())
-        if mode.startswith("gmlake"):
+        if gm:
             calls.append(driver_memory_calls())
 
 if wl == "gpt2_train":
@@ -108,56 +76,12 @@ elif wl == "resnet50_cudnn":
         losses.append(loss.item())
 torch.cuda.synchronize()
 res = {"mode": mode, "workload": wl, "fixed": fixed, "losses": [repr(x) for x in losses], "step_s": times}
-if package:
-    st = gmlake.memory_stats()
-    res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["reserved_bytes.all.peak"],
-               utilization=st["requested_bytes.all.peak"] / st["reserved_bytes.all.peak"],
-               stitches=st["gmlake.num_stitches"], reuses=st["gmlake.num_stitch_reuses"], driver_calls_after_step=calls)
-elif mode.startswith("gmlake"):
-    s, j = gmlake_stats()
-    res.update(peak_requested=s.peak_requested_bytes, peak_reserved=s.peak_reserved_bytes,
-               utilization=s.peak_requested_bytes / s.peak_reserved_bytes, stitches=s.num_stitches,
-               reuses=s.num_stitch_reuses, driver_calls_after_step=calls)
-else:
-    st = torch.cuda.memory_stats()
-    res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["reserved_bytes.all.peak"],
-               utilization=st["requested_bytes.all.peak"] / st["reserved_bytes.all.peak"])
+st = gmlake.memory_stats() if gm else torch.cuda.memory_stats()
+res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["reserved_bytes.all.peak"],
+           utilization=st["requested_bytes.all.peak"] / st["reserved_bytes.all.peak"])
+if gm:
+    res.update(stitches=st["gmlake.num_stitches"], reuses=st["gmlake.num_stitch_reuses"], driver_calls_after_step=calls)
 print("RESULT", json.dumps(res))
-'''
-
-CHECKS = r'''
-import ctypes, sys, torch
-lib_path = sys.argv[1]
-alloc = torch.cuda.memory.CUDAPluggableAllocator(lib_path, "gmlake_torch_malloc", "gmlake_torch_free")
-lib = ctypes.CDLL(lib_path)
-fp = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-alloc.allocator().set_reset_fn(fp("gmlake_torch_empty_cache"))
-torch.cuda.memory.change_current_allocator(alloc)
-out = {}
-x = torch.randn(2048, 2048, device="cuda"); y = (x @ x).cpu(); xc = x.cpu()
-out["matmul_matches_cpu"] = bool(torch.allclose(y, xc @ xc, rtol=1e-3, atol=1e-2))
-# Fill the GPU with 8 GiB tensors until out of memory; then free and allocate again.
-held, message = [], ""
-try:
-    while True:
-        held.append(torch.empty(8 << 30, dtype=torch.uint8, device="cuda"))
-except RuntimeError as e:
-    message = str(e)
-out["oom_after_gib"] = 8 * len(held)
-out["oom_message_starts_right"] = message.startswith("CUDA out of memory.")
-out["oom_message"] = message[:300]
-free_full = torch.cuda.mem_get_info()[0]
-del held
-again = torch.empty(64 << 30, dtype=torch.uint8, device="cuda")
-out["allocates_after_oom"] = True
-del again
-before = torch.cuda.mem_get_info()[0]
-torch.cuda.empty_cache()
-after = torch.cuda.mem_get_info()[0]
-out["empty_cache_driver_free_before_after_gib"] = [round(before / 2**30, 1), round(after / 2**30, 1)]
-out["empty_cache_returns_memory"] = after > before + (32 << 30)
-import json
-print("RESULT", json.dumps(out))
 '''
 
 def run(code, args, conf="", timeout=300):
@@ -172,24 +96,20 @@ def run(code, args, conf="", timeout=300):
     return json.loads(line[0][7:])
 
 def main():
-    lib_path = sys.argv[1] if sys.argv[1] == "package" else os.path.abspath(sys.argv[1])
-    out_json = sys.argv[2]
+    out_json = sys.argv[1]
     results = {}
-    if len(sys.argv) > 3:
-        results["checks"] = run(CHECKS, [os.path.abspath(sys.argv[3])])
-        print("checks", json.dumps(results["checks"]), flush=True)
     runs = []
-    gmlake_modes = (("gmlake", ""), ("gmlake-pluggable", "")) if lib_path == "package" else (("gmlake", ""),)
+    gmlake_modes = (("gmlake", ""), ("gmlake-pluggable", ""))
     workloads = os.environ.get("WORKLOADS", "gpt2_train opt13_lora resnet50_cudnn").split()
     for wl in workloads:
         steps = {"gpt2_train": 12, "opt13_lora": 10, "resnet50_cudnn": 20}[wl]
         for mode, conf in (("native", ""), ("native", ""), ("expandable", "expandable_segments:True")) + gmlake_modes:
             t = time.time()
-            r = run(WORKER, [mode, wl, lib_path, str(steps), "0"], conf)
+            r = run(WORKER, [mode, wl, str(steps), "0"], conf)
             r["secs"] = round(time.time() - t, 1)
             runs.append(r)
             print(wl, mode, json.dumps({k: v for k, v in r.items() if k not in ("losses", "step_s")}), flush=True)
-    fixed = run(WORKER, ["gmlake", "gpt2_train", lib_path, "8", "1"])
+    fixed = run(WORKER, ["gmlake", "gpt2_train", "8", "1"])
     results["fixed_shape_gmlake"] = fixed
     print("fixed shape", json.dumps(fixed.get("driver_calls_after_step")), flush=True)
     results["runs"] = runs

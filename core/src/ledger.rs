@@ -362,3 +362,23 @@ impl Ledger {
         }
     }
 }
+
+/// The three [`crate::Device`] methods a device whose memory is its `ledger` field answers from
+/// the ledger alone (granularity, total memory as the ledger's capacity, free memory as the
+/// capacity less what is used): written once for the simulated and host devices.
+#[macro_export]
+macro_rules! ledger_memory_methods {
+    () => {
+        fn granularity(&self) -> u64 {
+            self.ledger.granularity()
+        }
+
+        fn total_memory(&self) -> u64 {
+            self.ledger.capacity().unwrap_or(0)
+        }
+
+        fn free_memory(&mut self) -> Option<u64> {
+            Some(self.total_memory().saturating_sub(self.ledger.used()))
+        }
+    };
+}

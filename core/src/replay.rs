@@ -36,6 +36,12 @@ pub enum TraceAction {
 }
 
 impl TraceAction {
+    /// Its number in the order above (alloc 0, free_requested 1, ..., oom 7, snapshot 8), as the
+    /// C API's history records give it.
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+
     /// Parses PyTorch's action name (`alloc`, `free_requested`, ...); the legacy `free` reads as
     /// `free_requested`.
     pub fn parse(name: &str) -> Option<TraceAction> {

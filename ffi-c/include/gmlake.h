@@ -783,14 +783,6 @@ enum gmlake_status gmlake_share(struct gmlake_allocator *a,
                                 uint64_t *offset);
 
 /*
- Frees an array of `count` pieces returned by `gmlake_share`. NULL is ignored.
-
- # Safety
- `pieces` is NULL or an array returned by `gmlake_share` with this count, freed once.
- */
-void gmlake_shared_free(struct gmlake_shared_piece *pieces, size_t count);
-
-/*
  Maps on CUDA device `device` the `count` pieces that process `pid` shared (`gmlake_share`
  there, or PyTorch's expandable segments), back to back in order: `*out` receives the mapping
  and `*ptr` its first byte, readable and writable by `device`. O(count) driver calls.
@@ -818,6 +810,14 @@ enum gmlake_status gmlake_import(int32_t device,
  `imported` is NULL or came from `gmlake_import`, closed once.
  */
 enum gmlake_status gmlake_import_close(struct gmlake_imported *imported);
+
+/*
+ Frees an array of `count` pieces returned by `gmlake_share`. NULL is ignored.
+
+ # Safety
+ `pieces` is NULL or an array returned by `gmlake_share` with this count, freed once.
+ */
+void gmlake_shared_free(struct gmlake_shared_piece *pieces, size_t count);
 
 /*
  Allocates `size` bytes for `stream` from pool `(pool0, pool1)` (the default pool is `(0, 0)`),

@@ -3,6 +3,7 @@
 use crate::device::AnyDevice;
 use crate::error::{guard, invalid, Failure};
 use crate::gmlake_status;
+use crate::out::{get_into, get_into_or};
 use crate::stats::{gmlake_stats, stats_json};
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, SharedAllocator, StreamHandle};
@@ -183,18 +184,8 @@ pub unsafe extern "C" fn gmlake_malloc(
     stream: *mut c_void,
     out: *mut *mut c_void,
 ) -> gmlake_status {
-    guard("gmlake_malloc", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: checked non-null.
-        unsafe { *out = std::ptr::null_mut() };
-        let p = with(a, |a| {
-            Ok(a.malloc(size as u64, StreamHandle(stream as u64))?)
-        })?;
-        // SAFETY: checked non-null.
-        unsafe { *out = p as *mut c_void };
-        Ok(())
+    get_into_or("gmlake_malloc", a, out, Some(std::ptr::null_mut()), |a| {
+        Ok(a.malloc(size as u64, StreamHandle(stream as u64))? as *mut c_void)
     })
 }
 
@@ -310,14 +301,8 @@ pub unsafe extern "C" fn gmlake_get_stats(
     a: *const gmlake_allocator,
     out: *mut gmlake_stats,
 ) -> gmlake_status {
-    guard("gmlake_get_stats", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let s = with(a, |a| Ok(gmlake_stats::from(a.stats_ref())))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = s };
-        Ok(())
+    get_into("gmlake_get_stats", a, out, |a| {
+        Ok(gmlake_stats::from(a.stats_ref()))
     })
 }
 
@@ -350,18 +335,12 @@ pub unsafe extern "C" fn gmlake_stats_json(
     a: *const gmlake_allocator,
     out: *mut *mut c_char,
 ) -> gmlake_status {
-    guard("gmlake_stats_json", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let json = with(a, |a| {
-            let driver_us = gmlake_core::Device::books(a.device()).map(|b| b.driver_us);
-            Ok(stats_json(a.stats_ref(), driver_us))
-        })?;
-        let c = CString::new(json).map_err(|_| invalid("statistics contain a NUL"))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = c.into_raw() };
-        Ok(())
+    get_into("gmlake_stats_json", a, out, |a| {
+        let driver_us = gmlake_core::Device::books(a.device()).map(|b| b.driver_us);
+        let json = stats_json(a.stats_ref(), driver_us);
+        Ok(CString::new(json)
+            .map_err(|_| invalid("statistics contain a NUL"))?
+            .into_raw())
     })
 }
 
@@ -380,15 +359,11 @@ pub unsafe extern "C" fn gmlake_snapshot_json(
     a: *const gmlake_allocator,
     out: *mut *mut c_char,
 ) -> gmlake_status {
-    guard("gmlake_snapshot_json", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let json = with(a, |a| Ok(crate::snapshot::snapshot_json(&a.snapshot())))?;
-        let c = CString::new(json).map_err(|_| invalid("snapshot contains a NUL"))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = c.into_raw() };
-        Ok(())
+    get_into("gmlake_snapshot_json", a, out, |a| {
+        let json = crate::snapshot::snapshot_json(&a.snapshot());
+        Ok(CString::new(json)
+            .map_err(|_| invalid("snapshot contains a NUL"))?
+            .into_raw())
     })
 }
 

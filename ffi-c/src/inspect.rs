@@ -5,7 +5,7 @@
 use crate::api::{gmlake_allocator, with};
 use crate::error::{guard, invalid};
 use crate::gmlake_status;
-use crate::pools::into_raw;
+use crate::out::{free_box, free_slice, get_into, write_slice};
 use crate::stats::gmlake_device_stats;
 use gmlake_core::{BlockStateInfo, PoolKind, Snapshot};
 
@@ -20,14 +20,8 @@ pub unsafe extern "C" fn gmlake_get_device_stats(
     a: *const gmlake_allocator,
     out: *mut gmlake_device_stats,
 ) -> gmlake_status {
-    guard("gmlake_get_device_stats", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let s = with(a, |a| Ok(gmlake_device_stats::from(a.stats_ref())))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = s };
-        Ok(())
+    get_into("gmlake_get_device_stats", a, out, |a| {
+        Ok(gmlake_device_stats::from(a.stats_ref()))
     })
 }
 
@@ -138,29 +132,15 @@ pub unsafe extern "C" fn gmlake_history(
     live_contexts: *mut *mut u64,
     n_live: *mut usize,
 ) -> gmlake_status {
-    use gmlake_core::replay::TraceAction::*;
     guard("gmlake_history", || {
         if out.is_null() || count.is_null() {
             return Err(invalid("out or count is NULL"));
         }
         let (h, ctx) = with(a, |a| Ok((a.history(), a.live_contexts())))?;
-        let records: Box<[gmlake_history_record]> = h
+        let records: Vec<gmlake_history_record> = h
             .iter()
             .map(|r| gmlake_history_record {
-                action: [
-                    Alloc,
-                    FreeRequested,
-                    FreeCompleted,
-                    SegmentAlloc,
-                    SegmentFree,
-                    SegmentMap,
-                    SegmentUnmap,
-                    Oom,
-                    Snapshot,
-                ]
-                .iter()
-                .position(|&x| x == r.event.action)
-                .unwrap_or(0) as u32,
+                action: r.event.action.index(),
                 address: r.event.addr,
                 size: r.event.size,
                 stream: r.event.stream,
@@ -171,10 +151,9 @@ pub unsafe extern "C" fn gmlake_history(
             .collect();
         // SAFETY: checked non-null; `live_contexts`/`n_live` written only if both non-null.
         unsafe {
-            *count = records.len();
-            *out = Box::into_raw(records) as *mut gmlake_history_record;
+            write_slice(out, count, records);
             if !live_contexts.is_null() && !n_live.is_null() {
-                (*live_contexts, *n_live) = into_raw(ctx);
+                write_slice(live_contexts, n_live, ctx);
             }
         }
         Ok(())
@@ -187,10 +166,8 @@ pub unsafe extern "C" fn gmlake_history(
 /// `p` is NULL or came from `gmlake_history` with `count` records, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_history_free(p: *mut gmlake_history_record, count: usize) {
-    if !p.is_null() {
-        // SAFETY: documented contract.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, count)) });
-    }
+    // SAFETY: documented contract.
+    unsafe { free_slice(p, count) }
 }
 
 /// One block of a snapshot segment. `state`: 0 active (allocated), 1 pending free (waiting for
@@ -334,14 +311,8 @@ pub unsafe extern "C" fn gmlake_snapshot_take(
     a: *const gmlake_allocator,
     out: *mut *mut gmlake_snapshot,
 ) -> gmlake_status {
-    guard("gmlake_snapshot_take", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let snap = with(a, |a| Ok(a.snapshot()))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = Box::into_raw(Box::new(to_c(snap))) };
-        Ok(())
+    get_into("gmlake_snapshot_take", a, out, |a| {
+        Ok(Box::into_raw(Box::new(to_c(a.snapshot()))))
     })
 }
 
@@ -371,8 +342,6 @@ pub unsafe extern "C" fn gmlake_snapshot_segments(
 /// `snap` is NULL or came from `gmlake_snapshot_take`, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_snapshot_free(snap: *mut gmlake_snapshot) {
-    if !snap.is_null() {
-        // SAFETY: documented contract.
-        drop(unsafe { Box::from_raw(snap) });
-    }
+    // SAFETY: documented contract.
+    unsafe { free_box(snap) }
 }

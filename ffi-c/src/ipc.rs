@@ -7,6 +7,7 @@
 use crate::api::{gmlake_allocator, with};
 use crate::error::{guard, invalid};
 use crate::gmlake_status;
+use crate::out::{free_box, free_slice, write_slice};
 use gmlake_core::SharedPiece;
 use gmlake_cuda::ImportedMemory;
 use std::ffi::c_void;
@@ -65,7 +66,7 @@ pub unsafe extern "C" fn gmlake_share(
             *offset = 0;
         }
         let shared = with(a, |a| Ok(a.share(ptr as u64)?))?;
-        let v: Vec<gmlake_shared_piece> = shared
+        let v = shared
             .pieces
             .iter()
             .map(|p| gmlake_shared_piece {
@@ -75,27 +76,13 @@ pub unsafe extern "C" fn gmlake_share(
                 size: p.size,
             })
             .collect();
-        let b = v.into_boxed_slice();
         // SAFETY: checked non-null.
         unsafe {
-            *count = b.len();
+            write_slice(pieces, count, v);
             *offset = shared.offset;
-            *pieces = Box::into_raw(b) as *mut gmlake_shared_piece;
         }
         Ok(())
     })
-}
-
-/// Frees an array of `count` pieces returned by `gmlake_share`. NULL is ignored.
-///
-/// # Safety
-/// `pieces` is NULL or an array returned by `gmlake_share` with this count, freed once.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gmlake_shared_free(pieces: *mut gmlake_shared_piece, count: usize) {
-    if !pieces.is_null() {
-        // SAFETY: documented contract: it came from `into_raw` with this length.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(pieces, count)) });
-    }
 }
 
 /// Maps on CUDA device `device` the `count` pieces that process `pid` shared (`gmlake_share`
@@ -157,10 +144,18 @@ pub unsafe extern "C" fn gmlake_import(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_import_close(imported: *mut gmlake_imported) -> gmlake_status {
     guard("gmlake_import_close", || {
-        if !imported.is_null() {
-            // SAFETY: documented contract.
-            drop(unsafe { Box::from_raw(imported) });
-        }
+        // SAFETY: documented contract.
+        unsafe { free_box(imported) };
         Ok(())
     })
+}
+
+/// Frees an array of `count` pieces returned by `gmlake_share`. NULL is ignored.
+///
+/// # Safety
+/// `pieces` is NULL or an array returned by `gmlake_share` with this count, freed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gmlake_shared_free(pieces: *mut gmlake_shared_piece, count: usize) {
+    // SAFETY: documented contract.
+    unsafe { free_slice(pieces, count) }
 }

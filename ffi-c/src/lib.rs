@@ -13,6 +13,7 @@ mod device;
 mod error;
 mod inspect;
 mod ipc;
+mod out;
 mod pools;
 mod snapshot;
 mod stats;

@@ -5,6 +5,7 @@
 use crate::api::{gmlake_allocator, with};
 use crate::error::{guard, invalid};
 use crate::gmlake_status;
+use crate::out::{free_box, free_slice, get_into, get_into_or, write_slice};
 use gmlake_core::{PoolCheckpoint, PoolId, StreamHandle};
 use std::ffi::c_void;
 
@@ -33,21 +34,17 @@ pub unsafe extern "C" fn gmlake_malloc_ex(
     context: u64,
     out: *mut *mut c_void,
 ) -> gmlake_status {
-    guard("gmlake_malloc_ex", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: checked non-null.
-        unsafe { *out = std::ptr::null_mut() };
-        let p = with(a, |a| {
+    get_into_or(
+        "gmlake_malloc_ex",
+        a,
+        out,
+        Some(std::ptr::null_mut()),
+        |a| {
             a.set_context(context);
             let pool = PoolId(pool0, pool1);
-            Ok(a.malloc_in(size as u64, StreamHandle(stream as u64), pool)?)
-        })?;
-        // SAFETY: checked non-null.
-        unsafe { *out = p as *mut c_void };
-        Ok(())
-    })
+            Ok(a.malloc_in(size as u64, StreamHandle(stream as u64), pool)? as *mut c_void)
+        },
+    )
 }
 
 /// Frees `ptr` as `gmlake_free` does, recording `context` in the history.
@@ -137,14 +134,8 @@ pub unsafe extern "C" fn gmlake_pool_use_count(
     pool1: u64,
     out: *mut u32,
 ) -> gmlake_status {
-    guard("gmlake_pool_use_count", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let n = with(a, |a| Ok(a.pool_use_count(PoolId(pool0, pool1))))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = n };
-        Ok(())
+    get_into("gmlake_pool_use_count", a, out, |a| {
+        Ok(a.pool_use_count(PoolId(pool0, pool1)))
     })
 }
 
@@ -218,14 +209,9 @@ pub unsafe extern "C" fn gmlake_pool_checkpoint(
     pool1: u64,
     out: *mut *mut gmlake_checkpoint,
 ) -> gmlake_status {
-    guard("gmlake_pool_checkpoint", || {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        let cp = with(a, |a| Ok(a.checkpoint_pool(PoolId(pool0, pool1))?))?;
-        // SAFETY: checked non-null.
-        unsafe { *out = Box::into_raw(Box::new(gmlake_checkpoint { inner: cp })) };
-        Ok(())
+    get_into("gmlake_pool_checkpoint", a, out, |a| {
+        let inner = a.checkpoint_pool(PoolId(pool0, pool1))?;
+        Ok(Box::into_raw(Box::new(gmlake_checkpoint { inner })))
     })
 }
 
@@ -235,10 +221,8 @@ pub unsafe extern "C" fn gmlake_pool_checkpoint(
 /// `cp` is NULL or came from `gmlake_pool_checkpoint` and is freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_checkpoint_free(cp: *mut gmlake_checkpoint) {
-    if !cp.is_null() {
-        // SAFETY: documented contract.
-        drop(unsafe { Box::from_raw(cp) });
-    }
+    // SAFETY: documented contract.
+    unsafe { free_box(cp) }
 }
 
 /// Returns the checkpoint's pool to it (PyTorch's `setCheckpointPoolState`): frees every live
@@ -273,18 +257,11 @@ pub unsafe extern "C" fn gmlake_pool_restore(
         let r = with(a, |a| Ok(a.restore_pool(cp)?))?;
         // SAFETY: checked non-null.
         unsafe {
-            (*freed, *n_freed) = into_raw(r.freed);
-            (*allocated, *n_allocated) = into_raw(r.allocated);
+            write_slice(freed, n_freed, r.freed);
+            write_slice(allocated, n_allocated, r.allocated);
         }
         Ok(())
     })
-}
-
-/// A vector as a raw array for C, freed by `gmlake_addresses_free`.
-pub(crate) fn into_raw(v: Vec<u64>) -> (*mut u64, usize) {
-    let b = v.into_boxed_slice();
-    let n = b.len();
-    (Box::into_raw(b) as *mut u64, n)
 }
 
 /// Frees an array of `n` addresses returned by gmlake. NULL is ignored.
@@ -293,8 +270,6 @@ pub(crate) fn into_raw(v: Vec<u64>) -> (*mut u64, usize) {
 /// `p` is NULL or an array of `n` values returned by gmlake, freed once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmlake_addresses_free(p: *mut u64, n: usize) {
-    if !p.is_null() {
-        // SAFETY: documented contract: it came from `into_raw` with this length.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) });
-    }
+    // SAFETY: documented contract.
+    unsafe { free_slice(p, n) }
 }

@@ -101,17 +101,7 @@ impl Drop for HostDevice {
 }
 
 impl Device for HostDevice {
-    fn granularity(&self) -> u64 {
-        self.ledger.granularity()
-    }
-
-    fn total_memory(&self) -> u64 {
-        self.ledger.capacity().unwrap_or(0)
-    }
-
-    fn free_memory(&mut self) -> Option<u64> {
-        Some(self.total_memory().saturating_sub(self.ledger.used()))
-    }
+    gmlake_core::ledger_memory_methods!();
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
         let call = DriverCall::CreateHandle;

@@ -38,6 +38,35 @@ fn snapshot_bytes() -> Vec<u8> {
     serde_pickle::value_to_vec(&Value::Dict(top), serde_pickle::SerOptions::new()).unwrap()
 }
 
+/// Snapshots dumped by `torch.cuda.memory._dump_snapshot` with torch 2.11 on the H200
+/// (`scripts/torch_features.py`, the history row), under PyTorch's allocator and under gmlake's C++
+/// route: both read, with every allocation and free of the script, although their stack frames
+/// share objects that serde-pickle cannot follow.
+#[test]
+fn reads_snapshots_of_torch_2_11_under_both_allocators() {
+    read_torch_dump("native", TraceAction::SegmentAlloc);
+    read_torch_dump("gmlake", TraceAction::SegmentMap);
+}
+
+/// Reads `data/torch-2.11-snapshot-{name}.pickle`: the script's five allocations and one free, and
+/// segments made with `segment` (`segment_alloc` natively, `segment_map` under gmlake).
+fn read_torch_dump(name: &str, segment: TraceAction) {
+    use TraceAction::{Alloc, FreeCompleted};
+    const MIB: u64 = 1 << 20;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("data/torch-2.11-snapshot-{name}.pickle"));
+    let ev = gmlake_trace::read_trace(&path, None).unwrap();
+    let got: Vec<(TraceAction, u64)> = ev
+        .iter()
+        .filter(|e| matches!(e.action, Alloc | FreeCompleted))
+        .map(|e| (e.action, e.size / MIB))
+        .collect();
+    let want = [(Alloc, 1), (Alloc, 7), (Alloc, 33), (Alloc, 65), (Alloc, 7)];
+    assert_eq!(got[..5], want, "{name}");
+    assert_eq!(got[5..], [(FreeCompleted, 33)], "{name}");
+    assert!(ev.iter().any(|e| e.action == segment), "{name}");
+}
+
 #[test]
 fn reads_snapshot_pickles_plain_and_gzipped() {
     let dir = std::env::temp_dir().join(format!("gmlake-readers-{}", std::process::id()));
@@ -106,38 +135,4 @@ fn malformed_files_name_the_file() {
         .to_string();
     assert!(missing.contains("nope.txt"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Snapshots dumped by `torch.cuda.memory._dump_snapshot` with torch 2.11 on the H200
-/// (`scripts/torch_features.py`, the history row), under PyTorch's allocator and under gmlake's C++
-/// route: both read, with every allocation and free of the script, although their stack frames
-/// share objects that serde-pickle cannot follow.
-#[test]
-fn reads_snapshots_of_torch_2_11_under_both_allocators() {
-    const MIB: u64 = 1 << 20;
-    for (name, segment) in [
-        ("native", TraceAction::SegmentAlloc),
-        ("gmlake", TraceAction::SegmentMap),
-    ] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("data/torch-2.11-snapshot-{name}.pickle"));
-        let ev = gmlake_trace::read_trace(&path, None).unwrap();
-        let allocs: Vec<u64> = ev
-            .iter()
-            .filter(|e| e.action == TraceAction::Alloc)
-            .map(|e| e.size)
-            .collect();
-        assert_eq!(
-            allocs,
-            [MIB, 7 * MIB, 33 * MIB, 65 * MIB, 7 * MIB],
-            "{name}"
-        );
-        let frees: Vec<u64> = ev
-            .iter()
-            .filter(|e| e.action == TraceAction::FreeCompleted)
-            .map(|e| e.size)
-            .collect();
-        assert_eq!(frees, [33 * MIB], "{name}");
-        assert!(ev.iter().any(|e| e.action == segment), "{name}");
-    }
 }
