@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs gmlake for C and C++ users: PREFIX/lib/libgmlake.{a,so} and PREFIX/include/gmlake.h (C),
 # PREFIX/lib/libgmlake_cpp.a and PREFIX/include/gmlake/gmlake.hpp with the cxx headers (C++),
-# PREFIX/lib/pkgconfig/gmlake.pc and PREFIX/lib/cmake/gmlake/ (targets gmlake::gmlake,
+# PREFIX/lib/pkgconfig/gmlake.pc (static) and gmlake-shared.pc, PREFIX/lib/cmake/gmlake/ (targets gmlake::gmlake,
 # gmlake::gmlake_shared, gmlake::gmlake_cpp).
 #   scripts/install.sh PREFIX            # builds the release library with cargo first
 #   scripts/install.sh PREFIX --from DIR # takes libgmlake.a/.so already built in DIR (no cargo)
@@ -28,7 +28,11 @@ if [ -f "$from/libgmlake_cpp.a" ] && [ -d "$cxxbridge" ]; then
   cp -L "$cxxbridge/rust/cxx.h" "$prefix/include/rust/"
   cp -L "$cxxbridge/gmlake-ffi-cpp/src/lib.rs.h" "$prefix/include/gmlake-ffi-cpp/src/"
 fi
-sed -e "s|@PREFIX@|$(cd "$prefix" && pwd)|" -e "s|@VERSION@|$version|" ffi-c/pkg/gmlake.pc.in > "$prefix/lib/pkgconfig/gmlake.pc"
+# gmlake.pc links the static library (a binary that needs nothing at run time); gmlake-shared.pc
+# the shared one, with an rpath so that the binary finds it without LD_LIBRARY_PATH.
+for pc in gmlake gmlake-shared; do
+  sed -e "s|@PREFIX@|$(cd "$prefix" && pwd)|" -e "s|@VERSION@|$version|" "ffi-c/pkg/$pc.pc.in" > "$prefix/lib/pkgconfig/$pc.pc"
+done
 cp ffi-c/pkg/gmlakeConfig.cmake "$prefix/lib/cmake/gmlake/"
 sed -e "s|@VERSION@|$version|" ffi-c/pkg/gmlakeConfigVersion.cmake.in > "$prefix/lib/cmake/gmlake/gmlakeConfigVersion.cmake"
 echo "installed gmlake $version into $prefix"

@@ -65,29 +65,36 @@ fn the_installed_package_builds_the_c_example_with_pkg_config_and_cmake() {
     ] {
         assert!(prefix.join(f).exists(), "{f} not installed");
     }
-    // pkg-config.
-    let flags = run_ok(
-        Command::new("pkg-config")
-            .args(["--cflags", "--libs", "--static", "gmlake"])
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
-        "pkg-config",
-    );
-    let exe = tmp.join("basic-pkgconfig");
-    let static_lib = prefix.join("lib/libgmlake.a");
-    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cc.arg(repo.join("ffi-c/examples/basic.c"))
-        .arg("-o")
-        .arg(&exe);
-    // Link the static library itself (a plain -lgmlake would pick the shared one).
-    for flag in flags.split_whitespace() {
-        if flag == "-lgmlake" {
-            cc.arg(&static_lib);
-        } else {
-            cc.arg(flag);
-        }
+    // pkg-config, exactly as the README says, for the static and the shared library; each binary
+    // runs with no LD_LIBRARY_PATH.
+    for (package, static_only) in [("gmlake", true), ("gmlake-shared", false)] {
+        let flags = run_ok(
+            Command::new("pkg-config")
+                .args(["--cflags", "--libs", "--static", package])
+                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+            "pkg-config",
+        );
+        let exe = tmp.join(format!("basic-{package}"));
+        run_ok(
+            Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+                .arg(repo.join("ffi-c/examples/basic.c"))
+                .arg("-o")
+                .arg(&exe)
+                .args(flags.split_whitespace()),
+            "cc with pkg-config flags",
+        );
+        let run = run_ok(
+            Command::new(&exe).env_remove("LD_LIBRARY_PATH"),
+            "the pkg-config build",
+        );
+        assert!(run.contains("c example: ok"), "{package}: {run}");
+        let needs = run_ok(Command::new("ldd").arg(&exe), "ldd");
+        assert_eq!(
+            !needs.contains("libgmlake.so"),
+            static_only,
+            "{package}: {needs}"
+        );
     }
-    run_ok(&mut cc, "cc with pkg-config flags");
-    assert!(run_ok(&mut Command::new(&exe), "the pkg-config build").contains("c example: ok"));
     // CMake.
     if Command::new("cmake")
         .arg("--version")

@@ -4,7 +4,7 @@
 //! ...)` and this module share one allocator per device.
 
 use gmlake_core::Config;
-use gmlake_replay::{replay_file, report, Options};
+use gmlake_replay::{replay_files, report, Options};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::path::Path;
@@ -26,30 +26,34 @@ fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
     Ok(opts)
 }
 
-/// Replays traces (text or PyTorch snapshot pickles, gzip or plain) through gmlake on a simulated
-/// device, as `gmlake-replay` does, releasing the GIL meanwhile. Returns the JSON rows of
-/// `gmlake-replay --format json` and its table.
+/// Replays traces (text or PyTorch snapshot pickles, gzip or plain) through gmlake and models of
+/// PyTorch's allocators on a simulated device, as `gmlake-replay` does, releasing the GIL
+/// meanwhile; `fit` also finds each allocator's smallest capacity, `plot` draws each trace to a
+/// file. Returns the JSON rows of `gmlake-replay --format json` and its table.
 ///
-/// Raises OSError for an unreadable trace, ValueError (naming the file and line) for a malformed
-/// one or a bad configuration.
+/// Raises OSError for an unreadable trace or an unwritable plot, ValueError (naming the file and
+/// line) for a malformed trace or a bad configuration.
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, capacity=None))]
+#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None))]
 fn replay(
     py: Python<'_>,
     paths: Vec<String>,
     config: Option<&str>,
     capacity: Option<u64>,
+    fit: bool,
+    plot: Option<String>,
 ) -> PyResult<(String, String)> {
-    let opts = options(config, capacity)?;
+    let opts = Options {
+        fit,
+        ..options(config, capacity)?
+    };
     let rows = py
-        .detach(|| {
-            paths
-                .iter()
-                .map(|p| replay_file(Path::new(p), &opts))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
+        .detach(|| replay_files(&paths, &opts, plot.as_deref().map(Path::new)))
         .map_err(|e| match e.downcast_ref::<gmlake_trace::TraceError>() {
             Some(gmlake_trace::TraceError::Io { .. }) => PyOSError::new_err(format!("{e:#}")),
+            None if e.to_string().starts_with("cannot write") => {
+                PyOSError::new_err(format!("{e:#}"))
+            }
             _ => PyValueError::new_err(format!("{e:#}")),
         })?;
     let json = serde_json::to_string(&rows).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;

@@ -19,7 +19,7 @@ __version__ = _core.__version__
 __all__ = [
     "enable", "is_enabled", "route", "memory_stats", "memory_allocated", "max_memory_allocated",
     "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats", "memory_summary",
-    "snapshot", "dump_snapshot", "replay",
+    "snapshot", "dump_snapshot", "replay", "plot_replay",
 ]
 
 # GMLake's environment names and their gmlake keys (GMLake's units: fragLimit in bytes, autoGC in GiB).
@@ -38,13 +38,22 @@ def _config_from_env():
     return ",".join(parts)
 
 
-def replay(path, config=None, capacity=None):
+def replay(path, config=None, capacity=None, fit=False):
     """Replays an allocation trace (text, or a PyTorch snapshot pickle from
-    `torch.cuda.memory._dump_snapshot`; gzip or plain) through gmlake on a simulated device and
-    returns the figures of `gmlake-replay --format json` as a dict: utilization, peak bytes,
-    PyTorch's own figures from the trace, stitches, driver calls, leaks. `capacity` is the simulated
-    device's memory in bytes (default: an H200's). No GPU needed."""
-    rows, _ = _core.replay([os.fspath(path)], config, capacity)
+    `torch.cuda.memory._dump_snapshot`; gzip or plain) through gmlake, and through models of
+    PyTorch's native allocator and of its expandable segments, on a simulated device, and returns
+    the figures of `gmlake-replay --format json` as a dict: utilization, peak bytes, stitches,
+    driver calls, leaks, and `peers` with PyTorch's figures. `capacity` is the simulated device's
+    memory in bytes (default: an H200's); with `fit`, each allocator's smallest capacity with no
+    out-of-memory too (`fit_capacity_bytes`). No GPU needed."""
+    rows, _ = _core.replay([os.fspath(path)], config, capacity, fit)
+    return json.loads(rows)[0]
+
+
+def plot_replay(path, out, config=None, capacity=None):
+    """Replays `path` as `replay()` does and draws live bytes and each allocator's reserved bytes
+    over the trace into `out` (an .svg file, or .html); returns `replay()`'s dict."""
+    rows, _ = _core.replay([os.fspath(path)], config, capacity, False, os.fspath(out))
     return json.loads(rows)[0]
 
 

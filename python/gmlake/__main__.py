@@ -1,5 +1,6 @@
-"""`python -m gmlake replay [--config STR] [--capacity BYTES] TRACE...`: replays allocation traces
-through gmlake on a simulated device and prints the table of the `gmlake-replay` command."""
+"""`python -m gmlake replay [--config STR] [--capacity BYTES] [--fit] [--plot FILE] TRACE...`:
+replays allocation traces through gmlake and models of PyTorch's allocators on a simulated device
+and prints the table of the `gmlake-replay` command."""
 import argparse
 import os
 import sys
@@ -13,10 +14,13 @@ def main(argv=None):
     r = sub.add_parser("replay", help="replay traces through gmlake on a simulated device")
     r.add_argument("--config", default=None, help='gmlake configuration, e.g. "frag_limit:64MB"')
     r.add_argument("--capacity", type=int, default=None, help="simulated device memory in bytes")
+    r.add_argument("--fit", action="store_true", help="also find each allocator's smallest capacity")
+    r.add_argument("--plot", default=None, help="draw the bytes over each trace into FILE (.svg or .html)")
     r.add_argument("traces", nargs="+")
     args = parser.parse_args(argv)
     try:
-        _, table = _core.replay([os.fspath(p) for p in args.traces], args.config, args.capacity)
+        _, table = _core.replay([os.fspath(p) for p in args.traces], args.config, args.capacity, args.fit,
+                                args.plot)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

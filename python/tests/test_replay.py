@@ -30,6 +30,23 @@ def test_replay_returns_the_cli_fields_and_reaches_the_floor():
     assert r["driver_calls"]["map"] > 0
 
 
+def test_replay_sets_gmlake_beside_pytorchs_allocators_and_draws_them(tmp_path):
+    r = gmlake.replay(trace("gpt2_train"), fit=True)
+    native, expandable = r["peers"]["pytorch_native"], r["peers"]["pytorch_expandable"]
+    assert native["peak_reserved_bytes"] == r["native_peak_reserved_bytes"]   # the model is PyTorch
+    assert r["peak_active_bytes"] <= r["fit_capacity_bytes"] <= r["peak_reserved_bytes"]
+    assert expandable["fit_capacity_bytes"] < native["fit_capacity_bytes"]
+    out = tmp_path / "gpt2.svg"
+    again = gmlake.plot_replay(trace("gpt2_train"), out)
+    assert again["peak_reserved_bytes"] == r["peak_reserved_bytes"]
+    text = out.read_text()
+    assert text.startswith("<svg") and "pytorch_expandable reserved" in text
+    html = tmp_path / "gpt2.html"
+    subprocess.run([sys.executable, "-m", "gmlake", "replay", "--plot", str(html), trace("gpt2_train")],
+                   check=True, capture_output=True)
+    assert html.read_text().startswith("<!DOCTYPE html>")
+
+
 def test_replay_takes_a_configuration_and_a_capacity():
     r = gmlake.replay(trace("gpt2_train"), config="stitching:false", capacity=36_956_012_544)
     assert r["num_stitches"] == 0 and r["ooms"] == 0

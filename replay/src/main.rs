@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use gmlake_core::config::parse_size;
 use gmlake_core::DriverCall;
-use gmlake_replay::{replay_file, report, Options};
+use gmlake_replay::{replay_files, report, Options};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -27,7 +27,8 @@ struct Args {
     capacity: Option<String>,
     /// Make the Nth call of a driver call kind fail, e.g. `map:10` (repeatable). Kinds: create_handle,
     /// release_handle, reserve_range, free_range, map, unmap, set_access, create_event,
-    /// destroy_event, record_event, query_event, synchronize_stream, synchronize_device.
+    /// destroy_event, record_event, query_event, synchronize_stream, synchronize_device,
+    /// export_handle.
     #[arg(long = "inject-fault", value_name = "KIND:N")]
     inject_fault: Vec<String>,
     /// Output format.
@@ -36,6 +37,14 @@ struct Args {
     /// For snapshot pickles: the device whose trace to replay (default: the first with events).
     #[arg(long)]
     device: Option<usize>,
+    /// Also find the smallest capacity at which each allocator runs the trace with no
+    /// out-of-memory (2 MiB apart; several replays per allocator).
+    #[arg(long)]
+    fit: bool,
+    /// Draw live bytes and each allocator's reserved bytes over the trace into FILE (.svg, or
+    /// .html); with several traces, one file each, named FILE's stem, the trace, FILE's extension.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Trace files.
     #[arg(required = true)]
     traces: Vec<PathBuf>,
@@ -67,15 +76,13 @@ fn main() -> Result<()> {
             .collect::<Result<Vec<_>>>()?,
         device: args.device,
         progress: true,
+        fit: args.fit,
         ..Options::default()
     };
     if let Some(c) = &args.capacity {
         opts.capacity = parse_size(c, 1)?;
     }
-    let mut rows = Vec::new();
-    for path in &args.traces {
-        rows.push(replay_file(path, &opts)?);
-    }
+    let rows = replay_files(&args.traces, &opts, args.plot.as_deref())?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Table => print!("{}", report::table(&rows)),

@@ -1,6 +1,7 @@
 //! The replay report as JSON rows and as a table.
 
-use gmlake_core::replay::ReplayReport;
+use gmlake_core::replay::{ReplayReport, TraceEvent};
+use gmlake_peers::{Peer, PeerReport};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -10,15 +11,96 @@ use std::time::Duration;
 /// One trace's results: the JSON object of `--format json` and a line of the table.
 #[derive(Debug)]
 pub struct Row {
-    /// The trace's file name.
+    /// The trace's file name, without its folder: the row's name in the table and in the JSON
+    /// (`trace`).
     pub trace: String,
     /// The configuration string replayed with.
     pub config: String,
-    /// What the replay measured.
+    /// What the replay through gmlake measured (the simulated device's figures, leaks
+    /// included).
     pub report: ReplayReport,
     /// Wall time of the replay loop per allocation or free, nanoseconds (host CPU, simulated
     /// device).
     pub replay_ns_per_op: f64,
+    /// PyTorch's allocators (the models of `gmlake-peers`) on the same trace and capacity, native
+    /// first.
+    pub peers: Vec<PeerRow>,
+    /// With `--fit`: the smallest capacity at which gmlake runs the trace with no out-of-memory,
+    /// in bytes.
+    pub fit_capacity_bytes: Option<u64>,
+    /// With a plot asked for: the bytes over the trace (dropped once drawn).
+    pub series: Option<Series>,
+}
+
+/// One of PyTorch's allocators on a trace.
+#[derive(Debug)]
+pub struct PeerRow {
+    /// Which.
+    pub peer: Peer,
+    /// What its model reserved.
+    pub report: PeerReport,
+    /// With `--fit`: the smallest capacity at which it runs the trace with no out-of-memory.
+    pub fit_capacity_bytes: Option<u64>,
+}
+
+/// Bytes over a trace, at most [`crate::SERIES_POINTS`] points a curve, `(event index, bytes)`:
+/// live bytes, and what each allocator reserved.
+#[derive(Debug, Default)]
+pub struct Series {
+    /// Bytes of live allocations.
+    pub live: Vec<(u64, u64)>,
+    /// `(name, curve)`: gmlake, then each peer.
+    pub reserved: Vec<(String, Vec<(u64, u64)>)>,
+}
+
+impl Series {
+    /// The curves of a trace of `events`: live bytes, gmlake's reserved bytes (`gmlake`, one
+    /// point per event) and each peer's (a point where it changed), each thinned to
+    /// [`crate::SERIES_POINTS`] points that keep every stretch's highest value.
+    pub fn new(events: &[TraceEvent], gmlake: Vec<(u64, u64)>, peers: &[PeerRow]) -> Series {
+        let n = events.len() as u64;
+        let mut reserved = vec![("gmlake".to_string(), thin(gmlake, n))];
+        for p in peers {
+            let steps = step_curve(&p.report.reserved_series, n);
+            reserved.push((p.peer.name().to_string(), thin(steps, n)));
+        }
+        Series {
+            live: thin(crate::live_bytes(events).collect(), n),
+            reserved,
+        }
+    }
+}
+
+/// A curve given at the events where it changed, as one point per event. O(events).
+fn step_curve(changes: &[(u64, u64)], n: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(n as usize);
+    let (mut at, mut now) = (0, 0);
+    for i in 0..n {
+        while at < changes.len() && changes[at].0 <= i {
+            now = changes[at].1;
+            at += 1;
+        }
+        out.push((i, now));
+    }
+    out
+}
+
+/// The highest value of each of [`crate::SERIES_POINTS`] equal stretches of `0..n` events.
+fn thin(points: Vec<(u64, u64)>, n: u64) -> Vec<(u64, u64)> {
+    let buckets = crate::SERIES_POINTS as u64;
+    if n <= buckets {
+        return points;
+    }
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(crate::SERIES_POINTS);
+    for (i, v) in points {
+        let b = i * buckets / n;
+        let x = b * n / buckets;
+        match out.last_mut() {
+            Some(last) if last.0 == x => last.1 = last.1.max(v),
+            _ => out.push((x, v)),
+        }
+    }
+    out
 }
 
 impl Row {
@@ -34,7 +116,29 @@ impl Row {
             config: config.to_string(),
             report,
             replay_ns_per_op,
+            peers: Vec::new(),
+            fit_capacity_bytes: None,
+            series: None,
         }
+    }
+
+    /// The peer `peer`'s row, if it was replayed.
+    pub fn peer(&self, peer: Peer) -> Option<&PeerRow> {
+        self.peers.iter().find(|p| p.peer == peer)
+    }
+}
+
+impl Serialize for PeerRow {
+    /// `peak_reserved_bytes`, `utilization` (peak live bytes of the trace over it, filled in by
+    /// the row), `ooms`, and `fit_capacity_bytes` where found.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("peak_reserved_bytes", &self.report.peak_reserved_bytes)?;
+        m.serialize_entry("ooms", &self.report.ooms)?;
+        if let Some(f) = self.fit_capacity_bytes {
+            m.serialize_entry("fit_capacity_bytes", &f)?;
+        }
+        m.end()
     }
 }
 
@@ -83,6 +187,19 @@ impl Serialize for Row {
         for (key, v) in &figures {
             m.serialize_entry(key, v)?;
         }
+        if let Some(f) = self.fit_capacity_bytes {
+            m.serialize_entry("fit_capacity_bytes", &f)?;
+        }
+        let peers: BTreeMap<&str, Value> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+                v["utilization"] = ratio(r.peak_active_bytes, p.report.peak_reserved_bytes).into();
+                (p.peer.name(), v)
+            })
+            .collect();
+        m.serialize_entry("peers", &peers)?;
         m.serialize_entry("driver_calls", &calls)?;
         let segments = &r.stats.segment;
         m.serialize_entry(
@@ -97,41 +214,85 @@ fn gb(bytes: u64) -> f64 {
     bytes as f64 / 1e9
 }
 
-/// A fixed-width table, one line per trace, gmlake's figures beside PyTorch's.
+/// `num / den`, 0 where `den` is 0.
+fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// A fixed-width table, one line per trace: gmlake's peak reserved bytes and utilization beside
+/// PyTorch's native allocator and its expandable segments (their models), out-of-memory counts
+/// (gmlake/native/expandable), with `--fit` the capacity each needs, and gmlake's stitches,
+/// driver time and leaks.
 pub fn table(rows: &[Row]) -> String {
+    let fit = rows.iter().any(|r| r.fit_capacity_bytes.is_some());
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{:<24} {:>9} {:>10} {:>12} {:>8} {:>12} {:>8} {:>5} {:>8} {:>7} {:>11} {:>11} {:>7} {:>9}",
+        "{:<24} {:>9} {:>8} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>8}",
         "trace",
         "allocs",
-        "peak GB",
+        "live GB",
         "gmlake GB",
         "util",
         "native GB",
-        "native",
-        "ooms",
-        "stitches",
-        "reuses",
-        "driver ms",
-        "native ms",
-        "ns/op",
-        "leaks h/r/m"
+        "util",
+        "expand GB",
+        "util",
+        "ooms"
+    );
+    if fit {
+        let _ = write!(out, " {:>9} {:>9} {:>9}", "fit gml", "fit nat", "fit exp");
+    }
+    let _ = writeln!(
+        out,
+        " {:>8} {:>10} {:>10} {:>6} {:>11}",
+        "stitches", "driver ms", "native ms", "ns/op", "leaks h/r/m"
     );
     for r in rows {
-        let _ = writeln!(
+        let peer = |p| {
+            r.peer(p).map_or((0, 0, None), |p| {
+                (
+                    p.report.peak_reserved_bytes,
+                    p.report.ooms,
+                    p.fit_capacity_bytes,
+                )
+            })
+        };
+        let (nat, nat_ooms, nat_fit) = peer(Peer::Native);
+        let (exp, exp_ooms, exp_fit) = peer(Peer::Expandable);
+        let live = r.report.peak_active_bytes;
+        let _ = write!(
             out,
-            "{:<24} {:>9} {:>10.2} {:>12.2} {:>8.4} {:>12.2} {:>8.4} {:>5} {:>8} {:>7} {:>11.1} {:>11.1} {:>7.0} {:>3}/{}/{}",
+            "{:<24} {:>9} {:>8.2} {:>9.2} {:>7.4} {:>9.2} {:>7.4} {:>9.2} {:>7.4} {:>8}",
             r.trace,
             r.report.allocs,
-            gb(r.report.peak_active_bytes),
+            gb(live),
             gb(r.report.peak_reserved_bytes),
             r.report.utilization,
-            gb(r.report.native_peak_reserved_bytes),
-            r.report.native_utilization,
-            r.report.ooms,
+            gb(nat),
+            ratio(live, nat),
+            gb(exp),
+            ratio(live, exp),
+            format!("{}/{}/{}", r.report.ooms, nat_ooms, exp_ooms),
+        );
+        if fit {
+            let f = |v: Option<u64>| v.map_or("-".to_string(), |b| format!("{:.2}", gb(b)));
+            let _ = write!(
+                out,
+                " {:>9} {:>9} {:>9}",
+                f(r.fit_capacity_bytes),
+                f(nat_fit),
+                f(exp_fit)
+            );
+        }
+        let _ = writeln!(
+            out,
+            " {:>8} {:>10.1} {:>10.1} {:>6.0} {:>5}/{}/{}",
             r.report.num_stitches,
-            r.report.num_stitch_reuses,
             r.report.estimated_driver_us / 1e3,
             r.report.native_estimated_driver_us / 1e3,
             r.replay_ns_per_op,

@@ -98,3 +98,96 @@ fn bad_input_fails_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid keys"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The peers and `--fit`: PyTorch's native model reserves what PyTorch reserved when the trace
+/// was recorded; each allocator's fit capacity lies between the trace's peak live bytes and what
+/// it reserves on the whole device, and at that capacity the allocator really runs with no
+/// out-of-memory while 2 MiB less does not suffice for it.
+#[test]
+fn peers_and_fit_capacities() {
+    let out = replay(&["--format", "json", "--fit", &trace("gpt2_train.txt.gz")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+    let live = r["peak_active_bytes"].as_u64().unwrap();
+    let native = &r["peers"]["pytorch_native"];
+    assert_eq!(
+        native["peak_reserved_bytes"],
+        r["native_peak_reserved_bytes"]
+    );
+    let mut fits = vec![(
+        r["fit_capacity_bytes"].as_u64().unwrap(),
+        r["peak_reserved_bytes"].as_u64().unwrap(),
+        "",
+    )];
+    for peer in ["pytorch_native", "pytorch_expandable"] {
+        let p = &r["peers"][peer];
+        assert_eq!(p["ooms"], 0, "{peer}");
+        let util = p["utilization"].as_f64().unwrap();
+        let reserved = p["peak_reserved_bytes"].as_u64().unwrap();
+        assert!(
+            (util - live as f64 / reserved as f64).abs() < 1e-9,
+            "{peer}"
+        );
+        fits.push((p["fit_capacity_bytes"].as_u64().unwrap(), reserved, peer));
+    }
+    for (fit, reserved, who) in fits {
+        assert!(
+            live <= fit && fit <= reserved,
+            "{who}: live {live}, fit {fit}, reserved {reserved}"
+        );
+        let ooms = |cap: u64| {
+            let out = replay(&[
+                "--format",
+                "json",
+                "--capacity",
+                &cap.to_string(),
+                &trace("gpt2_train.txt.gz"),
+            ]);
+            let r = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+            if who.is_empty() {
+                r["ooms"].as_u64().unwrap()
+            } else {
+                r["peers"][who]["ooms"].as_u64().unwrap()
+            }
+        };
+        assert_eq!(ooms(fit), 0, "{who} at its fit capacity");
+        assert!(
+            ooms(fit - (2 << 20)) > 0,
+            "{who} 2 MiB below its fit capacity"
+        );
+    }
+}
+
+/// `--plot` writes an SVG with one curve per allocator and one for live bytes, each peak given in
+/// the legend.
+#[test]
+fn plot_draws_every_allocator() {
+    let dir = std::env::temp_dir().join(format!("gmlake-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("gpt2.svg");
+    let out = replay(&["--plot", svg.to_str().unwrap(), &trace("gpt2_train.txt.gz")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "not an SVG");
+    for label in [
+        "live bytes (peak 29.99 GB)",
+        "gmlake reserved (peak",
+        "pytorch_native reserved (peak 36.96 GB)",
+        "pytorch_expandable reserved (peak",
+    ] {
+        assert!(text.contains(label), "no curve {label}");
+    }
+    assert!(
+        text.matches("<polyline").count() >= 4,
+        "fewer than four curves"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
