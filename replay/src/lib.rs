@@ -122,7 +122,11 @@ pub fn replay_file(path: &Path, opts: &Options) -> Result<Row> {
             opts.capacity,
             fits,
         );
-        row.fit_capacity_bytes = Some(gmlake_peers::fit_capacity(lo, hi, FIT_STEP, fits));
+        let fit = gmlake_peers::fit_capacity(lo, hi, FIT_STEP, fits);
+        row.fit_capacity_bytes = Some(fit);
+        row.fit_driver_us = run_gmlake(&events, &cfg, opts, fit, |_, _| {})
+            .ok()
+            .map(|r| r.estimated_driver_us);
     }
     if opts.series {
         row.series = Some(Series::new(&events, gmlake_series, &row.peers));

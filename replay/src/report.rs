@@ -28,6 +28,9 @@ pub struct Row {
     /// With `--fit`: the smallest capacity at which gmlake runs the trace with no out-of-memory,
     /// in bytes.
     pub fit_capacity_bytes: Option<u64>,
+    /// With `--fit`: gmlake's estimated driver time replaying the trace at that capacity, in
+    /// microseconds (what working harder under pressure costs).
+    pub fit_driver_us: Option<f64>,
     /// With a plot asked for: the bytes over the trace (dropped once drawn).
     pub series: Option<Series>,
 }
@@ -118,6 +121,7 @@ impl Row {
             replay_ns_per_op,
             peers: Vec::new(),
             fit_capacity_bytes: None,
+            fit_driver_us: None,
             series: None,
         }
     }
@@ -190,6 +194,9 @@ impl Serialize for Row {
         if let Some(f) = self.fit_capacity_bytes {
             m.serialize_entry("fit_capacity_bytes", &f)?;
         }
+        if let Some(us) = self.fit_driver_us {
+            m.serialize_entry("fit_estimated_driver_us", &us)?;
+        }
         let peers: BTreeMap<&str, Value> = self
             .peers
             .iter()
@@ -225,7 +232,8 @@ fn ratio(num: u64, den: u64) -> f64 {
 
 /// A fixed-width table, one line per trace: gmlake's peak reserved bytes and utilization beside
 /// PyTorch's native allocator and its expandable segments (their models), out-of-memory counts
-/// (gmlake/native/expandable), with `--fit` the capacity each needs, and gmlake's stitches,
+/// (gmlake/native/expandable), with `--fit` the capacity each needs (and gmlake's driver time
+/// there), and gmlake's stitches,
 /// driver time and leaks.
 pub fn table(rows: &[Row]) -> String {
     let fit = rows.iter().any(|r| r.fit_capacity_bytes.is_some());
@@ -245,7 +253,11 @@ pub fn table(rows: &[Row]) -> String {
         "ooms"
     );
     if fit {
-        let _ = write!(out, " {:>9} {:>9} {:>9}", "fit gml", "fit nat", "fit exp");
+        let _ = write!(
+            out,
+            " {:>9} {:>9} {:>9} {:>8}",
+            "fit gml", "fit nat", "fit exp", "fit ms"
+        );
     }
     let _ = writeln!(
         out,
@@ -281,12 +293,16 @@ pub fn table(rows: &[Row]) -> String {
         );
         if fit {
             let f = |v: Option<u64>| v.map_or("-".to_string(), |b| format!("{:.2}", gb(b)));
+            let ms = r
+                .fit_driver_us
+                .map_or("-".to_string(), |us| format!("{:.1}", us / 1e3));
             let _ = write!(
                 out,
-                " {:>9} {:>9} {:>9}",
+                " {:>9} {:>9} {:>9} {:>8}",
                 f(r.fit_capacity_bytes),
                 f(nat_fit),
-                f(exp_fit)
+                f(exp_fit),
+                ms
             );
         }
         let _ = writeln!(

@@ -252,6 +252,11 @@ impl<D: Device> Allocator<D> {
         self.limit = bytes;
     }
 
+    /// What reserved memory may reach: the limit, else the device's memory.
+    pub(super) fn reserved_cap(&self) -> u64 {
+        self.limit.unwrap_or_else(|| self.dev.total_memory())
+    }
+
     /// The current limit on reserved bytes, if any.
     pub fn reserved_limit(&self) -> Option<u64> {
         self.limit

@@ -1,6 +1,7 @@
 //! The allocation policy: every decision the allocator makes, in one place.
 //!
-//! The other files of this module are mechanics (chunks: `grow.rs`, `release.rs`, `split.rs`;
+//! How memory is made and cut (handle sizes, growths, pressure, cuts) is in `policy/memory.rs`;
+//! the other files of this module are mechanics (chunks: `grow.rs`, `release.rs`, `split.rs`;
 //! free blocks: `pool.rs`; stitched blocks: `stitch.rs`, `stitch_cache.rs`; `pools.rs`,
 //! `streams.rs`, `va.rs`): they decide nothing and ask the functions here, each a small function
 //! over plain data with why it is so, its cost and the measurement behind it. Figures are from
@@ -38,6 +39,10 @@
 //! O(k + log f); reuse of a cached stitched block O(k × pieces); a stitch O(free blocks + chunks
 //! they hold + k) (the slow path, only when no free block fits); growth O(segments).
 
+mod memory;
+
+pub(super) use memory::*;
+
 use super::pools::DEFAULT_POOL;
 use super::types::*;
 use super::{Allocator, Miss, Served};
@@ -60,21 +65,6 @@ pub(super) const REUSE_PROBES: usize = 64;
 /// size, so that the search stays bounded however many are cached.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
-/// A chunk is cut for a request only while the free reserved bytes are at most this many times
-/// the largest request so far. A cut (an unmap, a release, two creates, two maps and an access:
-/// about 100 us on the H200) keeps a chunk stitchable for a later request that no free block
-/// fits; while the free bytes are several times any request ever made, that need is remote and a
-/// cut made then is often paid for nothing. On six traces not used to choose it, driver time was
-/// 2-13% lower on four and utilization within 0.002 on all (`docs/design.md`, "A second held-out
-/// set").
-pub(super) const SPLIT_FREE_FACTOR: u64 = 2;
-
-/// A whole free chunk is cut for a request only if it is at least this many times the request
-/// (rounded to the granularity): smaller cuts leave remainders too small to be worth a stitch,
-/// and cost the same driver calls. At 2x, five of nine traces lost utilization or driver time
-/// (`docs/design.md`, "Held-out traces").
-pub(super) const SPLIT_MIN_RATIO: u64 = 4;
-
 /// The pool of a request of `rounded` bytes: the small pool (one-granule segments, so that a
 /// tensor of a few bytes does not hold a whole granule) up to `small_size`, as PyTorch's
 /// `kSmallSize`. Where it is *served* from is another matter: a small request takes a free
@@ -82,43 +72,6 @@ pub(super) const SPLIT_MIN_RATIO: u64 = 4;
 /// the large pool, whose memory it uses.
 pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
     [PoolKind::Large, PoolKind::Small][(rounded <= cfg.small_size) as usize]
-}
-
-/// The size of the physical handles a growth for a request of `rounded` bytes creates:
-/// `rounded / handle_divisions` (`large_handle_divisions` from `large_request_size` up), rounded
-/// up to the granularity `gran`, between `min_handle_size` and `max_handle_size`.
-///
-/// Why: the driver maps whole handles only, so a stitch can use a handle only when all of it is
-/// free; small handles keep free memory stitchable, but each costs a create, a map and an access
-/// (about 30-60 us on the H200). Sizing handles by the request gives large tensors few large
-/// chunks and small ones small chunks. On the three given traces the default (sixteenths, 32 MiB
-/// to 1 GiB; quarters from 2 GiB) reaches 0.986-0.995 utilization at 1.58-1.86 driver x, where
-/// 2 MiB handles reach 0.98-0.9998 at 22-121 driver x and one handle per growth 0.95-0.99 at
-/// 1.4-1.7 (`docs/design.md`, "Handle size", "Very large growths").
-pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
-    let cap = (cfg.max_handle_size.div_ceil(gran) * gran).max(gran);
-    let k = if rounded >= cfg.large_request_size {
-        cfg.large_handle_divisions
-    } else {
-        cfg.handle_divisions
-    }
-    .max(1);
-    let floor = (cfg.min_handle_size.div_ceil(gran) * gran).clamp(gran, cap);
-    (rounded.div_ceil(k).div_ceil(gran) * gran).clamp(floor, cap)
-}
-
-/// The smallest large-pool growth in bytes (`min_growth` rounded up to the granularity). At one
-/// granule (the default), a request grows by what it lacks only: larger growths (PyTorch's
-/// 20 MiB) lowered driver time but cost up to 0.05 utilization on held-out traces
-/// (`docs/design.md`, "Held-out traces").
-pub(super) fn min_growth(cfg: &Config, gran: u64) -> u64 {
-    cfg.min_growth.div_ceil(gran) * gran
-}
-
-/// The smallest growth allowed now: [`min_growth`], or nothing on the last resort, where every
-/// byte counts.
-pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
-    min_growth(cfg, gran) * u64::from(!last_resort)
 }
 
 /// Whether a large request of `rounded` bytes may be served by stitching: stitching is on and the
@@ -192,31 +145,6 @@ pub(super) fn placement(
     } else {
         addr
     }
-}
-
-/// Whether a chunk may be cut at all now: free reserved bytes at most [`SPLIT_FREE_FACTOR`] times
-/// the largest request so far.
-pub(super) fn split_allowed(free_reserved: u64, largest_request: u64) -> bool {
-    free_reserved <= SPLIT_FREE_FACTOR.saturating_mul(largest_request)
-}
-
-/// Where to cut the chunk under a placement of `rounded` bytes at `at`, if it should be cut: so
-/// that the allocation breaks a chunk of its own size only and the rest stays stitchable. Only a
-/// chunk at least [`SPLIT_MIN_RATIO`] times the request (rounded to the granularity `gran`) that
-/// no stitched block maps: destroying cached stitched blocks to cut a chunk costs more in later
-/// stitches than it saves (`docs/design.md`, "What else each measure is worth"). The cut is right
-/// after the allocation when it starts the chunk, else at the granule holding its start.
-pub(super) fn split_point(c: &SplitView, at: u64, rounded: u64, gran: u64) -> Option<u64> {
-    let need = rounded.div_ceil(gran) * gran;
-    if !c.inside || c.cend - c.cstart < SPLIT_MIN_RATIO * need || c.stitch_mapped {
-        return None;
-    }
-    let cut = if at == c.cstart {
-        c.cstart + need
-    } else {
-        (at - c.seg_va) / gran * gran + c.seg_va
-    };
-    (cut > c.cstart && cut < c.cend).then_some(cut)
 }
 
 /// The order in which a stitch considers whole free chunks, given as `(bytes, start)`: largest
@@ -431,7 +359,9 @@ impl<D: Device> Allocator<D> {
         if let Some(b) = self.best_fit(pool, l, rounded) {
             return Some(Served::Block(b));
         }
-        self.handle_size = handle_size(&self.cfg, self.gran, rounded);
+        let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
+        let pressed = under_pressure(reserved + rounded, self.reserved_cap());
+        self.handle_size = growth_handle_size(&self.cfg, self.gran, rounded, pressed);
         if pool == PoolKind::Small {
             // A growth adds to reserved memory for certain; a broken large-pool chunk only stays
             // out of stitches while the small tensor lives. Taking only blocks that break no

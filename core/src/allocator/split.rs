@@ -17,8 +17,10 @@ impl<D: Device> Allocator<D> {
     /// block.
     pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
         let st = &self.stats;
-        let free = (st.reserved_bytes.all.current - st.allocated_bytes.all.current).max(0) as u64;
-        if !policy::split_allowed(free, self.largest_request) {
+        let reserved = st.reserved_bytes.all.current.max(0) as u64;
+        let free = reserved.saturating_sub(st.allocated_bytes.all.current.max(0) as u64);
+        let pressed = policy::under_pressure(reserved, self.reserved_cap());
+        if !pressed && !policy::split_allowed(free, self.largest_request) {
             return true;
         }
         let at = self.placement(b, rounded);
@@ -37,12 +39,40 @@ impl<D: Device> Allocator<D> {
             inside: cstart >= bstart && cend <= bend && at + rounded <= cend && !c.released,
             stitch_mapped: c.stitch_maps > 0,
             seg_va: seg.va,
+            pressed,
         };
         // The fence is checked last: its check may record an event.
         match policy::split_point(&view, at, rounded, self.gran) {
-            Some(cut) if self.try_complete(fence) => self.split_chunk(seg_id, ci, cut),
+            Some(cut) if self.try_complete(fence) && self.unstitch_chunk(seg_id, ci) => {
+                self.split_chunk(seg_id, ci, cut)
+            }
             _ => true,
         }
+    }
+
+    /// Destroys the cached stitched blocks that map chunk `ci` of `seg` (a whole free chunk, so
+    /// no stitched block in use maps it); whether none maps it any more. O(stitched blocks ×
+    /// pieces) when some do.
+    fn unstitch_chunk(&mut self, seg: SegId, ci: usize) -> bool {
+        if self.segments[seg].chunks[ci].stitch_maps == 0 {
+            return true;
+        }
+        let g = self.gran;
+        let mapping: Vec<StitchId> = self
+            .stitched
+            .iter()
+            .filter(|(_, st)| {
+                !st.active
+                    && st.pieces.iter().any(|p| {
+                        p.seg == seg && self.segments[seg].chunk_at(p.first_page as u64 * g) == ci
+                    })
+            })
+            .map(|(sid, _)| sid)
+            .collect();
+        for sid in mapping {
+            self.destroy_cached(sid);
+        }
+        self.segments[seg].chunks[ci].stitch_maps == 0
     }
 
     /// Replaces free chunk `ci` of `seg` by two handles split at address `cut`.

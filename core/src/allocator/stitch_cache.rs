@@ -162,15 +162,21 @@ impl<D: Device> Allocator<D> {
                 break;
             }
             // A private pool in use keeps its cached blocks: a graph may replay into them.
-            if self.pools.pinned(self.stitched[sid].owner) {
-                continue;
-            }
-            let fence = self.stitched[sid].fence;
-            if self.try_complete(fence) && self.destroy_stitched(sid) {
+            if self.destroy_cached(sid) {
                 any = true;
             }
         }
         any
+    }
+
+    /// Destroys the free stitched block `sid` if its last use has completed and no private pool
+    /// in use keeps it; whether it was.
+    pub(super) fn destroy_cached(&mut self, sid: StitchId) -> bool {
+        if self.pools.pinned(self.stitched[sid].owner) {
+            return false;
+        }
+        let fence = self.stitched[sid].fence;
+        self.try_complete(fence) && self.destroy_stitched(sid)
     }
 
     /// Unmaps and frees a free stitched block and forgets it (a segment sharing the start of its

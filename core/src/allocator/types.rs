@@ -310,6 +310,8 @@ pub(super) struct SplitView {
     pub stitch_mapped: bool,
     /// The start of its segment (cuts fall on granules counted from there).
     pub seg_va: u64,
+    /// Whether memory is short ([`super::policy::under_pressure`]).
+    pub pressed: bool,
 }
 
 #[cfg(test)]

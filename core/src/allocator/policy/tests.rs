@@ -35,6 +35,7 @@ fn split_points_fall_on_granules_inside_the_chunk() {
         inside: true,
         stitch_mapped: false,
         seg_va: 0,
+        pressed: false,
     };
     assert_eq!(split_point(&c, 0, 3 * G, G), Some(3 * G));
     assert_eq!(split_point(&c, 5 * G + 512, G, G), Some(5 * G));
@@ -45,6 +46,30 @@ fn split_points_fall_on_granules_inside_the_chunk() {
     };
     assert_eq!(split_point(&mapped, 0, G, G), None);
     assert!(split_allowed(4 * G, 2 * G) && !split_allowed(4 * G + 1, 2 * G));
+    // Memory short: any chunk larger than the request is cut, mapped by a cached stitch or not.
+    let pressed = SplitView {
+        pressed: true,
+        ..mapped
+    };
+    assert_eq!(split_point(&pressed, 0, 17 * G, G), Some(17 * G));
+    assert_eq!(
+        split_point(&pressed, 0, 64 * G, G),
+        None,
+        "nothing left to cut off"
+    );
+}
+
+#[test]
+fn memory_is_short_past_the_pressure_share_and_then_grows_by_granules() {
+    let cap = 1000 * G;
+    let at = cap / 1000 * PRESSURE_PER_MILLE;
+    assert!(!under_pressure(at, cap) && under_pressure(at + 1, cap));
+    let cfg = Config::default();
+    assert_eq!(growth_handle_size(&cfg, G, 1024 * G, true), G);
+    assert_eq!(
+        growth_handle_size(&cfg, G, 1024 * G, false),
+        handle_size(&cfg, G, 1024 * G)
+    );
 }
 
 #[test]
