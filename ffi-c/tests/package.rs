@@ -65,8 +65,8 @@ fn the_installed_package_builds_the_c_example_with_pkg_config_and_cmake() {
     ] {
         assert!(prefix.join(f).exists(), "{f} not installed");
     }
-    // pkg-config, exactly as the README says, for the static and the shared library; each binary
-    // runs with no LD_LIBRARY_PATH.
+    // pkg-config, for the static and the shared library; each binary runs with no
+    // LD_LIBRARY_PATH.
     for (package, static_only) in [("gmlake", true), ("gmlake-shared", false)] {
         let flags = run_ok(
             Command::new("pkg-config")
@@ -95,6 +95,37 @@ fn the_installed_package_builds_the_c_example_with_pkg_config_and_cmake() {
             "{package}: {needs}"
         );
     }
+    // The README's C program, built by the README's own command line (its prefix replaced by
+    // this test's); it runs, and where there is no GPU it says why and exits 1.
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let program = readme
+        .split("```c\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a C block in the README");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cc app.c $(PKG_CONFIG_PATH="))
+        .expect("the README's cc line");
+    std::fs::write(tmp.join("app.c"), program).unwrap();
+    run_ok(
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("{line} -o app").replace("/opt/gmlake", prefix.to_str().unwrap()))
+            .current_dir(&tmp),
+        "the README's cc line",
+    );
+    let out = Command::new(tmp.join("app"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            || (out.status.code() == Some(1) && said.contains("gmlake_create_cuda")),
+        "the README's C program: {:?} {said}",
+        out.status
+    );
     // CMake.
     if Command::new("cmake")
         .arg("--version")

@@ -99,3 +99,29 @@ def test_the_native_module_shares_the_c_entry_points():
         assert getattr(lib, name) is not None
     lib.gmlake_version.restype = ctypes.c_char_p
     assert lib.gmlake_version().decode() == gmlake.__version__
+
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+
+
+def test_the_readmes_python_examples_compile_and_name_what_exists():
+    text = open(README).read()
+    blocks = [b.split("```")[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 2
+    for b in blocks:
+        compile(b, "README.md", "exec")
+    import re
+    for name in set(re.findall(r"(?<![\w/])gmlake\.(\w+)\(", text)):
+        assert hasattr(gmlake, name), name
+
+
+def test_the_readmes_replay_command_runs_on_a_recorded_snapshot(tmp_path):
+    text = open(README).read()
+    line = next(l for l in text.splitlines() if l.startswith("python -m gmlake replay"))
+    snapshot = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data",
+                            "torch-2.11-snapshot-native.pickle")
+    args = line.split()[1:]
+    args = [snapshot if a == "my_job.pickle" else str(tmp_path / a) if a == "my_job.svg" else a for a in args]
+    out = subprocess.run([sys.executable] + args, capture_output=True, text=True, check=True).stdout
+    assert "fit gml" in out and "torch-2.11-snapshot-native.pickle" in out
+    assert (tmp_path / "my_job.svg").read_text().startswith("<svg")

@@ -9,6 +9,11 @@
 pub mod plot;
 pub mod report;
 
+/// The README's Rust example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use anyhow::{Context, Result};
 use gmlake_core::replay::{ReplayReport, Replayer, TraceAction, TraceEvent};
 use gmlake_core::sim::{SimulatedDevice, H200_TOTAL_BYTES};
