@@ -29,12 +29,12 @@ fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
 /// Replays traces (text or PyTorch snapshot pickles, gzip or plain) through gmlake and models of
 /// PyTorch's allocators on a simulated device, as `gmlake-replay` does, releasing the GIL
 /// meanwhile; `fit` also finds each allocator's smallest capacity, `plot` draws each trace to a
-/// file. Returns the JSON rows of `gmlake-replay --format json` and its table.
+/// file, `passes` above 1 replays each that many times on one allocator. Returns the JSON rows of `gmlake-replay --format json` and its table.
 ///
 /// Raises OSError for an unreadable trace or an unwritable plot, ValueError (naming the file and
 /// line) for a malformed trace or a bad configuration.
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None))]
+#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None, passes=1))]
 fn replay(
     py: Python<'_>,
     paths: Vec<String>,
@@ -42,9 +42,11 @@ fn replay(
     capacity: Option<u64>,
     fit: bool,
     plot: Option<String>,
+    passes: u32,
 ) -> PyResult<(String, String)> {
     let opts = Options {
         fit,
+        passes,
         ..options(config, capacity)?
     };
     let rows = py
@@ -57,7 +59,7 @@ fn replay(
             _ => PyValueError::new_err(format!("{e:#}")),
         })?;
     let json = serde_json::to_string(&rows).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    Ok((json, report::table(&rows)))
+    Ok((json, report::table(&rows) + &report::passes_table(&rows)))
 }
 
 /// Checks a configuration string; raises ValueError (listing the valid keys) if it is bad.

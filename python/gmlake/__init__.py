@@ -38,15 +38,16 @@ def _config_from_env():
     return ",".join(parts)
 
 
-def replay(path, config=None, capacity=None, fit=False):
+def replay(path, config=None, capacity=None, fit=False, passes=1):
     """Replays an allocation trace (text, or a PyTorch snapshot pickle from
     `torch.cuda.memory._dump_snapshot`; gzip or plain) through gmlake, and through models of
     PyTorch's native allocator and of its expandable segments, on a simulated device, and returns
     the figures of `gmlake-replay --format json` as a dict: utilization, peak bytes, stitches,
     driver calls, leaks, and `peers` with PyTorch's figures. `capacity` is the simulated device's
     memory in bytes (default: an H200's); with `fit`, each allocator's smallest capacity with no
-    out-of-memory too (`fit_capacity_bytes`). No GPU needed."""
-    rows, _ = _core.replay([os.fspath(path)], config, capacity, fit)
+    out-of-memory too (`fit_capacity_bytes`); with `passes` above 1, the trace replayed that many
+    times on one allocator, each pass's cost in `passes`. No GPU needed."""
+    rows, _ = _core.replay([os.fspath(path)], config, capacity, fit, None, passes)
     return json.loads(rows)[0]
 
 

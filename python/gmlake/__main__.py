@@ -16,11 +16,12 @@ def main(argv=None):
     r.add_argument("--capacity", type=int, default=None, help="simulated device memory in bytes")
     r.add_argument("--fit", action="store_true", help="also find each allocator's smallest capacity")
     r.add_argument("--plot", default=None, help="draw the bytes over each trace into FILE (.svg or .html)")
+    r.add_argument("--passes", type=int, default=1, help="also replay each trace N times on one allocator")
     r.add_argument("traces", nargs="+")
     args = parser.parse_args(argv)
     try:
         _, table = _core.replay([os.fspath(p) for p in args.traces], args.config, args.capacity, args.fit,
-                                args.plot)
+                                args.plot, args.passes)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

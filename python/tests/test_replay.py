@@ -47,6 +47,12 @@ def test_replay_sets_gmlake_beside_pytorchs_allocators_and_draws_them(tmp_path):
     assert html.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_replay_repeats_a_trace_on_one_allocator():
+    r = gmlake.replay(trace("gpt2_train"), passes=3)
+    assert [p["pass"] for p in r["passes"]] == [1, 2, 3]
+    assert r["passes"][0]["new_stitches"] == r["num_stitches"]
+
+
 def test_replay_takes_a_configuration_and_a_capacity():
     r = gmlake.replay(trace("gpt2_train"), config="stitching:false", capacity=36_956_012_544)
     assert r["num_stitches"] == 0 and r["ooms"] == 0

@@ -6,6 +6,7 @@
 //! command and the Python package (`gmlake.replay`, `python -m gmlake replay`) are both built on
 //! [`replay_file`] and [`report`], so they report the same figures.
 
+pub mod passes;
 pub mod plot;
 pub mod report;
 
@@ -43,6 +44,9 @@ pub struct Options {
     pub fit: bool,
     /// Keep the bytes over the trace (live, and reserved by each allocator) for a plot.
     pub series: bool,
+    /// Also replay the trace this many times on one allocator and report each pass
+    /// ([`passes::replay_passes`]); 0 or 1: not.
+    pub passes: u32,
 }
 
 /// The resolution of the fit capacity, bytes: the granularity of the H200 (a fit finer than the
@@ -64,6 +68,7 @@ impl Default for Options {
             progress: false,
             fit: false,
             series: false,
+            passes: 0,
         }
     }
 }
@@ -135,6 +140,9 @@ pub fn replay_file(path: &Path, opts: &Options) -> Result<Row> {
     }
     if opts.series {
         row.series = Some(Series::new(&events, gmlake_series, &row.peers));
+    }
+    if opts.passes > 1 {
+        row.passes = passes::replay_passes(&events, &cfg, opts.capacity, opts.passes)?;
     }
     Ok(row)
 }

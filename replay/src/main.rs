@@ -45,6 +45,10 @@ struct Args {
     /// .html); with several traces, one file each, named FILE's stem, the trace, FILE's extension.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Also replay each trace N times on one allocator, as a job repeats its steps, and report
+    /// each pass: new stitches, handles created, driver time, peak reserved bytes.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    passes: u32,
     /// Trace files.
     #[arg(required = true)]
     traces: Vec<PathBuf>,
@@ -77,6 +81,7 @@ fn main() -> Result<()> {
         device: args.device,
         progress: true,
         fit: args.fit,
+        passes: args.passes,
         ..Options::default()
     };
     if let Some(c) = &args.capacity {
@@ -85,7 +90,7 @@ fn main() -> Result<()> {
     let rows = replay_files(&args.traces, &opts, args.plot.as_deref())?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Format::Table => print!("{}", report::table(&rows)),
+        Format::Table => print!("{}{}", report::table(&rows), report::passes_table(&rows)),
     }
     Ok(())
 }

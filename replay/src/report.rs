@@ -31,6 +31,8 @@ pub struct Row {
     /// With `--fit`: gmlake's estimated driver time replaying the trace at that capacity, in
     /// microseconds (what working harder under pressure costs).
     pub fit_driver_us: Option<f64>,
+    /// With `--passes N`: each pass of the trace replayed N times on one allocator.
+    pub passes: Vec<crate::passes::PassRow>,
     /// With a plot asked for: the bytes over the trace (dropped once drawn).
     pub series: Option<Series>,
 }
@@ -122,6 +124,7 @@ impl Row {
             peers: Vec::new(),
             fit_capacity_bytes: None,
             fit_driver_us: None,
+            passes: Vec::new(),
             series: None,
         }
     }
@@ -207,6 +210,9 @@ impl Serialize for Row {
             })
             .collect();
         m.serialize_entry("peers", &peers)?;
+        if !self.passes.is_empty() {
+            m.serialize_entry("passes", &self.passes)?;
+        }
         m.serialize_entry("driver_calls", &calls)?;
         let segments = &r.stats.segment;
         m.serialize_entry(
@@ -316,6 +322,36 @@ pub fn table(rows: &[Row]) -> String {
             r.report.end_ranges,
             r.report.end_mappings
         );
+    }
+    out
+}
+
+/// With `--passes N`: a line per pass of each trace replayed N times on one allocator; empty
+/// without.
+pub fn passes_table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    if rows.iter().all(|r| r.passes.is_empty()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24} {:>5} {:>9} {:>8} {:>10} {:>8} {:>5}",
+        "trace", "pass", "stitches", "handles", "driver ms", "peak GB", "ooms"
+    );
+    for r in rows {
+        for p in &r.passes {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>5} {:>9} {:>8} {:>10.1} {:>8.2} {:>5}",
+                r.trace,
+                p.pass,
+                p.new_stitches,
+                p.handles_created,
+                p.driver_us / 1e3,
+                gb(p.peak_reserved_bytes),
+                p.ooms
+            );
+        }
     }
     out
 }

@@ -191,3 +191,35 @@ fn plot_draws_every_allocator() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--passes N`: N passes on one allocator; the first makes the stitches a single replay makes,
+/// and a training trace settles (no handle created from the third pass on).
+#[test]
+fn passes_report_each_repetition() {
+    let out = replay(&[
+        "--format",
+        "json",
+        "--passes",
+        "4",
+        &trace("opt13_lora.txt.gz"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+    let passes = r["passes"].as_array().unwrap();
+    assert_eq!(passes.len(), 4);
+    assert_eq!(passes[0]["new_stitches"], r["num_stitches"]);
+    assert_eq!(passes[0]["peak_reserved_bytes"], r["peak_reserved_bytes"]);
+    for p in &passes[2..] {
+        assert_eq!(p["handles_created"], 0, "{p}");
+        assert_eq!(p["ooms"], 0);
+    }
+    let table = replay(&["--passes", "2", &trace("gpt2_train.txt.gz")]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("gpt2_train.txt.gz") && l.split_whitespace().nth(1) == Some("2")));
+}
