@@ -29,12 +29,13 @@ fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
 /// Replays traces (text or PyTorch snapshot pickles, gzip or plain) through gmlake and models of
 /// PyTorch's allocators on a simulated device, as `gmlake-replay` does, releasing the GIL
 /// meanwhile; `fit` also finds each allocator's smallest capacity, `plot` draws each trace to a
-/// file, `passes` above 1 replays each that many times on one allocator. Returns the JSON rows of `gmlake-replay --format json` and its table.
+/// file, `passes` above 1 replays each that many times on one allocator, `device` picks a
+/// snapshot's GPU. Returns the JSON rows of `gmlake-replay --format json` and its table.
 ///
 /// Raises OSError for an unreadable trace or an unwritable plot, ValueError (naming the file and
 /// line) for a malformed trace or a bad configuration.
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None, passes=1))]
+#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None, passes=1, device=None))]
 fn replay(
     py: Python<'_>,
     paths: Vec<String>,
@@ -43,10 +44,12 @@ fn replay(
     fit: bool,
     plot: Option<String>,
     passes: u32,
+    device: Option<usize>,
 ) -> PyResult<(String, String)> {
     let opts = Options {
         fit,
         passes,
+        device,
         ..options(config, capacity)?
     };
     let rows = py

@@ -129,5 +129,5 @@ def test_the_readmes_replay_command_runs_on_a_recorded_snapshot(tmp_path):
     args = line.split()[1:]
     args = [snapshot if a == "my_job.pickle" else str(tmp_path / a) if a == "my_job.svg" else a for a in args]
     out = subprocess.run([sys.executable] + args, capture_output=True, text=True, check=True).stdout
-    assert "fit gml" in out and "torch-2.11-snapshot-native.pickle" in out
+    assert "fit gml" in out and "torch-2.11-snapshot-native.pickle (device 0)" in out
     assert (tmp_path / "my_job.svg").read_text().startswith("<svg")

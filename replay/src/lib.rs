@@ -80,7 +80,7 @@ impl Default for Options {
 /// teardown.
 pub fn replay_file(path: &Path, opts: &Options) -> Result<Row> {
     let cfg = Config::parse(&opts.config)?;
-    let events = gmlake_trace::read_trace(path, opts.device)?;
+    let (events, device) = gmlake_trace::read_trace_of(path, opts.device)?;
     let bar = progress_bar(path, events.len(), opts.progress)?;
     let start = Instant::now();
     let mut gmlake_series = Vec::new();
@@ -104,6 +104,7 @@ pub fn replay_file(path: &Path, opts: &Options) -> Result<Row> {
         |n| n.to_string_lossy().into_owned(),
     );
     let mut row = Row::new(name, report, elapsed, &opts.config);
+    row.device = device;
     let lo = row.report.peak_active_bytes.saturating_sub(1);
     for peer in Peer::ALL {
         let r = gmlake_peers::replay(peer, &events, opts.capacity);

@@ -14,6 +14,8 @@ pub struct Row {
     /// The trace's file name, without its folder: the row's name in the table and in the JSON
     /// (`trace`).
     pub trace: String,
+    /// For a snapshot: the device whose trace was replayed.
+    pub device: Option<usize>,
     /// The configuration string replayed with.
     pub config: String,
     /// What the replay through gmlake measured (the simulated device's figures, leaks
@@ -118,6 +120,7 @@ impl Row {
         };
         Row {
             trace,
+            device: None,
             config: config.to_string(),
             report,
             replay_ns_per_op,
@@ -159,6 +162,9 @@ impl Serialize for Row {
             r.driver_calls.iter().map(|(c, n)| (c.name(), n)).collect();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("trace", &self.trace)?;
+        if let Some(d) = self.device {
+            m.serialize_entry("device", &d)?;
+        }
         m.serialize_entry("config", &self.config)?;
         let figures: [(&str, Value); 23] = [
             ("events", r.events.into()),
@@ -283,10 +289,14 @@ pub fn table(rows: &[Row]) -> String {
         let (nat, nat_ooms, nat_fit) = peer(Peer::Native);
         let (exp, exp_ooms, exp_fit) = peer(Peer::Expandable);
         let live = r.report.peak_active_bytes;
+        // A snapshot says which device's trace it was.
+        let name = r
+            .device
+            .map_or(r.trace.clone(), |d| format!("{} (device {d})", r.trace));
         let _ = write!(
             out,
             "{:<24} {:>9} {:>8.2} {:>9.2} {:>7.4} {:>9.2} {:>7.4} {:>9.2} {:>7.4} {:>8}",
-            r.trace,
+            name,
             r.report.allocs,
             gb(live),
             gb(r.report.peak_reserved_bytes),

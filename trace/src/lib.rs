@@ -50,6 +50,18 @@ pub enum TraceError {
 /// # Errors
 /// [`TraceError`] naming the file, and the line for text traces.
 pub fn read_trace(path: &Path, device: Option<usize>) -> Result<Vec<TraceEvent>, TraceError> {
+    read_trace_of(path, device).map(|(events, _)| events)
+}
+
+/// As [`read_trace`], and for a snapshot the device whose trace was read (`None` for a text
+/// trace, which has one device).
+///
+/// # Errors
+/// As [`read_trace`].
+pub fn read_trace_of(
+    path: &Path,
+    device: Option<usize>,
+) -> Result<(Vec<TraceEvent>, Option<usize>), TraceError> {
     let io = |source| TraceError::Io {
         path: path.to_path_buf(),
         source,
@@ -65,9 +77,9 @@ pub fn read_trace(path: &Path, device: Option<usize>) -> Result<Vec<TraceEvent>,
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     // Pickles (protocol 2 and later) start with the PROTO opcode 0x80.
     if reader.fill_buf().map_err(io)?.first() == Some(&0x80) {
-        return pickle::read_snapshot(reader, path, device);
+        return pickle::read_snapshot(reader, path, device).map(|(e, d)| (e, Some(d)));
     }
-    parse_text(reader, path)
+    Ok((parse_text(reader, path)?, None))
 }
 
 /// Parses the text format from any reader; `path` is used in errors.

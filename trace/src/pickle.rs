@@ -24,7 +24,7 @@ pub(crate) fn read_snapshot(
     reader: impl Read,
     path: &Path,
     device: Option<usize>,
-) -> Result<Vec<TraceEvent>, TraceError> {
+) -> Result<(Vec<TraceEvent>, usize), TraceError> {
     let bad = |message: String| TraceError::Snapshot {
         path: path.to_path_buf(),
         message,
@@ -81,5 +81,5 @@ pub(crate) fn read_snapshot(
             stream,
         });
     }
-    Ok(events)
+    Ok((events, pick))
 }
