@@ -134,6 +134,7 @@ int main(int argc, char **argv) {
   if (g != NULL) {
     CHECK(gmlake_record_history(g, true, 1000, true) == GMLAKE_OK, "history on");
     CHECK(gmlake_pool(g, 1, 0, GMLAKE_POOL_INCREF) == GMLAKE_OK, "pool incref");
+    CHECK(gmlake_pool(g, 1, 0, 99) == GMLAKE_ERROR_INVALID_ARGUMENT && strstr(gmlake_last_error(), "unknown pool operation") != NULL, "bad pool operation");
     void *gp = NULL, *dp = NULL;
     CHECK(gmlake_malloc_ex(g, 64 * MiB, NULL, 1, 0, 42, &gp) == GMLAKE_OK, "malloc in the pool");
     CHECK(gmlake_free_ex(g, gp, 43) == GMLAKE_OK, "free in the pool");

@@ -27,6 +27,36 @@
 #include <stdint.h>
 
 /*
+ `gmlake_pool`: create the pool with one user, or add a user (PyTorch's `createOrIncrefPool`).
+ */
+#define GMLAKE_POOL_INCREF 0
+
+/*
+ `gmlake_pool`: remove a user; with none left, its free memory goes back (`releasePool`).
+ */
+#define GMLAKE_POOL_RELEASE 1
+
+/*
+ `gmlake_pool`: hand out whole blocks only, a segment each (`MemPool(no_split=True)`).
+ */
+#define GMLAKE_POOL_NO_SPLIT 2
+
+/*
+ `gmlake_pool`: let default-pool requests that found no memory use its free blocks.
+ */
+#define GMLAKE_POOL_USE_ON_OOM 3
+
+/*
+ `gmlake_pool`: stop letting them.
+ */
+#define GMLAKE_POOL_NO_USE_ON_OOM 4
+
+/*
+ `gmlake_pool`: return its free memory if no user is left (`emptyCache(mempool_id)`).
+ */
+#define GMLAKE_POOL_EMPTY_CACHE 5
+
+/*
  What a gmlake call returned. `GMLAKE_OK` is 0; every other value is an error whose message
  [`gmlake_last_error`] gives on the same thread.
  */
@@ -69,37 +99,6 @@ typedef enum gmlake_status {
    */
   GMLAKE_ERROR_INTERNAL = 8,
 } gmlake_status;
-
-/*
- What to do to a pool (`gmlake_pool`).
- */
-typedef enum gmlake_pool_op {
-  /*
-   Create the pool with one user, or add a user (PyTorch's `createOrIncrefPool`).
-   */
-  GMLAKE_POOL_INCREF = 0,
-  /*
-   Remove a user; with none left, its free memory goes back (PyTorch's `releasePool`).
-   */
-  GMLAKE_POOL_RELEASE = 1,
-  /*
-   Hand out whole blocks only, one segment per allocation (`MemPool(no_split=True)`).
-   */
-  GMLAKE_POOL_NO_SPLIT = 2,
-  /*
-   Let default-pool requests that found no memory use its free blocks (`use_on_oom`).
-   */
-  GMLAKE_POOL_USE_ON_OOM = 3,
-  /*
-   Stop doing so.
-   */
-  GMLAKE_POOL_NO_USE_ON_OOM = 4,
-  /*
-   Return its free memory to the device if no user is left (PyTorch's
-   `emptyCache(mempool_id)`; for the default pool, `gmlake_empty_cache`).
-   */
-  GMLAKE_POOL_EMPTY_CACHE = 5,
-} gmlake_pool_op;
 
 /*
  An allocator for one device. Opaque; create it with `gmlake_create_cuda`,
@@ -849,10 +848,10 @@ enum gmlake_status gmlake_malloc_ex(struct gmlake_allocator *a,
 enum gmlake_status gmlake_free_ex(struct gmlake_allocator *a, void *ptr, uint64_t context);
 
 /*
- Applies `op` to pool `(pool0, pool1)`.
+ Applies `op` (one of the `GMLAKE_POOL_*` values) to pool `(pool0, pool1)`.
 
- Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator, the default pool where a private
- one is needed, an unknown pool, or a release of a pool without users; `GMLAKE_ERROR_DEVICE`
+ Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator, an unknown `op`, the default
+ pool where a private one is needed, an unknown pool, or a release of a pool without users; `GMLAKE_ERROR_DEVICE`
  if the device synchronization of a release failed.
 
  # Safety
@@ -861,7 +860,7 @@ enum gmlake_status gmlake_free_ex(struct gmlake_allocator *a, void *ptr, uint64_
 enum gmlake_status gmlake_pool(struct gmlake_allocator *a,
                                uint64_t pool0,
                                uint64_t pool1,
-                               enum gmlake_pool_op op);
+                               uint32_t op);
 
 /*
  The users of pool `(pool0, pool1)` into `*out` (0 if it does not exist).

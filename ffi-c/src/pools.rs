@@ -70,29 +70,23 @@ pub unsafe extern "C" fn gmlake_free_ex(
     })
 }
 
-/// What to do to a pool (`gmlake_pool`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum gmlake_pool_op {
-    /// Create the pool with one user, or add a user (PyTorch's `createOrIncrefPool`).
-    GMLAKE_POOL_INCREF = 0,
-    /// Remove a user; with none left, its free memory goes back (PyTorch's `releasePool`).
-    GMLAKE_POOL_RELEASE = 1,
-    /// Hand out whole blocks only, one segment per allocation (`MemPool(no_split=True)`).
-    GMLAKE_POOL_NO_SPLIT = 2,
-    /// Let default-pool requests that found no memory use its free blocks (`use_on_oom`).
-    GMLAKE_POOL_USE_ON_OOM = 3,
-    /// Stop doing so.
-    GMLAKE_POOL_NO_USE_ON_OOM = 4,
-    /// Return its free memory to the device if no user is left (PyTorch's
-    /// `emptyCache(mempool_id)`; for the default pool, `gmlake_empty_cache`).
-    GMLAKE_POOL_EMPTY_CACHE = 5,
-}
+/// `gmlake_pool`: create the pool with one user, or add a user (PyTorch's `createOrIncrefPool`).
+pub const GMLAKE_POOL_INCREF: u32 = 0;
+/// `gmlake_pool`: remove a user; with none left, its free memory goes back (`releasePool`).
+pub const GMLAKE_POOL_RELEASE: u32 = 1;
+/// `gmlake_pool`: hand out whole blocks only, a segment each (`MemPool(no_split=True)`).
+pub const GMLAKE_POOL_NO_SPLIT: u32 = 2;
+/// `gmlake_pool`: let default-pool requests that found no memory use its free blocks.
+pub const GMLAKE_POOL_USE_ON_OOM: u32 = 3;
+/// `gmlake_pool`: stop letting them.
+pub const GMLAKE_POOL_NO_USE_ON_OOM: u32 = 4;
+/// `gmlake_pool`: return its free memory if no user is left (`emptyCache(mempool_id)`).
+pub const GMLAKE_POOL_EMPTY_CACHE: u32 = 5;
 
-/// Applies `op` to pool `(pool0, pool1)`.
+/// Applies `op` (one of the `GMLAKE_POOL_*` values) to pool `(pool0, pool1)`.
 ///
-/// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator, the default pool where a private
-/// one is needed, an unknown pool, or a release of a pool without users; `GMLAKE_ERROR_DEVICE`
+/// Errors: `GMLAKE_ERROR_INVALID_ARGUMENT` for a NULL allocator, an unknown `op`, the default
+/// pool where a private one is needed, an unknown pool, or a release of a pool without users; `GMLAKE_ERROR_DEVICE`
 /// if the device synchronization of a release failed.
 ///
 /// # Safety
@@ -102,9 +96,8 @@ pub unsafe extern "C" fn gmlake_pool(
     a: *mut gmlake_allocator,
     pool0: u64,
     pool1: u64,
-    op: gmlake_pool_op,
+    op: u32,
 ) -> gmlake_status {
-    use gmlake_pool_op::*;
     guard("gmlake_pool", || {
         let id = PoolId(pool0, pool1);
         with(a, |a| {
@@ -115,6 +108,7 @@ pub unsafe extern "C" fn gmlake_pool(
                 GMLAKE_POOL_USE_ON_OOM => a.set_pool_use_on_oom(id, true)?,
                 GMLAKE_POOL_NO_USE_ON_OOM => a.set_pool_use_on_oom(id, false)?,
                 GMLAKE_POOL_EMPTY_CACHE => a.empty_pool_cache(id)?,
+                _ => return Err(invalid(format!("unknown pool operation {op}"))),
             }
             Ok(())
         })

@@ -36,6 +36,8 @@ fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
 /// line) for a malformed trace or a bad configuration.
 #[pyfunction]
 #[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None, passes=1, device=None))]
+// Python's keyword arguments, one per option of the command line.
+#[allow(clippy::too_many_arguments)]
 fn replay(
     py: Python<'_>,
     paths: Vec<String>,

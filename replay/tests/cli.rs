@@ -9,25 +9,30 @@ fn replay(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The JSON rows of a successful replay with `args`.
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = replay(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn trace(name: &str) -> String {
     format!("{}/../traces/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
 fn json_has_the_documented_fields() {
-    let out = replay(&[
+    let rows = json(&[
         "--format",
         "json",
         "--inject-fault",
         "map:2",
         &trace("gpt2_train.txt.gz"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &rows[0];
     for field in [
         "trace",
@@ -105,13 +110,8 @@ fn bad_input_fails_with_a_clear_message() {
 /// out-of-memory while 2 MiB less does not suffice for it.
 #[test]
 fn peers_and_fit_capacities() {
-    let out = replay(&["--format", "json", "--fit", &trace("gpt2_train.txt.gz")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+    let rows = json(&["--format", "json", "--fit", &trace("gpt2_train.txt.gz")]);
+    let r = &rows[0];
     let live = r["peak_active_bytes"].as_u64().unwrap();
     let native = &r["peers"]["pytorch_native"];
     assert_eq!(
@@ -140,14 +140,15 @@ fn peers_and_fit_capacities() {
             "{who}: live {live}, fit {fit}, reserved {reserved}"
         );
         let ooms = |cap: u64| {
-            let out = replay(&[
+            let cap = cap.to_string();
+            let rows = json(&[
                 "--format",
                 "json",
                 "--capacity",
-                &cap.to_string(),
+                &cap,
                 &trace("gpt2_train.txt.gz"),
             ]);
-            let r = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+            let r = &rows[0];
             if who.is_empty() {
                 r["ooms"].as_u64().unwrap()
             } else {
@@ -196,19 +197,14 @@ fn plot_draws_every_allocator() {
 /// and a training trace settles (no handle created from the third pass on).
 #[test]
 fn passes_report_each_repetition() {
-    let out = replay(&[
+    let rows = json(&[
         "--format",
         "json",
         "--passes",
         "4",
         &trace("opt13_lora.txt.gz"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0];
+    let r = &rows[0];
     let passes = r["passes"].as_array().unwrap();
     assert_eq!(passes.len(), 4);
     assert_eq!(passes[0]["new_stitches"], r["num_stitches"]);

@@ -1,35 +1,130 @@
-//! The installed package serves C users without cargo: `scripts/install.sh PREFIX --from DIR`, then
-//! `examples/basic.c` built with `pkg-config --cflags --libs --static gmlake` and, where CMake is
-//! installed (CI installs it), with `find_package(gmlake)`: `gmlake::gmlake` for the C example and
-//! `gmlake::gmlake_cpp` for the C++ one.
+//! The C and C++ examples, built against the committed headers and the static libraries only,
+//! and run: `ffi-c/examples/basic.c` (the API, every bad input, sharing, pools, history) and
+//! `ffi-c/examples/torch_entry.cpp` (PyTorch's entry points) against `libgmlake.a`;
+//! `ffi-cpp/examples/basic.cpp` against `libgmlake_cpp.a` and the cxx-generated headers. And the
+//! installed package serves C users without cargo: `scripts/install.sh PREFIX --from DIR`, then
+//! `basic.c` built with pkg-config (static and shared library) and, where CMake is installed (CI
+//! installs it), with `find_package(gmlake)`; the README's C program built by its own command line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn profile_dir() -> PathBuf {
+/// The target's profile folder (where the static libraries go), the libraries of `packages`
+/// built there first.
+fn build(packages: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
-}
-
-fn build_library() -> PathBuf {
-    let dir = profile_dir();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
     let mut build = Command::new(env!("CARGO"));
-    build.args([
-        "build",
-        "-p",
-        "gmlake-ffi-c",
-        "-p",
-        "gmlake-ffi-cpp",
-        "--lib",
-    ]);
-    if dir.file_name().is_some_and(|n| n == "release") {
+    build.arg("build").arg("--lib");
+    for p in packages {
+        build.args(["-p", p]);
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
     assert!(
         build.status().unwrap().success(),
-        "cargo build -p gmlake-ffi-c failed"
+        "cargo build {packages:?} failed"
     );
-    dir
+    profile_dir
+}
+
+/// Compiles `source` with `compiler` and `args`, runs it, and checks that it succeeded and printed
+/// `expect`.
+fn compile_and_run(
+    compiler: &str,
+    source: &Path,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+    expect: &str,
+) {
+    let name = source.file_name().unwrap().to_string_lossy();
+    let out = std::env::temp_dir().join(format!("gmlake-{name}-{}", std::process::id()));
+    let mut cc = Command::new(compiler);
+    cc.arg(source);
+    for a in args {
+        cc.arg(a);
+    }
+    let status = cc
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("{compiler}: {e}"));
+    assert!(
+        status.success(),
+        "{compiler} failed on {}",
+        source.display()
+    );
+    let run = Command::new(&out).output().unwrap();
+    let _ = std::fs::remove_file(&out);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(
+        run.status.success() && stdout.contains(expect),
+        "{stdout}{stderr}"
+    );
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_c_examples_build_against_the_header_and_pass() {
+    let lib = build(&["gmlake-ffi-c"]).join("libgmlake.a");
+    let include = repo().join("ffi-c/include");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let args: [&dyn AsRef<std::ffi::OsStr>; 7] = [
+        &"-I",
+        &include,
+        &lib,
+        &"-lstdc++",
+        &"-lpthread",
+        &"-ldl",
+        &"-lm",
+    ];
+    compile_and_run(
+        &cc,
+        &repo().join("ffi-c/examples/basic.c"),
+        &args,
+        "c example: ok",
+    );
+    compile_and_run(
+        &cxx,
+        &repo().join("ffi-c/examples/torch_entry.cpp"),
+        &args,
+        "torch entry: ok",
+    );
+}
+
+#[test]
+fn the_cpp_example_builds_and_passes() {
+    let profile = build(&["gmlake-ffi-cpp"]);
+    let cxxbridge = profile.parent().unwrap().join("cxxbridge");
+    let (include, lib) = (
+        repo().join("ffi-cpp/include"),
+        profile.join("libgmlake_cpp.a"),
+    );
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let args: [&dyn AsRef<std::ffi::OsStr>; 9] = [
+        &"-std=c++17",
+        &"-I",
+        &include,
+        &"-I",
+        &cxxbridge,
+        &lib,
+        &"-lpthread",
+        &"-ldl",
+        &"-lm",
+    ];
+    compile_and_run(
+        &cxx,
+        &repo().join("ffi-cpp/examples/basic.cpp"),
+        &args,
+        "cpp example: ok",
+    );
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
@@ -45,8 +140,8 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
 
 #[test]
 fn the_installed_package_builds_the_c_example_with_pkg_config_and_cmake() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let lib_dir = build_library();
+    let repo = repo();
+    let lib_dir = build(&["gmlake-ffi-c", "gmlake-ffi-cpp"]);
     let tmp = std::env::temp_dir().join(format!("gmlake-package-{}", std::process::id()));
     let prefix = tmp.join("prefix");
     run_ok(
