@@ -5,7 +5,7 @@
 # is printed at the end. Exit status: 0 when every check passed.
 #
 #   bash scripts/gpu-check.sh            # all checks
-#   CHECKS="tests host costs examples python corebench bench" bash scripts/gpu-check.sh
+#   CHECKS="tests host costs examples python features corebench bench" bash scripts/gpu-check.sh
 #   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
 #   CHECKS="features workloads" bash scripts/gpu-check.sh   # PyTorch's memory features, training runs
 #   PACK_LOGS=1 bash scripts/gpu-check.sh > $OUT/gpu-check.txt   # logs as one $OUT/logs.tgz
@@ -13,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gmlake-gpu}
-CHECKS=${CHECKS:-"tests host costs examples python corebench bench"}
+CHECKS=${CHECKS:-"tests host costs examples python features corebench bench"}
 mkdir -p "$OUT"
 export GMLAKE_TRACES=$PWD/traces
 summary=()
