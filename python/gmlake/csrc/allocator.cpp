@@ -287,7 +287,9 @@ class Allocator final : public cca::CUDAAllocator {
 
   double getMemoryFraction(c10::DeviceIndex device) override {
     double f = 1.0;
-    check(api.gmlake_cache_info(dev(device), nullptr, &f), "getMemoryFraction");
+    if (auto* a = existing(device)) {
+      check(api.gmlake_cache_info(a, nullptr, &f), "getMemoryFraction");
+    }
     return f;
   }
 
@@ -334,9 +336,13 @@ class Allocator final : public cca::CUDAAllocator {
 
   // ---- statistics ---------------------------------------------------------------------------
 
+  // A device gmlake has not served yet has all-zero statistics: asking must not create a CUDA
+  // context there (several hundred MiB of that GPU), as PyTorch's own allocator does not.
   DeviceStats getDeviceStats(c10::DeviceIndex device) override {
     gmlake_device_stats s{};
-    check(api.gmlake_get_device_stats(dev(device), &s), "getDeviceStats");
+    if (auto* a = existing(device)) {
+      check(api.gmlake_get_device_stats(a, &s), "getDeviceStats");
+    }
     DeviceStats out;
     auto arr = [](c10::CachingAllocator::StatArray& to, const gmlake_stat_array& from) {
       const gmlake_stat* parts[3] = {&from.all, &from.small_pool, &from.large_pool};
@@ -367,11 +373,15 @@ class Allocator final : public cca::CUDAAllocator {
   }
 
   void resetAccumulatedStats(c10::DeviceIndex device) override {
-    check(api.gmlake_reset_accumulated_stats(dev(device)), "resetAccumulatedStats");
+    if (auto* a = existing(device)) {
+      check(api.gmlake_reset_accumulated_stats(a), "resetAccumulatedStats");
+    }
   }
 
   void resetPeakStats(c10::DeviceIndex device) override {
-    check(api.gmlake_reset_peak_stats(dev(device)), "resetPeakStats");
+    if (auto* a = existing(device)) {
+      check(api.gmlake_reset_peak_stats(a), "resetPeakStats");
+    }
   }
 
   // ---- history and snapshots ----------------------------------------------------------------
@@ -776,6 +786,12 @@ class Allocator final : public cca::CUDAAllocator {
       (void)api.gmlake_record_history(a, true, max_entries_, false);
     }
     return a;
+  }
+
+  // The allocator of `device` if gmlake has made it, else nullptr (making none).
+  gmlake_allocator* existing(c10::DeviceIndex device) {
+    std::lock_guard<std::mutex> g(mu_);
+    return device >= 0 && static_cast<size_t>(device) < devices_.size() ? devices_[device] : nullptr;
   }
 
   std::vector<gmlake_allocator*> all_devices() {
