@@ -72,8 +72,11 @@ def build(torch, verbose=False):
     cuda_inc = _cuda_include_dirs(cpp_extension)
     if not cuda_inc:
         raise RuntimeError("no CUDA runtime headers (cuda_runtime_api.h) found: set CUDA_HOME")
-    build_dir = cpp_extension._get_build_directory(name, verbose=False)
-    if not os.path.exists(os.path.join(build_dir, name + ".so")):
+    try:  # a private helper of torch's: only for the message, never a reason to fail
+        built = os.path.exists(os.path.join(cpp_extension._get_build_directory(name, verbose=False), name + ".so"))
+    except Exception:
+        built = False
+    if not built:
         print("gmlake: building its PyTorch allocator for torch %s (once per gmlake and torch version)..."
               % torch.__version__, file=sys.stderr, flush=True)
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
