@@ -17,9 +17,10 @@
 //! graph: frees that must wait for other streams' work wait until the capture ends.
 
 use super::types::*;
-use super::Allocator;
-use crate::device::{Device, StreamHandle};
+use super::{policy, Allocator, Served};
+use crate::device::{Device, DeviceError, StreamHandle};
 use crate::error::{Error, Result};
+use crate::stats::PoolKind;
 use alloc::vec::Vec;
 use hashbrown::HashMap;
 
@@ -432,5 +433,60 @@ impl<D: Device> Allocator<D> {
             out.allocated.push(addr);
         }
         Ok(out)
+    }
+}
+
+/// The orders PyTorch's pool settings ask for (`MemPool(use_on_oom=True)`, `MemPool(no_split=True)`):
+/// part of the allocation order of `policy.rs` (its steps 6 and `no_split`), kept here with the
+/// pools they serve.
+impl<D: Device> Allocator<D> {
+    /// Where a request of the default pool that found no memory may still be served: a free
+    /// block of a private pool marked `use_on_oom` (PyTorch's `MemPool(use_on_oom=True)`: memory
+    /// set aside for a job that lets others use it rather than fail). Returns it with the lane of
+    /// that pool, which owns the memory. O(pools × FIT_PROBES).
+    pub(super) fn borrow_from_pools(
+        &mut self,
+        rounded: u64,
+        pool: PoolKind,
+        l: LaneIdx,
+    ) -> (Option<Served>, LaneIdx) {
+        if self.lane_pool(l) != DEFAULT_POOL {
+            return (None, l);
+        }
+        let s = self.lane_stream(l);
+        for p in 1..self.pools.list.len() as PoolIdx {
+            if self
+                .pools
+                .get(p)
+                .is_some_and(|st| st.use_on_oom && st.use_count > 0)
+            {
+                let lane = self.lane(p, s);
+                if let Some(b) = self.best_fit(pool, lane, rounded) {
+                    return (Some(Served::Block(b)), lane);
+                }
+            }
+        }
+        (None, l)
+    }
+
+    /// The order for a pool that hands out whole blocks (`no_split`): the smallest free block that
+    /// fits, else a segment of exactly the request. No stitching, no growth in place, no chunk
+    /// cut: each allocation is a segment of its own, as memory registered with a communication
+    /// library must be.
+    pub(super) fn serve_whole(
+        &mut self,
+        rounded: u64,
+        pool: PoolKind,
+        l: LaneIdx,
+        device_error: &mut Option<DeviceError>,
+    ) -> Option<Served> {
+        if let Some(b) = self.best_fit(pool, l, rounded) {
+            return Some(Served::Block(b));
+        }
+        self.handle_size = policy::handle_size(&self.cfg, self.gran, rounded);
+        self.grow(l, pool, rounded.div_ceil(self.gran) * self.gran)
+            .map(|seg| Served::Block(self.segments[seg].first_block))
+            .map_err(|m| m.report(device_error))
+            .ok()
     }
 }
