@@ -8,6 +8,7 @@
 #   CHECKS="tests host costs examples python features corebench bench" bash scripts/gpu-check.sh
 #   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
 #   CHECKS="features workloads" bash scripts/gpu-check.sh   # PyTorch's memory features, training runs
+#   CHECKS="dynamic" bash scripts/gpu-check.sh   # long dynamic-shape runs, budget, generation, captured step
 #   PACK_LOGS=1 bash scripts/gpu-check.sh > $OUT/gpu-check.txt   # logs as one $OUT/logs.tgz
 # (the device tool brings back at most 8 files from $OUT; a full run writes more)
 set -uo pipefail
@@ -137,6 +138,8 @@ torch_script() { # check, script, output name, args...: runs a PyTorch script of
 [[ " $CHECKS " == *" features "* ]] && torch_script "torch features" torch_features.py features "$OUT/features.json" ${FEATURES:-}
 # Training runs under native, expandable segments and both gmlake routes (WORKLOADS names a subset).
 [[ " $CHECKS " == *" workloads "* ]] && torch_script "torch workloads" torch_workloads.py workloads "$OUT/workloads.json"
+# Long dynamic-shape runs, a memory budget, generation and a captured training step (JOBS names a subset).
+[[ " $CHECKS " == *" dynamic "* ]] && torch_script "torch dynamic" torch_dynamic.py dynamic "$OUT/dynamic.json" ${JOBS:-}
 
 if [[ " $CHECKS " == *" corebench "* ]]; then
   # The core's own cost per operation on the simulated device (replay/benches/replay.rs), here

@@ -224,7 +224,7 @@ def f_compile_reduce_overhead(torch, mode):
     block = torch.nn.TransformerEncoderLayer(256, 4, 1024, batch_first=True).cuda().eval()
     cases = ((mlp, lambda n: torch.randn(n, 512, device="cuda"), (64, 256, 128)),
              (block, lambda n: torch.randn(8, n, 256, device="cuda"), (64, 128, 96)))
-    errs, reserved = [], []
+    errs, reserved, segments = [], [], []
     with torch.no_grad():
         for model, make, shapes in cases:
             fn = torch.compile(model, mode="reduce-overhead")
@@ -235,9 +235,13 @@ def f_compile_reduce_overhead(torch, mode):
                         errs.append((fn(x) - model(x)).abs().max().item())
                 torch.cuda.synchronize()
                 reserved.append(torch.cuda.memory_reserved())
+                segments.append({(sg["address"], sg["total_size"], str(sg.get("segment_pool_id")), sg.get("segment_type"))
+                                 for sg in torch.cuda.memory._snapshot()["segments"]})
     assert max(errs) < 1e-2, max(errs)
     grew = [reserved[i + 1] - reserved[i] for i in range(0, len(reserved), 2)]
-    assert all(g <= 0 for g in grew), "reserved memory grew after warm-up: %s" % grew
+    # Where growth came from: the segments (address, bytes, pool, kind) that are new after warm-up.
+    new = [sorted(segments[i + 1] - segments[i]) for i in range(0, len(segments), 2)]
+    assert all(g <= 0 for g in grew), "reserved memory grew after warm-up: %s, new segments %s" % (grew, new)
     return {"max_error": max(errs), "calls": len(errs), "reserved": reserved}
 
 
@@ -418,7 +422,9 @@ def main():
     results = {}
     for feature in wanted:
         for mode in (SPEED_MODES if feature == "speed" else MODES):
-            results[(feature, mode)] = run(feature, mode)
+            r = results[(feature, mode)] = run(feature, mode)
+            # One line per run as it ends, so that a run cut short still says what it saw.
+            print("ran %s %s: %s in %.0f s" % (feature, mode, "PASS" if r["ok"] else "FAIL " + r.get("error", "")[:200], r["secs"]), flush=True)
     # Rows that compare allocators: every native statistics key is there under gmlake.
     if ("stats", "native") in results and results[("stats", "gmlake")].get("ok"):
         native = set(results[("stats", "native")].get("data", {}).get("keys", []))

@@ -242,15 +242,36 @@ class Allocator final : public cca::CUDAAllocator {
     if (!ptr) {
       return;
     }
-    c10::DeviceIndex device = 0;
+    std::optional<c10::DeviceIndex> device;
     {
       std::lock_guard<std::mutex> g(raw_mu_);
       auto it = raw_device_.find(ptr);
-      TORCH_CHECK(it != raw_device_.end(), "gmlake: raw_delete of a pointer raw_alloc did not return");
-      device = it->second;
-      raw_device_.erase(it);
+      if (it != raw_device_.end()) {
+        device = it->second;
+        raw_device_.erase(it);
+      }
     }
-    free_on(device, ptr);
+    if (device) {
+      free_on(*device, ptr);
+      return;
+    }
+    // Like PyTorch's allocator, raw_delete frees any live allocation, not only raw_alloc's:
+    // cudagraph trees free this way the blocks a restored checkpoint (setCheckpointPoolState)
+    // made again. The device is the one whose allocator holds the pointer.
+    size_t n = 0;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      n = devices_.size();
+    }
+    for (size_t d = 0; d < n; ++d) {
+      auto* a = existing(static_cast<c10::DeviceIndex>(d));
+      uint64_t s = 0;
+      if (a && api.gmlake_allocation_size(a, ptr, &s) == GMLAKE_OK) {
+        free_on(static_cast<c10::DeviceIndex>(d), ptr);
+        return;
+      }
+    }
+    TORCH_CHECK(false, "gmlake: raw_delete of a pointer that is not a live allocation");
   }
 
   void init(int device_count) override {
