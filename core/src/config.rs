@@ -77,6 +77,14 @@ pub struct Config {
     /// Fraction of the device's memory this allocator may reserve (PyTorch's
     /// `per_process_memory_fraction`), in `(0, 1]`. Default: no limit.
     pub memory_fraction: Option<f64>,
+    /// Whether a request that finds no room on this device may be served, in part or whole, by
+    /// physical memory created on a peer device (over NVLink), mapped into this device's address
+    /// space (a stitched block that spans devices). Default false: nothing is ever borrowed.
+    pub peer_borrow: bool,
+    /// The most bytes borrowed from any one peer at once (rounded down to the granularity).
+    /// Default: a quarter of this device's memory ([`crate::stats::Stats::borrowed_bytes`]
+    /// counts what is borrowed).
+    pub peer_borrow_limit: Option<u64>,
 }
 
 impl Default for Config {
@@ -98,6 +106,8 @@ impl Default for Config {
             va_arena_size: 64 * GIB,
             small_size: MIB,
             memory_fraction: None,
+            peer_borrow: false,
+            peer_borrow_limit: None,
         }
     }
 }
@@ -120,7 +130,7 @@ impl core::error::Error for ConfigError {}
 /// The keys [`Config::parse`] accepts, as listed in its errors.
 pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
 defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
-max_handle_size, min_handle_size, handle_divisions, large_request_size, large_handle_divisions, split_chunks, min_growth, va_arena_size, small_size, per_process_memory_fraction";
+max_handle_size, min_handle_size, handle_divisions, large_request_size, large_handle_divisions, split_chunks, min_growth, va_arena_size, small_size, per_process_memory_fraction, peer_borrow, peer_borrow_limit";
 
 fn err(message: String) -> ConfigError {
     ConfigError { message }
@@ -220,6 +230,8 @@ fn canonical(key: &str) -> Option<&'static str> {
         "min_growth" => "min_growth",
         "va_arena_size" => "va_arena_size",
         "small_size" => "small_size",
+        "peer_borrow" => "peer_borrow",
+        "peer_borrow_limit" => "peer_borrow_limit",
         _ => return None,
     })
 }
@@ -306,6 +318,8 @@ impl Config {
             "large_handle_divisions" => self.large_handle_divisions = parse_u64(key, value)?,
             "va_arena_size" => self.va_arena_size = parse_size(value, 1)?,
             "small_size" => self.small_size = parse_size(value, 1)?,
+            "peer_borrow" => self.peer_borrow = parse_bool(key, value)?,
+            "peer_borrow_limit" => self.peer_borrow_limit = Some(parse_size(value, 1)?),
             "per_process_memory_fraction" | "memory_fraction" => {
                 self.memory_fraction = Some(parse_f64(key, value)?)
             }

@@ -9,6 +9,7 @@
 //! Sizes and offsets are bytes. Addresses are device virtual addresses as `u64`.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// An opaque physical memory handle (CUDA: `CUmemGenericAllocationHandle`).
@@ -330,6 +331,31 @@ pub trait Device: Send {
                 "this device cannot share handle {:#x} with other processes",
                 handle.0
             ),
+        ))
+    }
+
+    /// The devices whose memory this one can map and access (CUDA: the ordinals of the GPUs with
+    /// peer access to this one, over NVLink or PCIe), in the order a borrower should try them.
+    /// The default: none, so that nothing is ever borrowed.
+    fn peers(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
+    /// Creates a physical handle of `size` bytes (a multiple of the granularity) in the memory of
+    /// peer device `peer`, to be mapped into this device's ranges like any handle:
+    /// [`Device::map`], [`Device::set_access`] (which grants *this* device access),
+    /// [`Device::unmap`] and [`Device::release_handle`] take it as they take a local one. Counted
+    /// and fault-injected as [`DriverCall::CreateHandle`]. The default refuses (`NotSupported`).
+    ///
+    /// # Errors
+    /// `OutOfMemory` when the peer has no room; `NotSupported` where `peer` is not a peer of this
+    /// device; others on driver failure.
+    fn create_peer_handle(&mut self, peer: u32, size: u64) -> DeviceResult<PhysHandle> {
+        Err(DeviceError::new(
+            DriverCall::CreateHandle,
+            DeviceErrorKind::NotSupported,
+            0,
+            alloc::format!("device {peer} is not a peer of this device ({size} bytes asked)"),
         ))
     }
 

@@ -35,8 +35,8 @@ mod sync;
 
 pub use allocator::{
     Allocator, BlockInfo, BlockStateInfo, ChunkInfo, HistoryRecord, PieceInfo, PoolCheckpoint,
-    PoolId, PoolRestore, SegmentInfo, Shared, SharedPiece, Snapshot, StitchedInfo, MAX_REQUEST,
-    MIN_BLOCK_SIZE,
+    PoolId, PoolRestore, SegmentInfo, Shared, SharedPiece, Snapshot, StitchedInfo, BORROW_POOL,
+    MAX_REQUEST, MIN_BLOCK_SIZE,
 };
 pub use config::Config;
 pub use device::{

@@ -166,9 +166,35 @@ pub struct Stats {
     pub num_chunk_splits: u64,
     /// Driver calls made by this allocator, by kind (gmlake).
     pub driver_calls: DriverCallCounts,
+    /// Bytes of peer devices' memory held (borrowed), all peers together; counted in
+    /// `reserved_bytes` too (gmlake, `peer_borrow`).
+    pub borrowed_bytes: Stat,
+    /// Bytes held of each peer's memory now, by peer ordinal (peers from [`MAX_PEERS`] on are
+    /// never borrowed from) (gmlake).
+    pub borrowed_by_peer: [u64; MAX_PEERS],
 }
 
+/// The most peer devices memory is borrowed from: ordinals `0..MAX_PEERS` (an NVLink domain of
+/// HGX H200 boards has 8 GPUs).
+pub const MAX_PEERS: usize = 16;
+
 impl Stats {
+    /// Books `delta` bytes (negative: returned) of peer `peer`'s memory as borrowed.
+    pub(crate) fn borrow(&mut self, peer: u32, delta: i64) {
+        self.borrowed_bytes.update(delta);
+        if let Some(b) = self.borrowed_by_peer.get_mut(peer as usize) {
+            *b = b.saturating_add_signed(delta);
+        }
+    }
+
+    /// Bytes of peer `peer`'s memory held now (0 for an ordinal past [`MAX_PEERS`]).
+    pub fn borrowed_from(&self, peer: u32) -> u64 {
+        self.borrowed_by_peer
+            .get(peer as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// `requested_bytes.all.peak / reserved_bytes.all.peak`: GMLake's utilization metric on the
     /// bytes callers asked for (1 - fragmentation). 0 before any memory was reserved.
     pub fn utilization(&self) -> f64 {
@@ -195,12 +221,14 @@ impl Stats {
         ]
     }
 
-    /// gmlake's own statistics of stitched blocks, by name (keys `gmlake.NAME.FIELD`).
-    pub fn stitch_stats(&self) -> [(&'static str, &Stat); 3] {
+    /// gmlake's own statistics of stitched blocks and borrowed memory, by name (keys
+    /// `gmlake.NAME.FIELD`).
+    pub fn stitch_stats(&self) -> [(&'static str, &Stat); 4] {
         [
             ("stitched_bytes", &self.stitched_bytes),
             ("stitched_blocks", &self.stitched_blocks),
             ("stitch_mappings", &self.stitch_mappings),
+            ("borrowed_bytes", &self.borrowed_bytes),
         ]
     }
 
@@ -232,6 +260,7 @@ impl Stats {
             &mut self.stitched_bytes,
             &mut self.stitched_blocks,
             &mut self.stitch_mappings,
+            &mut self.borrowed_bytes,
         ] {
             f(s);
         }

@@ -52,6 +52,10 @@ const ACCEPTED: &[Accepted] = &[
     ("small_size:2MB,min_growth:4MB,va_arena_size:1TB", |c| {
         c.small_size == 2 * MIB && c.min_growth == 4 * MIB && c.va_arena_size == 1 << 40
     }),
+    ("peer_borrow:on,peer_borrow_limit:8GB", |c| {
+        c.peer_borrow && c.peer_borrow_limit == Some(8 << 30)
+    }),
+    ("", |c| !c.peer_borrow && c.peer_borrow_limit.is_none()),
 ];
 
 /// Refused inputs and a word the message must contain.
@@ -85,6 +89,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("per_process_memory_fraction:1.5", "(0, 1]"),
     ("per_process_memory_fraction:0", "(0, 1]"),
     ("small_size:128MB", "at most 64 MiB"),
+    ("peer_borrow:maybe", "peer_borrow"),
     ("max_handle_size:0", "positive"),
 ];
 

@@ -245,6 +245,40 @@ impl Device for CudaVmm {
         Ok(PhysHandle(h))
     }
 
+    /// The GPUs whose memory this one can access (`cuDeviceCanAccessPeer`), by ordinal; none if
+    /// the driver cannot tell.
+    fn peers(&self) -> Vec<u32> {
+        let count = result::device::get_count().unwrap_or(0);
+        (0..count)
+            .filter(|&i| i != self.ordinal)
+            .filter(|&i| {
+                result::device::get(i).is_ok_and(|peer| {
+                    // SAFETY: the driver was initialized in `new`; both devices are valid.
+                    unsafe { vmm::can_access_peer(self.device, peer) }.unwrap_or(false)
+                })
+            })
+            .map(|i| i as u32)
+            .collect()
+    }
+
+    /// A handle in the memory of GPU `peer` (`cuMemCreate` with that location); mapped here and
+    /// granted this device's access like any other ([`Device::set_access`]), it is reached over
+    /// NVLink or PCIe.
+    fn create_peer_handle(&mut self, peer: u32, size: u64) -> DeviceResult<PhysHandle> {
+        let at = || format!("cuMemCreate of {size} bytes on peer device {peer}");
+        let dev = result::device::get(peer as i32)
+            .map_err(|e| device_error(DriverCall::CreateHandle, at)(e))?;
+        let h = self.timed(
+            DriverCall::CreateHandle,
+            |_| at(),
+            // SAFETY: a context is current; the core passes granularity multiples (the
+            // granularity of GPUs of one node is the same).
+            |s| unsafe { vmm::create(size as usize, &pinned_prop(dev, s.shareable)) },
+        )?;
+        self.ledger.add_handle(h, size);
+        Ok(PhysHandle(h))
+    }
+
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
         self.timed(
             DriverCall::ReleaseHandle,

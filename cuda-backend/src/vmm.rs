@@ -22,6 +22,19 @@ pub unsafe fn create(
     Ok(h.assume_init())
 }
 
+/// `cuDeviceCanAccessPeer`: whether `dev` can access memory of `peer`.
+///
+/// # Safety
+/// The driver library is loaded and initialized; both are valid devices.
+pub unsafe fn can_access_peer(
+    dev: sys::CUdevice,
+    peer: sys::CUdevice,
+) -> Result<bool, DriverError> {
+    let mut v = MaybeUninit::uninit();
+    sys::cuDeviceCanAccessPeer(v.as_mut_ptr(), dev, peer).result()?;
+    Ok(v.assume_init() != 0)
+}
+
 /// `cuMemRelease`.
 ///
 /// # Safety

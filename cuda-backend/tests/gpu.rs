@@ -446,3 +446,59 @@ fn trace_replays_on_the_gpu_match_the_driver_and_the_simulation() {
         );
     }
 }
+
+/// Fills `size` bytes at `p` `rounds` times and returns the bandwidth in GB/s (wall time around
+/// the fills and a device synchronization).
+fn fill_bandwidth(a: &mut Allocator<CudaVmm>, p: u64, size: u64, rounds: u32) -> f64 {
+    a.device_mut().synchronize_device().unwrap();
+    let t = std::time::Instant::now();
+    for r in 0..rounds {
+        util::fill_async(a.device_mut(), p, r as u8, size as usize, S0).unwrap();
+    }
+    a.device_mut().synchronize_device().unwrap();
+    (size * rounds as u64) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+#[test]
+#[ignore = "needs two CUDA GPUs with peer access: run by scripts/gpu-check.sh on nvidia-h200-x2"]
+fn a_stitched_block_spanning_two_gpus_holds_its_data() {
+    let mut a = allocator("peer_borrow:on,peer_borrow_limit:1GB,max_handle_size:64MB");
+    if a.device().peers().is_empty() {
+        eprintln!("skipped: GPU 0 has no peer GPU (needs two GPUs with peer access)");
+        return;
+    }
+    // Device 0 limited to 256 MiB and full; two 64 MiB blocks freed.
+    a.set_reserved_limit(Some(256 * MIB));
+    let ps: Vec<u64> = (0..4).map(|_| a.malloc(64 * MIB, S0).unwrap()).collect();
+    a.free(ps[0]).unwrap();
+    a.free(ps[2]).unwrap();
+    let p = a.malloc(256 * MIB, S0).unwrap();
+    let st = a.stats();
+    assert_eq!(
+        st.borrowed_bytes.current,
+        128 * MIB as i64,
+        "half of it is the peer's"
+    );
+    assert!(
+        st.num_stitches >= 1,
+        "one stitched block over both GPUs' memory"
+    );
+    a.check_invariants().unwrap();
+    stamp(&mut a, p, 256 * MIB, 11);
+    verify(&mut a, p, 256 * MIB, 11);
+    // Bandwidth of device 0 writing the peer's memory (new memory starts a stitched block) and
+    // its own (the rest).
+    let remote = fill_bandwidth(&mut a, p, 128 * MIB, 20);
+    let local = fill_bandwidth(&mut a, p + 128 * MIB, 128 * MIB, 20);
+    eprintln!("peer borrow: fill bandwidth local {local:.0} GB/s, borrowed {remote:.0} GB/s");
+    a.free(p).unwrap();
+    a.free(ps[1]).unwrap();
+    a.free(ps[3]).unwrap();
+    a.empty_cache().unwrap();
+    assert_eq!(
+        a.stats().borrowed_bytes.current,
+        0,
+        "empty_cache returns the peer's memory"
+    );
+    assert_eq!(a.release_all().unwrap(), 0);
+}

@@ -91,6 +91,15 @@ pub(crate) fn stats_json(s: &Stats, driver_us: Option<f64>) -> String {
     for (name, v) in s.counters() {
         m.insert(name.to_string(), v.into());
     }
+    // Borrowed bytes by lending peer, for the peers lending some now.
+    for (peer, &b) in s.borrowed_by_peer.iter().enumerate() {
+        if b > 0 {
+            m.insert(
+                format!("gmlake.borrowed_bytes.peer{peer}.current"),
+                b.into(),
+            );
+        }
+    }
     for (call, n) in s.driver_calls.iter() {
         m.insert(format!("gmlake.driver_calls.{}", call.name()), n.into());
     }

@@ -121,6 +121,13 @@ impl<D: Device> Device for FaultyDevice<D> {
         }
         self.inner.create_handle(size)
     }
+    fn peers(&self) -> Vec<u32> {
+        self.inner.peers()
+    }
+    fn create_peer_handle(&mut self, peer: u32, size: u64) -> DeviceResult<PhysHandle> {
+        self.gate(DriverCall::CreateHandle)?;
+        self.inner.create_peer_handle(peer, size)
+    }
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
         self.gate(DriverCall::ReleaseHandle)?;
         self.inner.release_handle(handle)

@@ -23,7 +23,14 @@ pub enum Preset {
     EagerStitch,
     /// Stitching off (`stitching:false`): the plain caching allocator.
     NoStitch,
+    /// Eager stitching with borrowing from a peer device on (`peer_borrow`): on the simulated
+    /// backend, the device has a peer of `PEER_CAPACITY` bytes, so that requests past the
+    /// capacity are served by stitched blocks that span both devices.
+    PeerBorrow,
 }
+
+/// The peer device's memory under [`Preset::PeerBorrow`], in bytes.
+pub const PEER_CAPACITY: u64 = 96 * MIB;
 
 impl Preset {
     /// The configuration string (`GMLAKE_CONF` syntax) of this preset.
@@ -32,6 +39,7 @@ impl Preset {
             Preset::Default => "",
             Preset::EagerStitch => "frag_limit:0,max_handle_size:8MB,min_growth:2MB,max_stitch_mappings:12,stitched_bytes_limit:48MB",
             Preset::NoStitch => "stitching:false",
+            Preset::PeerBorrow => "frag_limit:0,max_handle_size:8MB,min_growth:2MB,peer_borrow:on,peer_borrow_limit:64MB",
         }
     }
 }
@@ -217,7 +225,7 @@ impl Encode for Backend {
 
 impl Encode for Preset {
     fn encode(&self, out: &mut Vec<u8>) {
-        tag(*self as u64, 3, out);
+        tag(*self as u64, 4, out);
     }
 }
 

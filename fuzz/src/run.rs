@@ -1,10 +1,10 @@
 //! Runs a [`Program`] and checks the invariants after every step.
 
 use crate::faulty::FaultyDevice;
-use crate::program::{capacity_bytes, Backend, Op, Program};
+use crate::program::{capacity_bytes, Backend, Op, Preset, Program, PEER_CAPACITY};
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{
-    Allocator, Config, Device, DriverCall, Error, PoolId, StreamHandle, MAX_REQUEST,
+    Allocator, Config, Device, DriverCall, Error, PoolId, StreamHandle, BORROW_POOL, MAX_REQUEST,
 };
 use gmlake_host::HostDevice;
 use std::collections::BTreeMap;
@@ -75,7 +75,14 @@ pub fn run_program(program: &Program) -> Result<Outcome, Violation> {
     let capacity = capacity_bytes(program.capacity_units);
     match program.backend {
         Backend::Simulated => {
-            let dev = FaultyDevice::new(SimulatedDevice::new(BACKING_CAPACITY), capacity);
+            let sim = if program.preset == Preset::PeerBorrow {
+                // Device 0 of a pair; the peer's memory lives on in the fabric they share.
+                let mut pair = SimulatedDevice::peers_of(&[BACKING_CAPACITY, PEER_CAPACITY]);
+                pair.swap_remove(0)
+            } else {
+                SimulatedDevice::new(BACKING_CAPACITY)
+            };
+            let dev = FaultyDevice::new(sim, capacity);
             Runner::new(dev, cfg, false)?.run(&program.ops)
         }
         Backend::Host => {
@@ -411,6 +418,8 @@ impl<D: Device> Runner<D> {
                     .find(|s| s.address <= addr && addr < s.address + s.size)
                     .map(|s| s.owner),
             };
+            // Borrowed memory (its own internal pool) serves the default pool.
+            let owner = owner.map(|o| if o == BORROW_POOL { PoolId::DEFAULT } else { o });
             if owner != Some(l.pool) {
                 return Err(self.fail(format!(
                     "{addr:#x} of pool {:?} lies in memory of {owner:?}",

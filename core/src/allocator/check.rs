@@ -3,7 +3,7 @@
 use super::types::*;
 use super::Allocator;
 use crate::device::Device;
-use crate::stats::PoolKind;
+use crate::stats::{PoolKind, MAX_PEERS};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -20,6 +20,7 @@ impl<D: Device> Allocator<D> {
         let g = self.gran;
         let mut free_blocks = 0usize;
         let mut reserved = [0i64; 2];
+        let mut borrowed = [0u64; MAX_PEERS];
         let pidx = |p: PoolKind| (p == PoolKind::Large) as usize;
         for (sid, seg) in self.segments.iter() {
             let mut at = seg.va;
@@ -86,22 +87,43 @@ impl<D: Device> Allocator<D> {
             if live != seg.live_chunks {
                 return Err(format!("segment {sid}: live chunk count is off"));
             }
-            reserved[pidx(seg.pool)] += seg
+            let held = seg
                 .chunks
                 .iter()
                 .filter(|c| !c.released)
-                .map(|c| c.size as i64)
-                .sum::<i64>();
+                .map(|c| c.size)
+                .sum::<u64>();
+            reserved[pidx(seg.pool)] += held as i64;
+            if let Some(p) = seg.peer {
+                borrowed[p as usize] += held;
+                if self.pool_id(self.lane_pool(seg.lane)) != super::peer::BORROW_POOL {
+                    return Err(format!(
+                        "segment {sid}: borrowed memory outside the borrowing pool"
+                    ));
+                }
+            }
         }
         for d in &self.deferred {
             if let Deferred::Release {
                 size,
                 reserved: Some(pool),
+                peer,
                 ..
             } = d
             {
                 reserved[pidx(*pool)] += *size as i64;
+                if let Some(p) = peer {
+                    borrowed[*p as usize] += *size;
+                }
             }
+        }
+        if borrowed != self.stats.borrowed_by_peer
+            || borrowed.iter().sum::<u64>() as i64 != self.stats.borrowed_bytes.current
+        {
+            return Err(format!(
+                "borrowed bytes {:?} ({}) != borrowed chunks {borrowed:?}",
+                self.stats.borrowed_by_peer, self.stats.borrowed_bytes.current
+            ));
         }
         let pooled: usize = self
             .free

@@ -15,20 +15,29 @@ use alloc::vec::Vec;
 impl<D: Device> Allocator<D> {
     /// Creates physical handles for `bytes` (a multiple of the granularity), at most
     /// `max_handle_size` each. On failure nothing is held.
+    /// While borrowing (`self.borrowing`), the handles are created in the peer's memory, within
+    /// the per-peer limit instead of this device's.
     fn create_chunks(&mut self, bytes: u64) -> Result<Vec<(PhysHandle, u64)>, Miss> {
-        let reserved = self.stats.reserved_bytes.all.current as u64;
-        if self
-            .limit
-            .is_some_and(|l| reserved.saturating_add(bytes) > l)
-        {
+        let over = match self.borrowing {
+            Some((p, _)) => self.stats.borrowed_from(p).saturating_add(bytes) > self.peer_limit(),
+            None => self
+                .limit
+                .is_some_and(|l| self.local_reserved().saturating_add(bytes) > l),
+        };
+        if over {
             return Err(Miss::NoMemory);
         }
         let max_handle = self.handle_size;
+        let peer = self.borrowing.map(|b| b.0);
         let mut handles: Vec<(PhysHandle, u64)> = Vec::new();
         let mut left = bytes;
         while left > 0 {
             let size = left.min(max_handle);
-            match self.call(DriverCall::CreateHandle, |d| d.create_handle(size)) {
+            let made = match peer {
+                Some(p) => self.call(DriverCall::CreateHandle, |d| d.create_peer_handle(p, size)),
+                None => self.call(DriverCall::CreateHandle, |d| d.create_handle(size)),
+            };
+            match made {
                 Ok(h) => handles.push((h, size)),
                 Err(e) => {
                     self.undo_handles(&handles);
@@ -106,6 +115,11 @@ impl<D: Device> Allocator<D> {
         pool: PoolKind,
     ) -> SegId {
         let bytes: u64 = handles.iter().map(|h| h.1).sum();
+        // Borrowed memory goes to the borrowing lane, whatever lane asked for it.
+        let (l, peer) = match self.borrowing {
+            Some((p, lb)) => (lb, Some(p)),
+            None => (l, None),
+        };
         let seg = self.segments.insert(Segment {
             va,
             size: 0,
@@ -117,6 +131,7 @@ impl<D: Device> Allocator<D> {
             last_block: 0,
             chunk_of: Vec::new(),
             unit_shift: 0,
+            peer,
         });
         self.add_chunks(seg, handles);
         let b = self.blocks.insert(Block {
@@ -152,6 +167,9 @@ impl<D: Device> Allocator<D> {
             segm.size += size;
             segm.live_chunks += 1;
             self.stats.reserved_bytes.update(segm.pool, size as i64);
+            if let Some(p) = segm.peer {
+                self.stats.borrow(p, size as i64);
+            }
         }
         segm.reindex();
     }

@@ -12,6 +12,7 @@ mod check;
 mod grow;
 mod history;
 mod live;
+mod peer;
 mod policy;
 mod pool;
 mod pools;
@@ -36,6 +37,7 @@ use hashbrown::HashMap;
 use types::*;
 
 pub use history::HistoryRecord;
+pub use peer::BORROW_POOL;
 pub use pools::{PoolCheckpoint, PoolId, PoolRestore};
 pub use share::{Shared, SharedPiece};
 pub use snapshot::{
@@ -89,6 +91,9 @@ pub struct Allocator<D: Device> {
     /// The caller's context id for what the calls now under way do (history and snapshots).
     context: u64,
     history: history::History,
+    /// While a request borrows memory: the peer lending it and the lane its segments join
+    /// (`peer.rs`); growth then creates handles in that peer's memory.
+    borrowing: Option<(u32, LaneIdx)>,
 }
 
 /// What serves a request.
@@ -160,6 +165,7 @@ impl<D: Device> Allocator<D> {
             largest_request: 0,
             context: 0,
             history: history::History::default(),
+            borrowing: None,
         };
         if let Some(f) = a.cfg.memory_fraction {
             a.set_memory_fraction(f)?;
@@ -250,6 +256,12 @@ impl<D: Device> Allocator<D> {
     /// Limits reserved memory to `bytes` (or lifts the limit with `None`).
     pub fn set_reserved_limit(&mut self, bytes: Option<u64>) {
         self.limit = bytes;
+    }
+
+    /// Reserved bytes in this device's own memory (borrowed bytes are counted in reserved memory
+    /// too, but against the per-peer limit, not this device's).
+    pub(super) fn local_reserved(&self) -> u64 {
+        (self.stats.reserved_bytes.all.current - self.stats.borrowed_bytes.current).max(0) as u64
     }
 
     /// What reserved memory may reach: the limit, else the device's memory.

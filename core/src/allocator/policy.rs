@@ -26,7 +26,8 @@
 //!    a CUDA graph capture, where synchronizing is illegal;
 //! 6. a default-pool request may take free blocks of a private pool marked `use_on_oom`
 //!    (PyTorch's rule, run in `pools.rs`);
-//! 7. out of memory.
+//! 7. with `peer_borrow` on, memory borrowed from a peer GPU ([`may_borrow`], [`peer_limit`]);
+//! 8. out of memory.
 //!
 //! A pool marked `no_split` hands out whole blocks only ([`Allocator::serve_whole`]). Before a
 //! free block is handed out, the allocation goes to its end that breaks fewer whole chunks
@@ -59,6 +60,21 @@ pub(super) const REUSE_PROBES: usize = 64;
 /// How many of the most recently freed cached stitched blocks a reuse scans for ones of a fitting
 /// size, so that the search stays bounded however many are cached.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
+
+/// Whether a request that found no room here may borrow a peer's memory (`peer.rs`): with
+/// `peer_borrow` on, for a large default-pool request outside captures (borrowed memory goes back
+/// whenever cache is released, which a graph's pool must not), last, since NVLink reaches a peer
+/// at a fraction of local bandwidth. Peers in the device's order, each within [`peer_limit`].
+pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
+    let default_pool = owner == super::pools::DEFAULT_POOL;
+    cfg.peer_borrow && kind == PoolKind::Large && default_pool && !capture
+}
+
+/// The most bytes borrowed from one peer, in whole granules: `peer_borrow_limit`, else a quarter
+/// of this device's memory (so that a lender keeps most of its own; a bound, not a measurement).
+pub(super) fn peer_limit(cfg: &Config, total: u64, gran: u64) -> u64 {
+    cfg.peer_borrow_limit.unwrap_or(total / 4) / gran * gran
+}
 
 /// The pool of a request of `rounded` bytes: the small pool (one-granule segments, so that a
 /// tensor of a few bytes does not hold a whole granule) up to `small_size`, as PyTorch's
@@ -111,10 +127,9 @@ pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
 /// is short ([`under_pressure`]), where every partly used handle is memory lost to stitching.
 pub(super) fn growth_handle_size(cfg: &Config, gran: u64, rounded: u64, pressed: bool) -> u64 {
     if pressed {
-        gran
-    } else {
-        handle_size(cfg, gran, rounded)
+        return gran;
     }
+    handle_size(cfg, gran, rounded)
 }
 
 /// The smallest large-pool growth in bytes (`min_growth` rounded up to the granularity). At one
@@ -274,9 +289,8 @@ pub(super) fn choose_chunks(sizes: &[u64], need: u64) -> Vec<usize> {
     chosen
 }
 
-/// The largest cached stitched block that may serve `rounded` bytes: `reuse_limit` times the
-/// request (GMLake's `reuseLimit`, 10). The unused tail of a reused block stays free for others,
-/// so a generous bound pins only address space.
+/// The largest cached stitched block that may serve `rounded` bytes: `reuse_limit` (GMLake's
+/// `reuseLimit`, 10) times it; a reused block's unused tail stays free, so it pins address only.
 pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
     (rounded as f64 * cfg.reuse_limit) as u64
 }
@@ -308,8 +322,9 @@ pub(super) fn reuse_candidates(
     let best_fitting = cands.len();
     let recent: Vec<StitchId> = recent
         .take(REUSE_RECENT_SCAN)
-        .filter(|&sid| (rounded..=max).contains(&size_of(sid)))
-        .filter(|sid| !cands[..best_fitting].contains(sid))
+        .filter(|&sid| {
+            (rounded..=max).contains(&size_of(sid)) && !cands[..best_fitting].contains(&sid)
+        })
         .take(REUSE_PROBES)
         .collect();
     cands.extend(recent);
@@ -329,17 +344,16 @@ pub(super) fn growable_candidates(
 }
 
 /// The address space a new stitched block of `size` bytes holds after its range to grow into: as
-/// much again (requests in training often double: opt13_lora's 2.3 GB then 4.7 GB), never past
-/// the device's memory `total`, which no block can exceed; a multiple of the granularity. Address
-/// space is plentiful (47 bits for a 141 GB device) and held from arenas at no driver cost.
+/// much again (training requests often double: opt13_lora's 2.3 GB then 4.7 GB), never past the
+/// device's memory `total`, in granules. Address space is plentiful and held at no driver cost.
 pub(super) fn headroom_for(size: u64, total: u64, gran: u64) -> u64 {
     size.min(total.saturating_sub(size) / gran * gran)
 }
 
 /// Whether the cached stitched blocks are past their bounds, so that the least recently freed
 /// must go (GMLake's StitchFree): virtual bytes of stitched blocks over `stitched_bytes_limit`
-/// (default twice the device's memory `total`), or their mappings over `max_stitch_mappings`.
-/// Cached blocks cost address space and mappings but no physical memory, so the bounds are wide.
+/// (default twice the device's memory `total`), or their mappings over `max_stitch_mappings`:
+/// wide, since cached blocks cost address space and mappings but no physical memory.
 pub(super) fn over_stitch_bounds(
     stitched_bytes: u64,
     mappings: u64,
@@ -354,9 +368,7 @@ pub(super) fn over_stitch_bounds(
 /// it already has: what the tail lacks, rounded up to the granularity, at least `floor` and one
 /// granule. The segment with the smallest such growth is grown (its tail saves the most).
 pub(super) fn extension_bytes(rounded: u64, tail: u64, floor: u64, gran: u64) -> u64 {
-    (rounded.saturating_sub(tail).div_ceil(gran) * gran)
-        .max(floor)
-        .max(gran)
+    (rounded.saturating_sub(tail).div_ceil(gran) * gran).max(floor.max(gran))
 }
 
 impl<D: Device> Allocator<D> {
@@ -373,6 +385,12 @@ impl<D: Device> Allocator<D> {
         self.largest_request = self.largest_request.max(rounded);
         let mut device_error = None;
         let mut served = self.serve(rounded, pool, l, false, &mut device_error);
+        let mut lane = l;
+        let borrow = may_borrow(&self.cfg, pool, self.lane_pool(l), self.capturing());
+        // Free borrowed memory serves before a release would give it back to borrow it again.
+        if served.is_none() && device_error.is_none() && borrow {
+            (served, lane) = self.reuse_borrowed(rounded, l);
+        }
         // No release during a capture: it synchronizes (PyTorch skips it there too).
         if served.is_none() && device_error.is_none() && !self.capturing() {
             self.stats.num_alloc_retries += 1;
@@ -381,9 +399,12 @@ impl<D: Device> Allocator<D> {
                 Err(e) => device_error = Some(e),
             }
         }
-        let mut lane = l;
         if served.is_none() && device_error.is_none() {
             (served, lane) = self.borrow_from_pools(rounded, pool, l);
+        }
+        if served.is_none() && borrow {
+            (served, lane) = self.borrow_from_peers(rounded, l);
+            device_error = device_error.filter(|_| served.is_none());
         }
         if let Some(Served::Block(b)) = served {
             served = self.prepare_block(b, rounded, pool, lane);

@@ -125,6 +125,15 @@ impl Pools {
         self.index.remove(&id);
     }
 
+    /// Adds a pool and returns its index.
+    pub fn add(&mut self, state: PoolState) -> PoolIdx {
+        let p = self.list.len() as PoolIdx;
+        self.index.insert(state.id, p);
+        self.list.push(Some(state));
+        self.pool_lanes.push(Vec::new());
+        p
+    }
+
     /// Whether pool `p` hands out whole blocks only.
     pub fn no_split(&self, p: PoolIdx) -> bool {
         self.get(p).is_some_and(|s| s.no_split)
@@ -218,16 +227,13 @@ impl<D: Device> Allocator<D> {
             state.use_count += 1;
             return Ok(());
         }
-        let p = self.pools.list.len() as PoolIdx;
-        self.pools.list.push(Some(PoolState {
+        self.pools.add(PoolState {
             id,
             use_count: 1,
             live: 0,
             no_split: false,
             use_on_oom: false,
-        }));
-        self.pools.pool_lanes.push(Vec::new());
-        self.pools.index.insert(id, p);
+        });
         Ok(())
     }
 

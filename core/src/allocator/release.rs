@@ -9,6 +9,7 @@ use super::history::HistoryAction;
 use super::types::*;
 use super::Allocator;
 use crate::device::{Device, DeviceResult, DriverCall, PhysHandle};
+use crate::stats::PoolKind;
 use alloc::vec::Vec;
 
 impl<D: Device> Allocator<D> {
@@ -23,6 +24,7 @@ impl<D: Device> Allocator<D> {
                     handle,
                     size,
                     reserved: None,
+                    peer: None,
                 });
             }
         }
@@ -53,19 +55,21 @@ impl<D: Device> Allocator<D> {
                     handle,
                     size,
                     reserved,
+                    peer,
                 } => {
                     if self
                         .call(DriverCall::ReleaseHandle, |d| d.release_handle(handle))
                         .is_ok()
                     {
                         if let Some(pool) = reserved {
-                            self.stats.reserved_bytes.update(pool, -(size as i64));
+                            self.unreserve(pool, size, peer);
                         }
                     } else {
                         self.deferred.push(Deferred::Release {
                             handle,
                             size,
                             reserved,
+                            peer,
                         });
                     }
                 }
@@ -100,7 +104,10 @@ impl<D: Device> Allocator<D> {
     /// `only`, or of every pool but private pools in use), and forgets segments left with none. One walk per segment over its chunks and blocks together,
     /// both in address order: O(chunks + blocks) plus a pool update per chunk released.
     fn release_free_chunks(&mut self, only: Option<PoolIdx>) {
-        for seg in self.segments.ids() {
+        // Borrowed memory goes back first: a peer is waiting for it.
+        let mut order = self.segments.ids();
+        order.sort_by_key(|&s| self.segments[s].peer.is_none());
+        for seg in order {
             let p = self.lane_pool(self.segments[seg].lane);
             if self.pools.pinned(p) || only.is_some_and(|o| o != p) {
                 continue;
@@ -141,7 +148,8 @@ impl<D: Device> Allocator<D> {
     fn release_chunk(&mut self, seg: SegId, ci: usize, b: BlockId) -> BlockId {
         let segm = &self.segments[seg];
         let c = &segm.chunks[ci];
-        let (start, size, handle, pool) = (segm.va + c.offset, c.size, c.handle, segm.pool);
+        let (start, size, handle, pool, peer) =
+            (segm.va + c.offset, c.size, c.handle, segm.pool, segm.peer);
         let fence = self.blocks[b].fence;
         let hole = self.carve(b, start, size, BlockState::Hole);
         if self
@@ -161,15 +169,25 @@ impl<D: Device> Allocator<D> {
             .call(DriverCall::ReleaseHandle, |d| d.release_handle(handle))
             .is_ok()
         {
-            self.stats.reserved_bytes.update(pool, -(size as i64));
+            self.unreserve(pool, size, peer);
         } else {
             self.deferred.push(Deferred::Release {
                 handle,
                 size,
                 reserved: Some(pool),
+                peer,
             });
         }
         hole
+    }
+
+    /// Takes `size` bytes of a released handle out of `reserved_bytes` (and out of the borrowed
+    /// bytes where it was `peer`'s memory).
+    pub(super) fn unreserve(&mut self, pool: PoolKind, size: u64, peer: Option<u32>) {
+        self.stats.reserved_bytes.update(pool, -(size as i64));
+        if let Some(p) = peer {
+            self.stats.borrow(p, -(size as i64));
+        }
     }
 
     /// Frees the virtual range of a segment whose chunks are all released, and forgets it.

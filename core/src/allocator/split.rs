@@ -16,10 +16,9 @@ impl<D: Device> Allocator<D> {
     /// even be recreated, drops it: then `false` is returned and `b` may no longer be a free
     /// block.
     pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
-        let st = &self.stats;
-        let reserved = st.reserved_bytes.all.current.max(0) as u64;
-        let free = reserved.saturating_sub(st.allocated_bytes.all.current.max(0) as u64);
-        let pressed = policy::under_pressure(reserved, self.reserved_cap());
+        let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
+        let free = reserved.saturating_sub(self.stats.allocated_bytes.all.current.max(0) as u64);
+        let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap());
         if !pressed && !policy::split_allowed(free, self.largest_request) {
             return true;
         }
@@ -27,7 +26,8 @@ impl<D: Device> Allocator<D> {
         let blk = &self.blocks[b];
         let (seg_id, fence, bstart, bend) = (blk.seg, blk.fence, blk.addr, blk.end());
         let seg = &self.segments[seg_id];
-        if seg.pool != PoolKind::Large {
+        // Borrowed memory is not cut: recreating it would take the peer's memory again.
+        if seg.pool != PoolKind::Large || seg.peer.is_some() {
             return true;
         }
         let ci = seg.chunk_at(at - seg.va);
@@ -163,6 +163,7 @@ impl<D: Device> Allocator<D> {
                         handle,
                         size,
                         reserved: None,
+                        peer: None,
                     });
                 }
                 self.drop_chunk(seg, ci, pool);

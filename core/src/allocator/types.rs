@@ -100,6 +100,9 @@ pub(crate) struct Segment {
     pub chunk_of: Vec<u32>,
     /// log2 of the unit of `chunk_of`, in bytes (21 for 2 MiB).
     pub unit_shift: u32,
+    /// The peer device whose memory its chunks are (borrowed memory, `peer.rs`); `None` for this
+    /// device's own.
+    pub peer: Option<u32>,
 }
 
 impl Segment {
@@ -274,6 +277,8 @@ pub(crate) enum Deferred {
         handle: PhysHandle,
         size: u64,
         reserved: Option<PoolKind>,
+        /// The peer whose memory the handle is, for the borrowed-bytes statistics.
+        peer: Option<u32>,
     },
 }
 
@@ -356,6 +361,7 @@ mod tests {
             last_block: 0,
             chunk_of: Vec::new(),
             unit_shift: 0,
+            peer: None,
         };
         for _ in 0..1 + next(max_chunks) {
             let size = size(next);

@@ -39,16 +39,41 @@ impl SimulatedDevice {
 }
 
 impl Device for SimulatedDevice {
-    crate::ledger_memory_methods!();
+    fn granularity(&self) -> u64 {
+        self.ledger.granularity()
+    }
+
+    fn total_memory(&self) -> u64 {
+        match self.fabric() {
+            Some(f) => f.capacity(self.member.as_ref().map_or(0, |m| m.id)),
+            None => self.ledger.capacity().unwrap_or(0),
+        }
+    }
+
+    fn free_memory(&mut self) -> Option<u64> {
+        let used = match &self.member {
+            Some(m) => m.fabric.used(m.id),
+            None => self.ledger.used(),
+        };
+        Some(self.total_memory().saturating_sub(used))
+    }
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
-        self.enter(DriverCall::CreateHandle)?;
-        self.charge(DriverCall::CreateHandle, self.costs.create_handle.at(size));
-        self.ledger.check_create(size)?;
-        let id = self.next_handle;
-        self.next_handle += 1;
-        self.ledger.add_handle(id, size);
-        Ok(PhysHandle(id))
+        self.create_in(None, size)
+    }
+
+    fn peers(&self) -> Vec<u32> {
+        self.peer_ids()
+    }
+
+    fn create_peer_handle(&mut self, peer: u32, size: u64) -> DeviceResult<PhysHandle> {
+        if !self.peer_ids().contains(&peer) {
+            return Err(Self::invalid(
+                DriverCall::CreateHandle,
+                alloc::format!("device {peer} is not a peer of this device"),
+            ));
+        }
+        self.create_in(Some(peer), size)
     }
 
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {
@@ -59,8 +84,9 @@ impl Device for SimulatedDevice {
                 self.costs.release_handle.at(size),
             );
         }
-        self.ledger.check_release(handle.0)?;
+        let size = self.ledger.check_release(handle.0)?;
         self.ledger.remove_handle(handle.0);
+        self.give_room(handle.0, size);
         Ok(())
     }
 

@@ -10,9 +10,11 @@
 pub mod cost;
 mod driver;
 pub mod faults;
+mod peers;
 
 pub use cost::{CostTable, SizeCurve};
 pub use faults::FaultPlan;
+pub use peers::Fabric;
 
 use crate::device::{DeviceResult, DriverCall, DriverCallCounts};
 use crate::ledger::Ledger;
@@ -62,6 +64,8 @@ pub struct SimulatedDevice {
     estimated_us: f64,
     us_by_call: [f64; DriverCall::COUNT],
     event_latency: u32,
+    /// Its place among peer devices ([`SimulatedDevice::peers_of`]); `None` for a lone device.
+    member: Option<peers::Membership>,
 }
 
 impl SimulatedDevice {
@@ -88,6 +92,7 @@ impl SimulatedDevice {
             estimated_us: 0.0,
             us_by_call: [0.0; DriverCall::COUNT],
             event_latency: 0,
+            member: None,
         }
     }
 
