@@ -9,6 +9,7 @@
 #   CHECKS="bench explain" bash scripts/gpu-check.sh   # also: where gmlake's time goes, call by call
 #   CHECKS="features workloads" bash scripts/gpu-check.sh   # PyTorch's memory features, training runs
 #   CHECKS="dynamic" bash scripts/gpu-check.sh   # long dynamic-shape runs, budget, generation, captured step
+#   CHECKS="tests multigpu" bash scripts/gpu-check.sh   # on nvidia-h200-x2: torchrun DDP/FSDP2, peer borrowing
 #   PACK_LOGS=1 bash scripts/gpu-check.sh > $OUT/gpu-check.txt   # logs as one $OUT/logs.tgz
 # (the device tool brings back at most 8 files from $OUT; a full run writes more)
 set -uo pipefail
@@ -140,6 +141,8 @@ torch_script() { # check, script, output name, args...: runs a PyTorch script of
 [[ " $CHECKS " == *" workloads "* ]] && torch_script "torch workloads" torch_workloads.py workloads "$OUT/workloads.json"
 # Long dynamic-shape runs, a memory budget, generation and a captured training step (JOBS names a subset).
 [[ " $CHECKS " == *" dynamic "* ]] && torch_script "torch dynamic" torch_dynamic.py dynamic "$OUT/dynamic.json" ${JOBS:-}
+# Several GPUs: torchrun DDP and FSDP2 under each allocator, peer borrowing (skips on one GPU).
+[[ " $CHECKS " == *" multigpu "* ]] && torch_script "torch multi-GPU" torch_multi_gpu.py multigpu "$OUT/multigpu.json"
 
 if [[ " $CHECKS " == *" corebench "* ]]; then
   # The core's own cost per operation on the simulated device (replay/benches/replay.rs), here

@@ -103,3 +103,40 @@ fn no_cut_of_a_chunk_under_four_times_the_request() {
     assert_eq!(chunk_sizes(&a), vec![32 * MIB; 4]);
     teardown(a, live);
 }
+
+/// A GPU that runs behind: every event answers "not complete" until a synchronization.
+fn behind() -> A {
+    let mut dev = SimulatedDevice::new(1 << 40);
+    dev.set_event_latency(u32::MAX);
+    Allocator::new(dev, Config::default()).unwrap()
+}
+
+#[test]
+fn under_pressure_a_cut_waits_for_the_chunks_last_use() {
+    let mut a = behind();
+    let mut live = segments(&mut a, 2, 1);
+    // 128 MiB reserved of 160 MiB allowed: past the pressure threshold.
+    a.set_reserved_limit(Some(160 * MIB));
+    let (before, after) = request(&mut a, &mut live, 4 * MIB);
+    assert_eq!(a.stats().num_chunk_splits, 1, "the chunk was cut");
+    assert_eq!(
+        calls_made(before, after, DriverCall::SynchronizeStream),
+        1,
+        "after waiting for its last use"
+    );
+    teardown(a, live);
+}
+
+#[test]
+fn with_room_to_spare_a_chunk_still_in_use_is_left_whole() {
+    let mut a = behind();
+    let mut live = segments(&mut a, 2, 1);
+    let (before, after) = request(&mut a, &mut live, 4 * MIB);
+    assert_eq!(a.stats().num_chunk_splits, 0);
+    assert_eq!(
+        calls_made(before, after, DriverCall::SynchronizeStream),
+        0,
+        "no waiting"
+    );
+    teardown(a, live);
+}

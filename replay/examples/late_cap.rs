@@ -2,7 +2,10 @@
 //! limits reserved memory to `FACTOR` x the peak requested bytes (as a script that calls
 //! `torch.cuda.set_per_process_memory_fraction` after loading its model), and reports OOMs.
 //!
-//! `cargo run --release -p gmlake-replay --example late_cap -- TRACE FACTOR FRAC [CONFIG]`
+//! `cargo run --release -p gmlake-replay --example late_cap -- TRACE FACTOR FRAC [CONFIG [LATENCY]]`
+//!
+//! LATENCY: how many queries each event answers "not complete" before it completes (a GPU that
+//! runs behind the CPU, as in a live job; the replay's default is 0).
 use gmlake_core::replay::Replayer;
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::Config;
@@ -19,7 +22,10 @@ fn main() {
         r.step(e);
     }
     let peak = r.allocator().stats_ref().requested_bytes.all.peak as u64;
-    let mut r = Replayer::new(SimulatedDevice::h200(), cfg).unwrap();
+    let latency: u32 = args.get(5).map_or(0, |s| s.parse().unwrap());
+    let mut dev = SimulatedDevice::h200();
+    dev.set_event_latency(latency);
+    let mut r = Replayer::new(dev, cfg).unwrap();
     let mut capped_at = None;
     for (i, e) in ev.iter().enumerate() {
         r.step(e);
@@ -32,11 +38,12 @@ fn main() {
     }
     let rep = r.finish().unwrap();
     println!(
-        "peak requested {:.3} GB, limit {:.3} GB set at event {:?}; ooms {}, peak reserved {:.3} GB",
+        "peak requested {:.3} GB, limit {:.3} GB set at event {:?}; ooms {}, peak reserved {:.3} GB, stream synchronizations {}",
         peak as f64 / 1e9,
         factor * peak as f64 / 1e9,
         capped_at,
         rep.ooms,
-        rep.peak_reserved_bytes as f64 / 1e9
+        rep.peak_reserved_bytes as f64 / 1e9,
+        rep.driver_calls.get(gmlake_core::DriverCall::SynchronizeStream)
     );
 }

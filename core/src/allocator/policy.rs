@@ -52,19 +52,17 @@ use alloc::vec::Vec;
 /// placement on nine traces and cost utilization on gpt2m_ckpt (0.955 to 0.949).
 pub(super) const FIT_PROBES: usize = 16;
 
-/// How many cached stitched blocks a reuse examines in each of its two orders (best fitting, most
-/// recently freed), and how many a stitch examines for one to grow. Each probe costs a look-up
-/// per piece.
+/// How many cached stitched blocks a reuse examines in each of its two orders, and a stitch for
+/// one to grow (best fitting, most recently freed); each costs a look-up per piece.
 pub(super) const REUSE_PROBES: usize = 64;
 
 /// How many of the most recently freed cached stitched blocks a reuse scans for ones of a fitting
 /// size, so that the search stays bounded however many are cached.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
-/// Whether a request that found no room here may borrow a peer's memory (`peer.rs`): with
-/// `peer_borrow` on, for a large default-pool request outside captures (borrowed memory goes back
-/// whenever cache is released, which a graph's pool must not), last, since NVLink reaches a peer
-/// at a fraction of local bandwidth. Peers in the device's order, each within [`peer_limit`].
+/// Whether a request that found no room may borrow a peer's memory (`peer.rs`): with `peer_borrow`
+/// on, for a large default-pool request outside captures (borrowed memory goes back on any cache
+/// release, which a graph's pool must not), last (NVLink is slower than local memory).
 pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
     let default_pool = owner == super::pools::DEFAULT_POOL;
     cfg.peer_borrow && kind == PoolKind::Large && default_pool && !capture
@@ -76,22 +74,18 @@ pub(super) fn peer_limit(cfg: &Config, total: u64, gran: u64) -> u64 {
     cfg.peer_borrow_limit.unwrap_or(total / 4) / gran * gran
 }
 
-/// The pool of a request of `rounded` bytes: the small pool (one-granule segments, so that a
-/// tensor of a few bytes does not hold a whole granule) up to `small_size`, as PyTorch's
-/// `kSmallSize`. Where it is *served* from is another matter: a small request takes a free
-/// large-pool block before the small pool grows ([`Allocator::serve`]), and is then counted under
-/// the large pool, whose memory it uses.
+/// The pool of a request of `rounded` bytes: the small pool (one-granule segments) up to
+/// `small_size`, as PyTorch's `kSmallSize`. A small request takes a free large-pool block before
+/// the small pool grows ([`Allocator::serve`]), and is counted under the pool it uses.
 pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
     [PoolKind::Large, PoolKind::Small][(rounded <= cfg.small_size) as usize]
 }
 
 /// A chunk is cut for a request only while the free reserved bytes are at most this many times
-/// the largest request so far. A cut (an unmap, a release, two creates, two maps and an access:
-/// about 100 us on the H200) keeps a chunk stitchable for a later request that no free block
-/// fits; while the free bytes are several times any request ever made, that need is remote and a
-/// cut made then is often paid for nothing. On six traces not used to choose it, driver time was
-/// 2-13% lower on four and utilization within 0.002 on all (`docs/design.md`, "A second held-out
-/// set").
+/// the largest request so far. A cut (about 100 us of driver calls on the H200) keeps a chunk
+/// stitchable for a later request no free block fits, a remote need while free bytes are several
+/// times any request. On six traces not used to choose it, driver time was 2-13% lower on four
+/// and utilization within 0.002 on all (`docs/design.md`, "A second held-out set").
 pub(super) const SPLIT_FREE_FACTOR: u64 = 2;
 
 /// A whole free chunk is cut for a request only if it is at least this many times the request
@@ -160,6 +154,13 @@ pub(super) const PRESSURE_PER_MILLE: u64 = 400;
 /// Whether memory is short: `reserved` bytes past [`PRESSURE_PER_MILLE`] of `cap`.
 pub(super) fn under_pressure(reserved: u64, cap: u64) -> bool {
     reserved > cap / 1000 * PRESSURE_PER_MILLE
+}
+
+/// Whether a cut waits for the chunk's last use (a stream synchronization) rather than leave it
+/// whole: under pressure only. A live GPU runs behind its CPU: without waiting, llama_sft needed
+/// 1.02 x its peak live bytes, not 1.01 (`docs/design.md`, "Under pressure, live").
+pub(super) fn wait_to_cut(pressed: bool) -> bool {
+    pressed
 }
 
 /// Whether a chunk may be cut at all now: free reserved bytes at most [`SPLIT_FREE_FACTOR`] times

@@ -189,6 +189,25 @@ impl<D: Device> Allocator<D> {
         self.streams.done(f)
     }
 
+    /// Waits for the work behind fence `f` if it is not seen complete (a synchronization of its
+    /// stream), then polls: whether it is complete now. Never during a capture.
+    pub(super) fn wait_for(&mut self, f: Fence) -> bool {
+        if self.try_complete(f) || self.capturing() {
+            return self.streams.done(f);
+        }
+        let handle = self.streams.list[f.stream as usize].handle;
+        if self
+            .call(DriverCall::SynchronizeStream, |d| {
+                d.synchronize_stream(handle)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        self.poll(f.stream);
+        self.streams.done(f)
+    }
+
     /// A fence covering all work enqueued on stream `x` until now (for `record_stream` frees).
     /// Records an event; if that fails, synchronizes the stream instead.
     pub(super) fn fence_now(&mut self, x: StreamIdx) -> DeviceResult<Fence> {
