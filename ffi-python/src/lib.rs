@@ -30,12 +30,12 @@ fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
 /// PyTorch's allocators on a simulated device, as `gmlake-replay` does, releasing the GIL
 /// meanwhile; `fit` also finds each allocator's smallest capacity, `plot` draws each trace to a
 /// file, `passes` above 1 replays each that many times on one allocator, `device` picks a
-/// snapshot's GPU. Returns the JSON rows of `gmlake-replay --format json` and its table.
+/// snapshot's GPU, `late_events` models a GPU that runs behind the CPU. Returns the JSON rows of `gmlake-replay --format json` and its table.
 ///
 /// Raises OSError for an unreadable trace or an unwritable plot, ValueError (naming the file and
 /// line) for a malformed trace or a bad configuration.
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None, passes=1, device=None))]
+#[pyo3(signature = (paths, config=None, capacity=None, fit=false, plot=None, passes=1, device=None, late_events=false))]
 // Python's keyword arguments, one per option of the command line.
 #[allow(clippy::too_many_arguments)]
 fn replay(
@@ -47,11 +47,13 @@ fn replay(
     plot: Option<String>,
     passes: u32,
     device: Option<usize>,
+    late_events: bool,
 ) -> PyResult<(String, String)> {
     let opts = Options {
         fit,
         passes,
         device,
+        late_events,
         ..options(config, capacity)?
     };
     let rows = py

@@ -38,7 +38,7 @@ def _config_from_env():
     return ",".join(parts)
 
 
-def replay(path, config=None, capacity=None, fit=False, passes=1):
+def replay(path, config=None, capacity=None, fit=False, passes=1, late_events=False):
     """Replays an allocation trace (text, or a PyTorch snapshot pickle from
     `torch.cuda.memory._dump_snapshot`; gzip or plain) through gmlake, and through models of
     PyTorch's native allocator and of its expandable segments, on a simulated device, and returns
@@ -46,8 +46,9 @@ def replay(path, config=None, capacity=None, fit=False, passes=1):
     driver calls, leaks, and `peers` with PyTorch's figures. `capacity` is the simulated device's
     memory in bytes (default: an H200's); with `fit`, each allocator's smallest capacity with no
     out-of-memory too (`fit_capacity_bytes`); with `passes` above 1, the trace replayed that many
-    times on one allocator, each pass's cost in `passes`. No GPU needed."""
-    rows, _ = _core.replay([os.fspath(path)], config, capacity, fit, None, passes)
+    times on one allocator, each pass's cost in `passes`; with `late_events`, gmlake's events
+    complete only at a synchronization, as on a GPU that runs behind the CPU. No GPU needed."""
+    rows, _ = _core.replay([os.fspath(path)], config, capacity, fit, None, passes, None, late_events)
     return json.loads(rows)[0]
 
 

@@ -53,6 +53,16 @@ def test_replay_repeats_a_trace_on_one_allocator():
     assert r["passes"][0]["new_stitches"] == r["num_stitches"]
 
 
+def test_late_events_make_cuts_wait_under_pressure():
+    live = gmlake.replay(trace("gpt2_train"))["peak_active_bytes"]
+    cap = int(live * 1.02)
+    prompt = gmlake.replay(trace("gpt2_train"), capacity=cap)
+    late = gmlake.replay(trace("gpt2_train"), capacity=cap, late_events=True)
+    assert prompt["ooms"] == 0 and late["ooms"] == 0
+    assert prompt["driver_calls"].get("synchronize_stream", 0) == 0
+    assert late["driver_calls"]["synchronize_stream"] > 0
+
+
 def test_replay_takes_a_configuration_and_a_capacity():
     r = gmlake.replay(trace("gpt2_train"), config="stitching:false", capacity=36_956_012_544)
     assert r["num_stitches"] == 0 and r["ooms"] == 0

@@ -47,6 +47,10 @@ pub struct Options {
     /// Also replay the trace this many times on one allocator and report each pass
     /// ([`passes::replay_passes`]); 0 or 1: not.
     pub passes: u32,
+    /// Model a GPU that runs behind the CPU, as in a live job: gmlake's events complete only at a
+    /// synchronization (`SimulatedDevice::set_event_latency`). Default false: every event
+    /// completes at once, the most favourable case.
+    pub late_events: bool,
 }
 
 /// The resolution of the fit capacity, bytes: the granularity of the H200 (a fit finer than the
@@ -69,6 +73,7 @@ impl Default for Options {
             fit: false,
             series: false,
             passes: 0,
+            late_events: false,
         }
     }
 }
@@ -143,7 +148,8 @@ pub fn replay_file(path: &Path, opts: &Options) -> Result<Row> {
         row.series = Some(Series::new(&events, gmlake_series, &row.peers));
     }
     if opts.passes > 1 {
-        row.passes = passes::replay_passes(&events, &cfg, opts.capacity, opts.passes)?;
+        row.passes =
+            passes::replay_passes(&events, &cfg, opts.capacity, opts.passes, opts.late_events)?;
     }
     Ok(row)
 }
@@ -200,6 +206,9 @@ fn run_gmlake(
     let mut dev = SimulatedDevice::new(capacity);
     for &(call, n) in &opts.faults {
         dev.inject_fault(call, n);
+    }
+    if opts.late_events {
+        dev.set_event_latency(u32::MAX);
     }
     let mut replayer = Replayer::new(dev, cfg.clone())?;
     for (i, ev) in events.iter().enumerate() {

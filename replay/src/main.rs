@@ -49,6 +49,10 @@ struct Args {
     /// each pass: new stitches, handles created, driver time, peak reserved bytes.
     #[arg(long, value_name = "N", default_value_t = 1)]
     passes: u32,
+    /// Model a GPU that runs behind the CPU, as in a live job: gmlake's events complete only at a
+    /// synchronization (default: at once, the most favourable case).
+    #[arg(long)]
+    late_events: bool,
     /// Trace files.
     #[arg(required = true)]
     traces: Vec<PathBuf>,
@@ -82,6 +86,7 @@ fn main() -> Result<()> {
         progress: true,
         fit: args.fit,
         passes: args.passes,
+        late_events: args.late_events,
         ..Options::default()
     };
     if let Some(c) = &args.capacity {

@@ -28,8 +28,9 @@ pub struct PassRow {
 
 /// Replays `events` `passes` times on one allocator with `cfg` on a simulated device of
 /// `capacity` bytes: allocations at `alloc`, frees at `free_requested`, and what a pass leaves
-/// live freed at its end (a step's tensors do not outlive it). O(passes × events × the cost of
-/// an allocation).
+/// live freed at its end (a step's tensors do not outlive it); with `late_events`, events complete
+/// only at a synchronization (`Options::late_events`). O(passes × events × the cost of an
+/// allocation).
 ///
 /// # Errors
 /// A configuration the allocator refuses, or a free it refuses (not a failed allocation: those
@@ -39,8 +40,13 @@ pub fn replay_passes(
     cfg: &Config,
     capacity: u64,
     passes: u32,
+    late_events: bool,
 ) -> Result<Vec<PassRow>> {
-    let mut a = Allocator::new(SimulatedDevice::new(capacity), cfg.clone())?;
+    let mut dev = SimulatedDevice::new(capacity);
+    if late_events {
+        dev.set_event_latency(u32::MAX);
+    }
+    let mut a = Allocator::new(dev, cfg.clone())?;
     let mut rows = Vec::new();
     for pass in 1..=passes {
         let (st, us) = (a.stats(), a.device().estimated_us());

@@ -156,12 +156,12 @@ pub(super) fn under_pressure(reserved: u64, cap: u64) -> bool {
     reserved > cap / 1000 * PRESSURE_PER_MILLE
 }
 
-/// Whether a cut waits for the chunk's last use (a stream synchronization) rather than leave it
-/// whole: under pressure only. A live GPU runs behind its CPU: without waiting, llama_sft needed
-/// 1.02 x its peak live bytes, not 1.01 (`docs/design.md`, "Under pressure, live").
-pub(super) fn wait_to_cut(pressed: bool) -> bool {
-    pressed
-}
+/// A cut waits for its chunk's last use (a stream synchronization) rather than leave the chunk
+/// whole: a live GPU runs behind its CPU, and with events completing only at a synchronization,
+/// skipping such cuts cost llama_generate 0.034 utilization and 90x driver time, and made
+/// llama_sft run out of memory at 1.01 x its live bytes; waiting costs 0-48 waits a trace
+/// (`docs/design.md`, "Cuts on a GPU that runs behind").
+pub(super) const WAIT_TO_CUT: bool = true;
 
 /// Whether a chunk may be cut at all now: free reserved bytes at most [`SPLIT_FREE_FACTOR`] times
 /// the largest request so far.

@@ -43,7 +43,7 @@ impl<D: Device> Allocator<D> {
         };
         // The fence is checked last: its check may record an event.
         match policy::split_point(&view, at, rounded, self.gran) {
-            Some(cut) if self.fence_passed(fence, pressed) && self.unstitch_chunk(seg_id, ci) => {
+            Some(cut) if self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci) => {
                 self.split_chunk(seg_id, ci, cut)
             }
             _ => true,
@@ -51,9 +51,9 @@ impl<D: Device> Allocator<D> {
     }
 
     /// Whether the chunk's last use (`fence`) is complete, waiting for it where
-    /// [`policy::wait_to_cut`] says so.
-    fn fence_passed(&mut self, fence: Fence, pressed: bool) -> bool {
-        self.try_complete(fence) || (policy::wait_to_cut(pressed) && self.wait_for(fence))
+    /// [`policy::WAIT_TO_CUT`] says so.
+    fn fence_passed(&mut self, fence: Fence) -> bool {
+        self.try_complete(fence) || (policy::WAIT_TO_CUT && self.wait_for(fence))
     }
 
     /// Destroys the cached stitched blocks that map chunk `ci` of `seg` (a whole free chunk, so
