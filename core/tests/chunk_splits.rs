@@ -53,12 +53,19 @@ fn chunk_sizes(a: &A) -> Vec<u64> {
     v
 }
 
+/// `segments(n, freed)` on a fresh allocator, then a 4 MiB request: the allocator, the live
+/// allocations, and the driver calls counted before and after the request.
+fn four_mib_after(n: usize, freed: usize) -> (A, Vec<u64>, DriverCallCounts, DriverCallCounts) {
+    let mut a = allocator();
+    let mut live = segments(&mut a, n, freed);
+    let (before, after) = request(&mut a, &mut live, 4 * MIB);
+    (a, live, before, after)
+}
+
 #[test]
 fn a_request_cuts_a_whole_chunk_four_times_its_size_when_free_memory_is_scarce() {
-    let mut a = allocator();
     // Two 64 MiB segments, one freed: 64 MiB free, the largest request 64 MiB.
-    let mut live = segments(&mut a, 2, 1);
-    let (before, after) = request(&mut a, &mut live, 4 * MIB);
+    let (a, live, before, after) = four_mib_after(2, 1);
     assert_eq!(a.stats().num_chunk_splits, 1);
     // One handle released, two created in its place; no new memory.
     assert_eq!(calls_made(before, after, DriverCall::ReleaseHandle), 1);
@@ -74,10 +81,8 @@ fn a_request_cuts_a_whole_chunk_four_times_its_size_when_free_memory_is_scarce()
 
 #[test]
 fn no_cut_while_the_free_bytes_exceed_twice_the_largest_request() {
-    let mut a = allocator();
     // Three 64 MiB segments, all freed: 192 MiB free, more than twice the largest request.
-    let mut live = segments(&mut a, 3, 3);
-    let (before, after) = request(&mut a, &mut live, 4 * MIB);
+    let (mut a, mut live, before, after) = four_mib_after(3, 3);
     assert_eq!(a.stats().num_chunk_splits, 0);
     assert_eq!(after, before, "no driver call at all");
     assert_eq!(chunk_sizes(&a), vec![32 * MIB; 6]);
@@ -105,46 +110,30 @@ fn no_cut_of_a_chunk_under_four_times_the_request() {
     teardown(a, live);
 }
 
-/// A GPU that runs behind: every event answers "not complete" until a synchronization.
-fn behind() -> A {
+/// On a GPU that runs behind (every event "not complete" until a synchronization): `n` segments
+/// of which `freed` are freed, reserved memory limited to `limit` if given, then a 4 MiB request.
+/// Returns the chunk cuts and the stream synchronizations it made.
+fn behind(n: usize, freed: usize, limit: Option<u64>) -> (u64, u64) {
     let mut dev = SimulatedDevice::new(1 << 40);
     dev.set_event_latency(u32::MAX);
-    Allocator::new(dev, Config::default()).unwrap()
-}
-
-#[test]
-fn under_pressure_a_cut_waits_for_the_chunks_last_use() {
-    let mut a = behind();
-    let mut live = segments(&mut a, 2, 1);
-    // 128 MiB reserved of 160 MiB allowed: past the pressure threshold.
-    a.set_reserved_limit(Some(160 * MIB));
+    let mut a = Allocator::new(dev, Config::default()).unwrap();
+    let mut live = segments(&mut a, n, freed);
+    a.set_reserved_limit(limit);
     let (before, after) = request(&mut a, &mut live, 4 * MIB);
-    assert_eq!(a.stats().num_chunk_splits, 1, "the chunk was cut");
-    assert_eq!(
+    let cuts = a.stats().num_chunk_splits;
+    teardown(a, live);
+    (
+        cuts,
         calls_made(before, after, DriverCall::SynchronizeStream),
-        1,
-        "after waiting for its last use"
-    );
-    teardown(a, live);
+    )
 }
 
 #[test]
-fn with_room_to_spare_a_cut_waits_too() {
-    let mut a = behind();
-    let mut live = segments(&mut a, 2, 1);
-    let (before, after) = request(&mut a, &mut live, 4 * MIB);
-    assert_eq!(a.stats().num_chunk_splits, 1);
-    assert_eq!(calls_made(before, after, DriverCall::SynchronizeStream), 1);
-    teardown(a, live);
-}
-
-#[test]
-fn nothing_waits_where_no_cut_is_wanted() {
-    let mut a = behind();
-    // 192 MiB free, more than twice the largest request: no cut, so no reason to wait.
-    let mut live = segments(&mut a, 3, 3);
-    let (before, after) = request(&mut a, &mut live, 4 * MIB);
-    assert_eq!(a.stats().num_chunk_splits, 0);
-    assert_eq!(calls_made(before, after, DriverCall::SynchronizeStream), 0);
-    teardown(a, live);
+fn a_cut_waits_for_the_chunks_last_use() {
+    // Under pressure: 128 MiB reserved of 160 MiB allowed.
+    assert_eq!(behind(2, 1, Some(160 * MIB)), (1, 1));
+    // With room to spare, where a cut is wanted (64 MiB free, the largest request 64 MiB).
+    assert_eq!(behind(2, 1, None), (1, 1));
+    // No cut wanted (192 MiB free, more than twice the largest request): nothing waits.
+    assert_eq!(behind(3, 3, None), (0, 0));
 }
