@@ -102,7 +102,7 @@ def main():
     gmlake_modes = (("gmlake", ""), ("gmlake-pluggable", ""))
     workloads = os.environ.get("WORKLOADS", "gpt2_train opt13_lora resnet50_cudnn").split()
     for wl in workloads:
-        steps = {"gpt2_train": 12, "opt13_lora": 10, "resnet50_cudnn": 20}[wl]
+        steps = {"gpt2_train": 40, "opt13_lora": 20, "resnet50_cudnn": 40}[wl]
         for mode, conf in (("native", ""), ("native", ""), ("expandable", "expandable_segments:True")) + gmlake_modes:
             t = time.time()
             r = run(WORKER, [mode, wl, str(steps), "0"], conf)
