@@ -40,7 +40,7 @@ import torch
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 torch.manual_seed(0); random.seed(0)
 dev = "cuda"
-MEMORY_CALLS = %r
+MEMORY_CALLS = MEMORY_CALLS_HERE
 
 def stats():
     return gmlake.memory_stats() if gm else torch.cuda.memory_stats()
@@ -131,7 +131,7 @@ elif job == "captured_train":
 st = stats()
 res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["reserved_bytes.all.peak"])
 print("RESULT", json.dumps(res))
-''' % (MEMORY_CALLS,)
+'''.replace("MEMORY_CALLS_HERE", repr(MEMORY_CALLS))
 
 
 def run(mode, job, args, timeout=420):

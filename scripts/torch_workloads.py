@@ -10,6 +10,8 @@ Prints one line per run and a table; writes all figures to OUT_JSON.
 """
 import json, os, subprocess, sys, time
 
+from torch_dynamic import MEMORY_CALLS  # the driver calls that make or map memory
+
 WORKER = r'''
 import json, os, random, sys, time
 mode, wl, steps, fixed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
@@ -19,9 +21,11 @@ if gm:
     gmlake.enable(mode="pluggable" if mode == "gmlake-pluggable" else "cpp")
 import torch
 
+MEMORY_CALLS = MEMORY_CALLS_HERE
+
 def driver_memory_calls():
     j = gmlake.memory_stats()
-    return sum(v for k, v in j.items() if k.startswith("gmlake.driver_calls.") and any(x in k for x in ("create_handle", "map", "set_access", "unmap", "release_handle", "reserve_range", "free_range")))
+    return sum(v for k, v in j.items() if k.startswith("gmlake.driver_calls.") and k.split(".")[-1] in MEMORY_CALLS)
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 torch.manual_seed(0); random.seed(0)
@@ -82,7 +86,7 @@ res.update(peak_requested=st["requested_bytes.all.peak"], peak_reserved=st["rese
 if gm:
     res.update(stitches=st["gmlake.num_stitches"], reuses=st["gmlake.num_stitch_reuses"], driver_calls_after_step=calls)
 print("RESULT", json.dumps(res))
-'''
+'''.replace("MEMORY_CALLS_HERE", repr(MEMORY_CALLS))
 
 def run(code, args, conf="", timeout=300):
     env = dict(os.environ)

@@ -199,6 +199,38 @@ impl CudaVmm {
         self.timings.us[call.index()] += us;
         r.map_err(|e| device_error(call, || what(self))(e))
     }
+
+    /// `cuMemCreate` of `size` bytes (a granularity multiple) in the memory of `location` (GPU
+    /// `ordinal`: this one, or a peer), booked in the ledger. Handles are created exportable until
+    /// the platform refuses; then plain ones from then on (sharing with other processes is then
+    /// refused by `export_handle`).
+    fn create_in(
+        &mut self,
+        location: sys::CUdevice,
+        ordinal: i32,
+        size: u64,
+    ) -> DeviceResult<PhysHandle> {
+        let create = |s: &mut Self| {
+            s.timed(
+                DriverCall::CreateHandle,
+                |_| format!("cuMemCreate of {size} bytes on device {ordinal}"),
+                // SAFETY: a context is current; the core passes granularity multiples (the same
+                // on every GPU of a node).
+                |s| unsafe { vmm::create(size as usize, &pinned_prop(location, s.shareable)) },
+            )
+        };
+        let h = match create(self) {
+            Err(e) if self.shareable && e.kind != DeviceErrorKind::OutOfMemory => {
+                self.shareable = false;
+                create(self)
+                    .inspect_err(|_| self.shareable = true)
+                    .map_err(|_| e)?
+            }
+            r => r?,
+        };
+        self.ledger.add_handle(h, size);
+        Ok(PhysHandle(h))
+    }
 }
 
 impl Drop for CudaVmm {
@@ -222,27 +254,7 @@ impl Device for CudaVmm {
     }
 
     fn create_handle(&mut self, size: u64) -> DeviceResult<PhysHandle> {
-        let create = |s: &mut Self| {
-            s.timed(
-                DriverCall::CreateHandle,
-                |s| format!("cuMemCreate of {size} bytes on device {}", s.ordinal),
-                // SAFETY: a context is current; the core passes granularity multiples.
-                |s| unsafe { vmm::create(size as usize, &pinned_prop(s.device, s.shareable)) },
-            )
-        };
-        let h = match create(self) {
-            // A platform without exportable handles: if a plain handle can be had, create plain
-            // ones from now on (sharing with other processes is then refused by `export_handle`).
-            Err(e) if self.shareable && e.kind != DeviceErrorKind::OutOfMemory => {
-                self.shareable = false;
-                create(self)
-                    .inspect_err(|_| self.shareable = true)
-                    .map_err(|_| e)?
-            }
-            r => r?,
-        };
-        self.ledger.add_handle(h, size);
-        Ok(PhysHandle(h))
+        self.create_in(self.device, self.ordinal, size)
     }
 
     /// The GPUs whose memory this one can access (`cuDeviceCanAccessPeer`), by ordinal; none if
@@ -265,18 +277,12 @@ impl Device for CudaVmm {
     /// granted this device's access like any other ([`Device::set_access`]), it is reached over
     /// NVLink or PCIe.
     fn create_peer_handle(&mut self, peer: u32, size: u64) -> DeviceResult<PhysHandle> {
-        let at = || format!("cuMemCreate of {size} bytes on peer device {peer}");
-        let dev = result::device::get(peer as i32)
-            .map_err(|e| device_error(DriverCall::CreateHandle, at)(e))?;
-        let h = self.timed(
-            DriverCall::CreateHandle,
-            |_| at(),
-            // SAFETY: a context is current; the core passes granularity multiples (the
-            // granularity of GPUs of one node is the same).
-            |s| unsafe { vmm::create(size as usize, &pinned_prop(dev, s.shareable)) },
-        )?;
-        self.ledger.add_handle(h, size);
-        Ok(PhysHandle(h))
+        let dev = result::device::get(peer as i32).map_err(|e| {
+            device_error(DriverCall::CreateHandle, || {
+                format!("cuDeviceGet of peer device {peer}")
+            })(e)
+        })?;
+        self.create_in(dev, peer as i32, size)
     }
 
     fn release_handle(&mut self, handle: PhysHandle) -> DeviceResult<()> {

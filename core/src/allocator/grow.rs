@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 impl<D: Device> Allocator<D> {
     /// Creates physical handles for `bytes` (a multiple of the granularity), at most
     /// `max_handle_size` each. On failure nothing is held.
+    ///
     /// While borrowing (`self.borrowing`), the handles are created in the peer's memory, within
     /// the per-peer limit instead of this device's.
     fn create_chunks(&mut self, bytes: u64) -> Result<Vec<(PhysHandle, u64)>, Miss> {

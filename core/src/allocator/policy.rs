@@ -60,9 +60,8 @@ pub(super) const REUSE_PROBES: usize = 64;
 /// size, so that the search stays bounded however many are cached.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
-/// Whether a request that found no room may borrow a peer's memory (`peer.rs`): with `peer_borrow`
-/// on, for a large default-pool request outside captures (borrowed memory goes back on any cache
-/// release, which a graph's pool must not), last (NVLink is slower than local memory).
+/// Whether a request that found no room may borrow a peer's memory (`peer.rs`): a large default-pool
+/// request outside captures (a graph's pool keeps its memory), last (NVLink is slower).
 pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
     let default_pool = owner == super::pools::DEFAULT_POOL;
     cfg.peer_borrow && kind == PoolKind::Large && default_pool && !capture
@@ -387,9 +386,10 @@ impl<D: Device> Allocator<D> {
         let mut device_error = None;
         let mut served = self.serve(rounded, pool, l, false, &mut device_error);
         let mut lane = l;
-        let borrow = may_borrow(&self.cfg, pool, self.lane_pool(l), self.capturing());
+        let borrow =
+            served.is_none() && may_borrow(&self.cfg, pool, self.lane_pool(l), self.capturing());
         // Free borrowed memory serves before a release would give it back to borrow it again.
-        if served.is_none() && device_error.is_none() && borrow {
+        if borrow && device_error.is_none() {
             (served, lane) = self.reuse_borrowed(rounded, l);
         }
         // No release during a capture: it synchronizes (PyTorch skips it there too).

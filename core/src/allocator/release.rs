@@ -106,7 +106,9 @@ impl<D: Device> Allocator<D> {
     fn release_free_chunks(&mut self, only: Option<PoolIdx>) {
         // Borrowed memory goes back first: a peer is waiting for it.
         let mut order = self.segments.ids();
-        order.sort_by_key(|&s| self.segments[s].peer.is_none());
+        if self.stats.borrowed_bytes.current > 0 {
+            order.sort_by_key(|&s| self.segments[s].peer.is_none());
+        }
         for seg in order {
             let p = self.lane_pool(self.segments[seg].lane);
             if self.pools.pinned(p) || only.is_some_and(|o| o != p) {

@@ -134,13 +134,6 @@ impl SimulatedDevice {
         }
     }
 
-    /// Bytes of peers' memory this device holds now.
-    pub fn borrowed_bytes(&self) -> u64 {
-        self.member
-            .as_ref()
-            .map_or(0, |m| m.borrowed.values().map(|b| b.1).sum())
-    }
-
     /// The other devices of the fabric, in ordinal order.
     pub(super) fn peer_ids(&self) -> Vec<u32> {
         match &self.member {
