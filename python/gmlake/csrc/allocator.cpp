@@ -189,6 +189,17 @@ constexpr char kCudaMallocHandle = 'c';
 constexpr char kExpandableSegmentHandle = 'e';
 constexpr char kGmlakeHandle = 'g';
 
+// The header of PyTorch's expandable-segment handle (its ShareHeader), followed by
+// `num_handles` file descriptors (int) of the sending process, or as many fabric handles
+// (CUmemFabricHandle, 64 bytes) where the sender's handles are fabric ones. Each handle is
+// `segment_size` bytes, mapped whole, back to back, from the first.
+struct ExpandableHeader {
+  pid_t pid;
+  size_t segment_size;
+  size_t num_handles;
+};
+constexpr size_t kFabricHandleSize = 64;
+
 // The header of gmlake's handle, followed by `count` gmlake_shared_piece.
 struct GmlakeHeader {
   int64_t pid;
@@ -620,10 +631,12 @@ class Allocator final : public cca::CUDAAllocator {
   // ---- other devices and processes ----------------------------------------------------------
 
   // An allocation is shared on its own (getBaseAllocation returns it): its physical handles as
-  // file descriptors that the receiving process takes with pidfd_getfd, in gmlake's own handle
-  // kind, which a receiver using gmlake opens. PyTorch 2.11's own allocator opens only its
-  // cudaMalloc and expandable-segment kinds; gmlake's attempt at the latter was not opened by it
-  // on the H200 (the receiver hung), so it is not written (gmlake's design notes).
+  // file descriptors that the receiving process takes with pidfd_getfd. Where the handles are of
+  // one size and the allocation covers them back to back (from anywhere in the first to anywhere
+  // in the last), it is written as PyTorch's expandable-segment kind, which PyTorch's own
+  // allocator opens too; otherwise (handles of several sizes, or a stitched block of parts of
+  // handles) in gmlake's own kind, which only a receiver using gmlake opens: PyTorch's format
+  // maps every handle whole at one size, and cannot describe such memory.
   cca::ShareableHandle shareIpcHandle(void* ptr) override {
     gmlake_shared_piece* pieces = nullptr;
     size_t n = 0;
@@ -637,16 +650,41 @@ class Allocator final : public cca::CUDAAllocator {
     }
     check(st, "shareIpcHandle");
     std::string out(1, kHandleVersion);
-    out.push_back(kGmlakeHandle);
-    GmlakeHeader h{getpid(), n};
-    out.append(reinterpret_cast<const char*>(&h), sizeof h);
-    out.append(reinterpret_cast<const char*>(pieces), n * sizeof(gmlake_shared_piece));
+    if (expandable_compatible(pieces, n)) {
+      out.push_back(kExpandableSegmentHandle);
+      ExpandableHeader h{getpid(), pieces[0].handle_size, n};
+      out.append(reinterpret_cast<const char*>(&h), sizeof h);
+      for (size_t i = 0; i < n; ++i) {
+        int fd = static_cast<int>(pieces[i].os_handle);
+        out.append(reinterpret_cast<const char*>(&fd), sizeof fd);
+      }
+      offset += pieces[0].offset;
+    } else {
+      out.push_back(kGmlakeHandle);
+      GmlakeHeader h{getpid(), n};
+      out.append(reinterpret_cast<const char*>(&h), sizeof h);
+      out.append(reinterpret_cast<const char*>(pieces), n * sizeof(gmlake_shared_piece));
+    }
     api.gmlake_shared_free(pieces, n);
     return {static_cast<ptrdiff_t>(offset), out};
   }
 
-  // Opens memory another process shared: gmlake's format or that of PyTorch's expandable
-  // segments through gmlake_import, PyTorch's cudaMalloc format through cudaIpcOpenMemHandle.
+  // Whether `pieces` can be written as PyTorch's expandable-segment kind: handles of one size,
+  // each piece running to its handle's end but the last, each starting at its handle's start but
+  // the first. O(n).
+  static bool expandable_compatible(const gmlake_shared_piece* pieces, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      const auto& q = pieces[i];
+      if (q.handle_size != pieces[0].handle_size || (i > 0 && q.offset != 0) ||
+          (i + 1 < n && q.offset + q.size != q.handle_size)) {
+        return false;
+      }
+    }
+    return n > 0;
+  }
+
+  // Opens memory another process shared: gmlake's kind or PyTorch's expandable-segment kind
+  // (from gmlake or from PyTorch's expandable segments) through gmlake_import, PyTorch's cudaMalloc format through cudaIpcOpenMemHandle.
   // One mapping per handle string, while any tensor uses it (as PyTorch's allocator does).
   std::shared_ptr<void> getIpcDevPtr(std::string handle) override {
     std::lock_guard<std::mutex> g(ipc_mu_);
@@ -685,18 +723,33 @@ class Allocator final : public cca::CUDAAllocator {
         erase();
       });
     } else {
-      TORCH_CHECK(
-          kind != kExpandableSegmentHandle,
-          "gmlake: opening CUDA tensors shared by a process using PyTorch's expandable segments is "
-          "not supported yet; share them from a process using PyTorch's default allocator or gmlake");
-      TORCH_CHECK(kind == kGmlakeHandle, "gmlake: an unknown kind of CUDA IPC handle");
-      GmlakeHeader h{};
-      TORCH_CHECK(left >= sizeof h, "gmlake: a truncated CUDA IPC handle");
-      std::memcpy(&h, p, sizeof h);
-      TORCH_CHECK(left == sizeof h + h.count * sizeof(gmlake_shared_piece), "gmlake: a malformed CUDA IPC handle");
-      int pid = static_cast<int>(h.pid);
-      std::vector<gmlake_shared_piece> pieces(h.count);
-      std::memcpy(pieces.data(), p + sizeof h, h.count * sizeof(gmlake_shared_piece));
+      int pid = 0;
+      std::vector<gmlake_shared_piece> pieces;
+      if (kind == kExpandableSegmentHandle) {
+        ExpandableHeader h{};
+        TORCH_CHECK(left >= sizeof h, "gmlake: a truncated CUDA IPC handle");
+        std::memcpy(&h, p, sizeof h);
+        TORCH_CHECK(
+            left != sizeof h + h.num_handles * kFabricHandleSize || h.num_handles == 0,
+            "gmlake: the sender shared fabric handles (CU_MEM_HANDLE_TYPE_FABRIC), which gmlake does "
+            "not import; set the sender's expandable_segments_handle_type to POSIX file descriptors");
+        TORCH_CHECK(left == sizeof h + h.num_handles * sizeof(int), "gmlake: a malformed CUDA IPC handle");
+        pid = h.pid;
+        for (size_t i = 0; i < h.num_handles; ++i) {
+          int fd = 0;
+          std::memcpy(&fd, p + sizeof h + i * sizeof fd, sizeof fd);
+          pieces.push_back({fd, h.segment_size, 0, h.segment_size});
+        }
+      } else {
+        TORCH_CHECK(kind == kGmlakeHandle, "gmlake: an unknown kind of CUDA IPC handle");
+        GmlakeHeader h{};
+        TORCH_CHECK(left >= sizeof h, "gmlake: a truncated CUDA IPC handle");
+        std::memcpy(&h, p, sizeof h);
+        TORCH_CHECK(left == sizeof h + h.count * sizeof(gmlake_shared_piece), "gmlake: a malformed CUDA IPC handle");
+        pid = static_cast<int>(h.pid);
+        pieces.resize(h.count);
+        std::memcpy(pieces.data(), p + sizeof h, h.count * sizeof(gmlake_shared_piece));
+      }
       gmlake_imported* imp = nullptr;
       void* base = nullptr;
       check(api.gmlake_import(device, pid, pieces.data(), pieces.size(), &imp, &base), "getIpcDevPtr");
