@@ -237,6 +237,47 @@ def convnext_train():
             loss = m(pixel_values=x, labels=y).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def gpt2_gen_var():
+    # Greedy generation with a GPT-2-medium-sized model in fp16: batch 1-8, prompts of 16-512
+    # tokens, 32-128 new tokens, a new size of KV cache every round (fourth set).
+    from transformers import GPT2Config, GPT2LMHeadModel
+    m = GPT2LMHeadModel(GPT2Config(n_layer=24, n_embd=1024, n_head=16)).to(dev, torch.float16).eval()
+    with torch.no_grad():
+        for r in range(8):
+            B = random.choice([1, 2, 4, 8]); L = random.choice([16, 64, 128, 256, 512])
+            x = torch.randint(0, 50257, (B, L), device=dev)
+            m.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=random.choice([32, 64, 128]), do_sample=False, pad_token_id=0)
+
+def bert_dynpad():
+    # BERT-base sentence classification with dynamic padding (fourth set): each batch of 32
+    # examples padded to its longest, lengths drawn from a long-tailed distribution (8-512 tokens,
+    # rounded up to 8), bf16 autocast, AdamW, 25 steps: many distinct shapes.
+    from transformers import BertConfig, BertForSequenceClassification
+    m = BertForSequenceClassification(BertConfig(num_labels=2)).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-5)
+    for step in range(25):
+        lens = [min(512, max(8, int(random.lognormvariate(4.5, 0.7)))) for _ in range(32)]
+        L = (max(lens) + 7) // 8 * 8
+        x = torch.randint(1000, 30522, (32, L), device=dev)
+        mask = (torch.arange(L, device=dev)[None, :] < torch.tensor(lens, device=dev)[:, None]).long()
+        y = torch.randint(0, 2, (32,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_ids=x, attention_mask=mask, labels=y).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def vit_dynres():
+    # ViT-base classification at a new resolution most steps (fourth set): 160-384 px in steps of
+    # 32, position embeddings interpolated, batch 16-64, bf16 autocast, AdamW, 12 steps.
+    from transformers import ViTConfig, ViTForImageClassification
+    m = ViTForImageClassification(ViTConfig(image_size=224, num_labels=1000)).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(12):
+        B = random.choice([16, 32, 64]); S = random.choice(range(160, 385, 32))
+        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(pixel_values=x, labels=y, interpolate_pos_encoding=True).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -251,12 +292,14 @@ res["trace_events"] = len(tr)
 print("RESULT", json.dumps(res))
 '''
 
-# The workloads of traces/held-out/, in the three sets of six that traces/held-out/README.md
-# describes (the third: vocabularies of 128-251 thousand tokens, so multi-GB logits).
+# The workloads of traces/held-out/, in the sets that traces/held-out/README.md describes (three
+# of six, the third with vocabularies of 128-251 thousand tokens, so multi-GB logits; a fourth of
+# dynamic shapes: generation, dynamic padding, dynamic resolution).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
-             "qwen_sft", "llama3_lora", "bloom_train", "bart_train", "clip_train", "convnext_train"]
+             "qwen_sft", "llama3_lora", "bloom_train", "bart_train", "clip_train", "convnext_train",
+             "gpt2_gen_var", "bert_dynpad", "vit_dynres"]
 
 
 def main():
