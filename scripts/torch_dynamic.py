@@ -176,13 +176,14 @@ def main():
     results = {}
     for job in jobs:
         rows = []
+        if job == "sft_budget":  # the budget comes from native's sft_var run, this one's or BUDGET_REF's
+            earlier = results.get("sft_var") or (json.load(open(BUDGET_REF)).get("sft_var", []) if BUDGET_REF else [])
+            ref = next((r for r in earlier if r["mode"] == "native" and "steps" in r), None)
         order = MODES + (("native",) if job == "sft_var" else ())
         if job == "generate_var":  # interleaved repeats: a launch-bound wall time varies run to run
             order = MODES * GEN_REPEATS
         for mode in order:
             if job == "sft_budget":
-                earlier = results.get("sft_var") or (json.load(open(BUDGET_REF)).get("sft_var", []) if BUDGET_REF else [])
-                ref = next((r for r in earlier if r["mode"] == "native" and "steps" in r), None)
                 if ref is None:
                     break
                 budget = int(BUDGET_FACTOR * ref["steps"][BUDGET_STEPS - 1]["requested_peak"])

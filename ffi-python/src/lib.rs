@@ -30,7 +30,8 @@ fn options(config: Option<&str>, capacity: Option<u64>) -> PyResult<Options> {
 /// PyTorch's allocators on a simulated device, as `gmlake-replay` does, releasing the GIL
 /// meanwhile; `fit` also finds each allocator's smallest capacity, `plot` draws each trace to a
 /// file, `passes` above 1 replays each that many times on one allocator, `device` picks a
-/// snapshot's GPU, `late_events` models a GPU that runs behind the CPU. Returns the JSON rows of `gmlake-replay --format json` and its table.
+/// snapshot's GPU, `late_events` models a GPU that runs behind the CPU. Returns the JSON rows of
+/// `gmlake-replay --format json` and its table.
 ///
 /// Raises OSError for an unreadable trace or an unwritable plot, ValueError (naming the file and
 /// line) for a malformed trace or a bad configuration.

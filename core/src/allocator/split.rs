@@ -53,7 +53,11 @@ impl<D: Device> Allocator<D> {
     /// Whether the chunk's last use (`fence`) is complete, waiting for it where
     /// [`policy::WAIT_TO_CUT`] says so.
     fn fence_passed(&mut self, fence: Fence) -> bool {
-        self.try_complete(fence) || (policy::WAIT_TO_CUT && self.wait_for(fence))
+        if policy::WAIT_TO_CUT {
+            self.wait_for(fence)
+        } else {
+            self.try_complete(fence)
+        }
     }
 
     /// Destroys the cached stitched blocks that map chunk `ci` of `seg` (a whole free chunk, so

@@ -684,7 +684,8 @@ class Allocator final : public cca::CUDAAllocator {
   }
 
   // Opens memory another process shared: gmlake's kind or PyTorch's expandable-segment kind
-  // (from gmlake or from PyTorch's expandable segments) through gmlake_import, PyTorch's cudaMalloc format through cudaIpcOpenMemHandle.
+  // (from gmlake or from PyTorch's expandable segments) through gmlake_import, PyTorch's
+  // cudaMalloc kind through cudaIpcOpenMemHandle.
   // One mapping per handle string, while any tensor uses it (as PyTorch's allocator does).
   std::shared_ptr<void> getIpcDevPtr(std::string handle) override {
     std::lock_guard<std::mutex> g(ipc_mu_);
