@@ -1,9 +1,15 @@
 """Records held-out allocation traces: real workloads that gmlake was never tuned on.
 
-Run on a GPU machine with PyTorch and transformers: `OUT=<dir> python3 scripts/record_traces.py`.
-Each workload runs in its own process under PyTorch's default caching allocator with
+Run on a GPU machine with PyTorch and transformers:
+
+    OUT=<dir> [JOBS=n] python3 scripts/record_traces.py [--expandable] [WORKLOAD ...]
+
+Each workload runs in its own process (`JOBS` at a time, default 1; each job's peak figures are
+its own process's) under PyTorch's default caching allocator with
 `torch.cuda.memory._record_memory_history`, and writes `<workload>.txt.gz` in the text format of
-`traces/README.md` plus one line of `results.json` (PyTorch's own peak figures). Models are built
+`traces/README.md` plus one line of `results.json` (PyTorch's own peak figures). With
+`--expandable` it runs under `expandable_segments:True` instead, records no trace, and writes
+`results-expandable.json`: the figures a trace's table row gives for expandable segments. Models are built
 from published configurations with random weights (no download), as in `traces/record.py`, which
 recorded the three traces in the repository; the workloads here are different models and jobs,
 so that a policy chosen on those three can be checked on traces it was not fitted to.
@@ -21,7 +27,9 @@ import os, sys, json, random, gzip, torch
 wl = sys.argv[1]
 torch.manual_seed(0); random.seed(0)
 dev = "cuda"
-torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=5_000_000)
+RECORD = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") == ""
+if RECORD:
+    torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=5_000_000)
 
 def lm_steps(m, opt, vocab, Ls, Bs, steps, amp=False, batch_first=False):
     # Language-model training steps on random tokens (labels = inputs), the sequence length and
@@ -283,12 +291,13 @@ torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
 res = {k: s.get(k) for k in ["active_bytes.all.peak", "reserved_bytes.all.peak", "num_alloc_retries", "num_ooms", "segment.all.allocated"]}
 res["utilization"] = s["active_bytes.all.peak"] / s["reserved_bytes.all.peak"]
-tr = torch.cuda.memory._snapshot()["device_traces"][0]
-with gzip.open(os.path.join(os.environ["OUT"], f"{wl}.txt.gz"), "wt") as f:
-    f.write("# action addr size stream\n")
-    for e in tr:
-        f.write(f"{e['action']} {e.get('addr', 0)} {e.get('size', 0)} {e.get('stream', 0)}\n")
-res["trace_events"] = len(tr)
+if RECORD:
+    tr = torch.cuda.memory._snapshot()["device_traces"][0]
+    with gzip.open(os.path.join(os.environ["OUT"], f"{wl}.txt.gz"), "wt") as f:
+        f.write("# action addr size stream\n")
+        for e in tr:
+            f.write(f"{e['action']} {e.get('addr', 0)} {e.get('size', 0)} {e.get('stream', 0)}\n")
+    res["trace_events"] = len(tr)
 print("RESULT", json.dumps(res))
 '''
 
@@ -303,23 +312,39 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
 
 
 def main():
-    chosen = sys.argv[1:] or WORKLOADS
+    args = sys.argv[1:]
+    expandable = "--expandable" in args
+    chosen = [a for a in args if a != "--expandable"] or WORKLOADS
+    jobs = int(os.environ.get("JOBS", "1"))
+    env = dict(os.environ, OUT=OUT)
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    if expandable:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     results = {}
-    for wl in chosen:
-        env = dict(os.environ, OUT=OUT)
-        env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
-        t = time.time()
-        p = subprocess.run([sys.executable, "-c", WORKER, wl], env=env, capture_output=True,
-                           text=True, timeout=240)
-        line = [l for l in p.stdout.splitlines() if l.startswith("RESULT")]
+    running = []
+    todo = list(chosen)
+    while todo or running:
+        while todo and len(running) < jobs:
+            wl = todo.pop(0)
+            p = subprocess.Popen([sys.executable, "-c", WORKER, wl], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            running.append((wl, p, time.time()))
+        wl, p, t = running.pop(0)
+        try:
+            out, err = p.communicate(timeout=max(1, 240 - (time.time() - t)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        line = [l for l in out.splitlines() if l.startswith("RESULT")]
         if not line:
-            print(wl, "FAILED", p.stderr[-3000:], flush=True)
+            print(wl, "FAILED", err[-3000:], flush=True)
             continue
         r = json.loads(line[0][len("RESULT "):])
         r["secs"] = round(time.time() - t, 1)
         results[wl] = r
         print(wl, json.dumps(r), flush=True)
-    with open(os.path.join(OUT, "results.json"), "w") as f:
+    name = "results-expandable.json" if expandable else "results.json"
+    with open(os.path.join(OUT, name), "w") as f:
         json.dump(results, f, indent=1)
 
 

@@ -15,8 +15,10 @@ import sys
 import time
 
 MODES = ("native", "gmlake")
-# Speed rows also run under expandable segments, the alternative a user already has.
+# Speed rows also run under expandable segments, the alternative a user already has. Their cells
+# read: 512 B / 64 KiB / 4 MiB / 64 MiB pairs / window, in us (Python loop) or ns (C++ loop).
 SPEED_MODES = ("native", "expandable", "gmlake")
+SPEED_ROWS = ("speed", "speed_cpp")
 SPEED_REPEATS = int(os.environ.get("SPEED_REPEATS", "3"))
 MiB = 1 << 20
 GiB = 1 << 30
@@ -432,6 +434,57 @@ def f_speed(torch, mode):
     return out
 
 
+def speed_loop(torch):
+    """scripts/speed_loop.cpp, built against this torch (cached in torch's extension folder) and
+    loaded with ctypes."""
+    import ctypes
+    from torch.utils import cpp_extension
+    from gmlake._routes import _cuda_include_dirs
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    path = cpp_extension.load(
+        name="gmlake_speed_loop",
+        sources=[os.path.join(os.path.dirname(os.path.abspath(__file__)), "speed_loop.cpp")],
+        extra_include_paths=_cuda_include_dirs(cpp_extension),
+        extra_cflags=["-O2"],
+        extra_ldflags=["-L" + torch_lib, "-lc10_cuda", "-lc10"],
+        with_cuda=False,
+        is_python_module=False,
+    )
+    lib = ctypes.CDLL(path)
+    lib.speed_pairs.restype = ctypes.c_double
+    lib.speed_pairs.argtypes = [ctypes.c_size_t, ctypes.c_int]
+    lib.speed_pairs_cold.restype = ctypes.c_double
+    lib.speed_pairs_cold.argtypes = [ctypes.c_size_t, ctypes.c_int, ctypes.c_size_t]
+    lib.speed_window.restype = ctypes.c_double
+    lib.speed_window.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
+    return lib
+
+
+def f_speed_cpp(torch, mode):
+    """The speed row's loops in C++ (no Python in the timed loop): nanoseconds per allocation and
+    free through PyTorch's current allocator, also with the caches made cold before each pair
+    (cold_*), and per allocation in the window."""
+    import ctypes
+    import random
+    lib = speed_loop(torch)
+    torch.empty(1, device="cuda")
+    torch.cuda.synchronize()
+    out = {}
+    for size in (512, 64 << 10, 4 * MiB, 64 * MiB):
+        ns = lib.speed_pairs(size, 200000)
+        assert ns > 0, "the allocator threw at %d bytes" % size
+        out["pair_ns_%d" % size] = ns
+        for junk in (256 << 10, 4 * MiB):
+            out["cold_%dk_pair_ns_%d" % (junk >> 10, size)] = lib.speed_pairs_cold(size, 20000, junk)
+    rng = random.Random(0)
+    sizes = [rng.choice((512, 4096, 1 << 16, MiB, 3 * MiB, 16 * MiB, 40 * MiB)) for _ in range(200000)]
+    arr = (ctypes.c_uint64 * len(sizes))(*sizes)
+    ns = lib.speed_window(arr, len(sizes))
+    assert ns > 0, "the allocator threw in the window"
+    out["window_ns_per_op"] = ns
+    return out
+
+
 FEATURES = {name[2:]: fn for name, fn in globals().items() if name.startswith("f_")}
 
 
@@ -440,6 +493,9 @@ def child(feature, mode):
     # allocator (with expandable segments for the latter) whatever `mode` is.
     if feature == "ipc_from_expandable":
         os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    if feature in SPEED_ROWS and hasattr(os, "sched_setaffinity"):
+        # Every speed run on the same core: no migration between cores inside a timed loop.
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     torch = setup("native" if feature in ("ipc_from_native", "ipc_from_expandable") else mode)
     ipc = feature.startswith("ipc")
     if ipc:  # a sender stuck on a receiver shows where, and exits
@@ -485,13 +541,16 @@ def main():
     wanted = sys.argv[2:] or list(FEATURES)
     results = {}
     for feature in wanted:
-        # The speed row runs SPEED_REPEATS times per allocator, interleaved, and keeps each
+        # Speed rows run SPEED_REPEATS times per allocator, interleaved, and keep each
         # figure's least value: a single run per allocator varies by as much as they differ.
-        order = SPEED_MODES * SPEED_REPEATS if feature == "speed" else MODES
+        order = SPEED_MODES * SPEED_REPEATS if feature in SPEED_ROWS else MODES
         for mode in order:
             r = run(feature, mode)
             prev = results.get((feature, mode))
+            if r["ok"] and feature in SPEED_ROWS:
+                r["every_run"] = [r["data"]]
             if prev is not None and prev["ok"] and r["ok"]:
+                r["every_run"] = prev.get("every_run", [prev["data"]]) + r["every_run"]
                 r["data"] = {k: min(v, prev["data"][k]) for k, v in r["data"].items()}
                 r["runs"] = prev.get("runs", 1) + 1
             # A failed run fails the row, whichever repeat it was.
@@ -516,14 +575,28 @@ def main():
                 cells.append("%-34s" % "-")
                 continue
             failed += not r["ok"]
-            if feature == "speed" and r["ok"]:
+            if feature in SPEED_ROWS and r["ok"]:
                 d = r["data"]
-                detail = "4M %.1fus 64M %.1fus win %.1fus" % (d["pair_us_%d" % (4 * MiB)], d["pair_us_%d" % (64 * MiB)],
-                                                             d["window_us_per_op"])
+                key, unit = ("pair_us_%d", "us") if feature == "speed" else ("pair_ns_%d", "ns")
+                figures = [d[key % s] for s in (512, 64 << 10, 4 * MiB, 64 * MiB)]
+                figures.append(d["window_us_per_op" if feature == "speed" else "window_ns_per_op"])
+                detail = "/".join("%.3g" % x for x in figures) + " " + unit
             else:
                 detail = "" if r["ok"] else r.get("error", "")[:60]
             cells.append("%-34s" % (("PASS " if r["ok"] else "FAIL ") + detail))
         print("%-26s %s" % (feature, "".join(cells)))
+    # The C++ loop with cold caches: each allocator's least ns a pair, by size, per buffer walked.
+    for junk in (256, 4096):
+        cells = []
+        for mode in SPEED_MODES:
+            r = results.get(("speed_cpp", mode))
+            if r is None or not r["ok"]:
+                cells.append("%-34s" % "-")
+                continue
+            figures = [r["data"]["cold_%dk_pair_ns_%d" % (junk, s)] for s in (512, 64 << 10, 4 * MiB, 64 * MiB)]
+            cells.append("%-34s" % ("     " + "/".join("%.3g" % x for x in figures) + " ns"))
+        if any(c.strip() != "-" for c in cells):
+            print("%-26s %s" % ("speed_cpp cold %dK" % junk, "".join(cells)))
     return 1 if failed else 0
 
 

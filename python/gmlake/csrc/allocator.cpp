@@ -209,6 +209,9 @@ struct GmlakeHeader {
 class Allocator;
 static Allocator* the_allocator = nullptr;
 
+// The most devices gmlake serves in one process (a deleter each).
+constexpr int kMaxDevices = 64;
+
 template <int D>
 static void delete_on(void* p);
 
@@ -841,6 +844,13 @@ class Allocator final : public cca::CUDAAllocator {
 
   gmlake_allocator* dev(c10::DeviceIndex device) {
     TORCH_CHECK(device >= 0, "gmlake: no device ", std::to_string(device));
+    // Every allocation and free asks: once made, an allocator is read without a lock (it lives
+    // as long as the process).
+    if (device < kMaxDevices) {
+      if (auto* a = known_[device].load(std::memory_order_acquire)) {
+        return a;
+      }
+    }
     {
       std::lock_guard<std::mutex> g(mu_);
       if (static_cast<size_t>(device) < devices_.size() && devices_[device]) {
@@ -857,6 +867,9 @@ class Allocator final : public cca::CUDAAllocator {
       captures_.resize(device + 1);
     }
     devices_[device] = a;
+    if (device < kMaxDevices) {
+      known_[device].store(a, std::memory_order_release);
+    }
     if (history_) {
       (void)api.gmlake_record_history(a, true, max_entries_, false);
     }
@@ -1050,6 +1063,8 @@ class Allocator final : public cca::CUDAAllocator {
 
   std::mutex mu_;
   std::vector<gmlake_allocator*> devices_;
+  // devices_' entries below kMaxDevices, for reading without mu_.
+  std::array<std::atomic<gmlake_allocator*>, kMaxDevices> known_{};
   std::vector<std::vector<std::pair<MempoolId_t, std::function<bool(cudaStream_t)>>>> captures_;
   std::atomic<int> capturing_{0};
   std::vector<cca::OutOfMemoryObserver> oom_observers_;
@@ -1080,8 +1095,6 @@ static void delete_on(void* p) {
     the_allocator->free_on(D, p);
   }
 }
-
-constexpr int kMaxDevices = 64;
 
 template <int... I>
 static constexpr std::array<c10::DeleterFnPtr, sizeof...(I)> make_deleters(std::integer_sequence<int, I...>) {
