@@ -60,8 +60,9 @@ pub(super) const REUSE_PROBES: usize = 64;
 /// size, so that the search stays bounded however many are cached.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
-/// Whether a request that found no room may borrow a peer's memory (`peer.rs`): a large default-pool
-/// request outside captures (a graph's pool keeps its memory), last (NVLink is slower).
+/// Whether a request that found no room may borrow a peer's memory (`peer.rs`): a large
+/// default-pool request outside captures (a graph's pool keeps its memory), last (NVLink is
+/// slower).
 pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
     let default_pool = owner == super::pools::DEFAULT_POOL;
     cfg.peer_borrow && kind == PoolKind::Large && default_pool && !capture
@@ -133,8 +134,7 @@ pub(super) fn min_growth(cfg: &Config, gran: u64) -> u64 {
     cfg.min_growth.div_ceil(gran) * gran
 }
 
-/// The smallest growth allowed now: [`min_growth`], or nothing on the last resort, where every
-/// byte counts.
+/// The smallest growth allowed now: [`min_growth`], or none on the last resort (every byte counts).
 pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
     min_growth(cfg, gran) * u64::from(!last_resort)
 }
@@ -197,8 +197,7 @@ pub(super) fn may_stitch(cfg: &Config, rounded: u64, last_resort: bool) -> bool 
 }
 
 /// Whether to stitch before asking the device for new memory (`defrag_level` 0, the default, or
-/// the last resort); level 1 stitches only once the device refuses, level 2 only on the last
-/// resort.
+/// the last resort); level 1 stitches once the device refuses, level 2 on the last resort only.
 pub(super) fn stitch_before_growth(cfg: &Config, last_resort: bool) -> bool {
     cfg.defrag_level == 0 || last_resort
 }
