@@ -474,8 +474,8 @@ def f_speed_cpp(torch, mode):
         ns = lib.speed_pairs(size, 200000)
         assert ns > 0, "the allocator threw at %d bytes" % size
         out["pair_ns_%d" % size] = ns
-        for junk in (256 << 10, 4 * MiB):
-            out["cold_%dk_pair_ns_%d" % (junk >> 10, size)] = lib.speed_pairs_cold(size, 20000, junk)
+        for junk, pairs in ((256 << 10, 20000), (4 * MiB, 3000)):
+            out["cold_%dk_pair_ns_%d" % (junk >> 10, size)] = lib.speed_pairs_cold(size, pairs, junk)
     rng = random.Random(0)
     sizes = [rng.choice((512, 4096, 1 << 16, MiB, 3 * MiB, 16 * MiB, 40 * MiB)) for _ in range(200000)]
     arr = (ctypes.c_uint64 * len(sizes))(*sizes)
