@@ -73,7 +73,10 @@ fn the_expandable_model_reserves_what_pytorch_reserved_on_the_three_traces() {
     for (name, want) in measured {
         let events = gmlake_trace::read_trace(&root.join(format!("{name}.txt.gz")), None).unwrap();
         let got = replay(Peer::Expandable, &events, CAPACITY);
-        println!("{name:<28} measured {want:>15} model {:>15}", got.peak_reserved_bytes);
+        println!(
+            "{name:<28} measured {want:>15} model {:>15}",
+            got.peak_reserved_bytes
+        );
         assert_eq!(got.ooms, 0);
         assert_eq!(got.peak_reserved_bytes, want, "{name}");
     }
@@ -88,11 +91,18 @@ fn the_expandable_model_reserves_what_pytorch_reserved_on_every_held_out_workloa
     let measured: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
     let mut checked = 0;
     for path in traces().into_iter().filter(|p| p.starts_with(&dir)) {
-        let name = path.file_name().unwrap().to_string_lossy().replace(".txt.gz", "");
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".txt.gz", "");
         let want = measured[&name]["reserved_bytes.all.peak"].as_u64().unwrap();
         let events = gmlake_trace::read_trace(&path, None).unwrap();
         let got = replay(Peer::Expandable, &events, CAPACITY);
-        println!("{name:<28} measured {want:>15} model {:>15}", got.peak_reserved_bytes);
+        println!(
+            "{name:<28} measured {want:>15} model {:>15}",
+            got.peak_reserved_bytes
+        );
         assert_eq!(got.ooms, 0);
         assert_eq!(got.peak_reserved_bytes, want, "{name}");
         checked += 1;
