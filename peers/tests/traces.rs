@@ -71,15 +71,21 @@ fn the_expandable_model_reserves_what_pytorch_reserved_on_the_three_traces() {
     ];
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces");
     for (name, want) in measured {
-        let events = gmlake_trace::read_trace(&root.join(format!("{name}.txt.gz")), None).unwrap();
-        let got = replay(Peer::Expandable, &events, CAPACITY);
-        println!(
-            "{name:<28} measured {want:>15} model {:>15}",
-            got.peak_reserved_bytes
-        );
-        assert_eq!(got.ooms, 0);
-        assert_eq!(got.peak_reserved_bytes, want, "{name}");
+        expandable_model_reserves(&root.join(format!("{name}.txt.gz")), name, want);
     }
+}
+
+/// Replays `path` through the expandable-segments model and asserts its peak reserved bytes are
+/// `want`, what PyTorch reserved with `expandable_segments:True` on that workload.
+fn expandable_model_reserves(path: &std::path::Path, name: &str, want: u64) {
+    let events = gmlake_trace::read_trace(path, None).unwrap();
+    let got = replay(Peer::Expandable, &events, CAPACITY);
+    println!(
+        "{name:<28} measured {want:>15} model {:>15}",
+        got.peak_reserved_bytes
+    );
+    assert_eq!(got.ooms, 0);
+    assert_eq!(got.peak_reserved_bytes, want, "{name}");
 }
 
 #[test]
@@ -97,14 +103,7 @@ fn the_expandable_model_reserves_what_pytorch_reserved_on_every_held_out_workloa
             .to_string_lossy()
             .replace(".txt.gz", "");
         let want = measured[&name]["reserved_bytes.all.peak"].as_u64().unwrap();
-        let events = gmlake_trace::read_trace(&path, None).unwrap();
-        let got = replay(Peer::Expandable, &events, CAPACITY);
-        println!(
-            "{name:<28} measured {want:>15} model {:>15}",
-            got.peak_reserved_bytes
-        );
-        assert_eq!(got.ooms, 0);
-        assert_eq!(got.peak_reserved_bytes, want, "{name}");
+        expandable_model_reserves(&path, &name, want);
         checked += 1;
     }
     assert_eq!(checked, measured.len(), "a recorded workload has no trace");
