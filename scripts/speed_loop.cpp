@@ -36,40 +36,6 @@ extern "C" __attribute__((visibility("default"))) double speed_pairs(size_t size
   }
 }
 
-// Nanoseconds per allocation and free of `size` bytes with the caches cold, as an interpreter's
-// work between two calls leaves them: before each pair, a cache line in every 64 bytes of a
-// `junk_bytes` buffer is written; the time of the writes alone, measured first, is subtracted.
-extern "C" __attribute__((visibility("default"))) double speed_pairs_cold(size_t size, int n, size_t junk_bytes) {
-  try {
-    auto* a = c10::cuda::CUDACachingAllocator::get();
-    std::vector<uint64_t> junk(junk_bytes / sizeof(uint64_t));
-    volatile uint64_t sink = 0;
-    auto walk = [&] {
-      uint64_t x = 0;
-      for (size_t i = 0; i < junk.size(); i += 8) {
-        x ^= ++junk[i];
-      }
-      sink = sink + x;
-    };
-    for (int i = 0; i < 200; ++i) {
-      c10::DataPtr p = a->allocate(size);
-    }
-    auto t = std::chrono::steady_clock::now();
-    for (int i = 0; i < n; ++i) {
-      walk();
-    }
-    double alone = ns_since(t);
-    t = std::chrono::steady_clock::now();
-    for (int i = 0; i < n; ++i) {
-      walk();
-      c10::DataPtr p = a->allocate(size);
-    }
-    return (ns_since(t) - alone) / n;
-  } catch (const std::exception&) {
-    return -1;
-  }
-}
-
 // Nanoseconds per allocation in a window of the 64 most recent live allocations, their sizes
 // `sizes[0..count)` in turn (the free of the allocation 64 back is in the figure); -1 if the
 // allocator threw.

@@ -22,6 +22,16 @@ SPEED_ROWS = ("speed", "speed_cpp")
 SPEED_REPEATS = int(os.environ.get("SPEED_REPEATS", "3"))
 MiB = 1 << 20
 GiB = 1 << 30
+# The speed rows' sizes: pairs of one size, then a window of live tensors of these mixed sizes.
+PAIR_SIZES = (512, 64 << 10, 4 * MiB, 64 * MiB)
+WINDOW_SIZES = (512, 4096, 1 << 16, MiB, 3 * MiB, 16 * MiB, 40 * MiB)
+
+
+def window_sizes(n):
+    """The window's `n` sizes, the same sequence in every run."""
+    import random
+    rng = random.Random(0)
+    return [rng.choice(WINDOW_SIZES) for _ in range(n)]
 
 
 def setup(mode):
@@ -413,10 +423,9 @@ def f_raw_alloc_and_streams(torch, mode):
 
 def f_speed(torch, mode):
     """CPU time of torch.empty + del at several sizes, and of a window of live tensors."""
-    import random
     out = {}
     torch.cuda.synchronize()
-    for size in (512, 64 << 10, 4 * MiB, 64 * MiB):
+    for size in PAIR_SIZES:
         for _ in range(200):
             torch.empty(size, dtype=torch.uint8, device="cuda")
         n = 20000
@@ -424,8 +433,7 @@ def f_speed(torch, mode):
         for _ in range(n):
             torch.empty(size, dtype=torch.uint8, device="cuda")
         out[f"pair_us_{size}"] = (time.perf_counter() - t) / n * 1e6
-    rng = random.Random(0)
-    sizes = [rng.choice((512, 4096, 1 << 16, MiB, 3 * MiB, 16 * MiB, 40 * MiB)) for _ in range(50000)]
+    sizes = window_sizes(50000)
     window = [None] * 64
     t = time.perf_counter()
     for i, s in enumerate(sizes):
@@ -453,8 +461,6 @@ def speed_loop(torch):
     lib = ctypes.CDLL(path)
     lib.speed_pairs.restype = ctypes.c_double
     lib.speed_pairs.argtypes = [ctypes.c_size_t, ctypes.c_int]
-    lib.speed_pairs_cold.restype = ctypes.c_double
-    lib.speed_pairs_cold.argtypes = [ctypes.c_size_t, ctypes.c_int, ctypes.c_size_t]
     lib.speed_window.restype = ctypes.c_double
     lib.speed_window.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
     return lib
@@ -462,22 +468,17 @@ def speed_loop(torch):
 
 def f_speed_cpp(torch, mode):
     """The speed row's loops in C++ (no Python in the timed loop): nanoseconds per allocation and
-    free through PyTorch's current allocator, also with the caches made cold before each pair
-    (cold_*), and per allocation in the window."""
+    free through PyTorch's current allocator, and per allocation in the window."""
     import ctypes
-    import random
     lib = speed_loop(torch)
     torch.empty(1, device="cuda")
     torch.cuda.synchronize()
     out = {}
-    for size in (512, 64 << 10, 4 * MiB, 64 * MiB):
+    for size in PAIR_SIZES:
         ns = lib.speed_pairs(size, 200000)
         assert ns > 0, "the allocator threw at %d bytes" % size
         out["pair_ns_%d" % size] = ns
-        for junk, pairs in ((256 << 10, 20000), (4 * MiB, 3000)):
-            out["cold_%dk_pair_ns_%d" % (junk >> 10, size)] = lib.speed_pairs_cold(size, pairs, junk)
-    rng = random.Random(0)
-    sizes = [rng.choice((512, 4096, 1 << 16, MiB, 3 * MiB, 16 * MiB, 40 * MiB)) for _ in range(200000)]
+    sizes = window_sizes(200000)
     arr = (ctypes.c_uint64 * len(sizes))(*sizes)
     ns = lib.speed_window(arr, len(sizes))
     assert ns > 0, "the allocator threw in the window"
@@ -578,25 +579,13 @@ def main():
             if feature in SPEED_ROWS and r["ok"]:
                 d = r["data"]
                 key, unit = ("pair_us_%d", "us") if feature == "speed" else ("pair_ns_%d", "ns")
-                figures = [d[key % s] for s in (512, 64 << 10, 4 * MiB, 64 * MiB)]
+                figures = [d[key % s] for s in PAIR_SIZES]
                 figures.append(d["window_us_per_op" if feature == "speed" else "window_ns_per_op"])
                 detail = "/".join("%.3g" % x for x in figures) + " " + unit
             else:
                 detail = "" if r["ok"] else r.get("error", "")[:60]
             cells.append("%-34s" % (("PASS " if r["ok"] else "FAIL ") + detail))
         print("%-26s %s" % (feature, "".join(cells)))
-    # The C++ loop with cold caches: each allocator's least ns a pair, by size, per buffer walked.
-    for junk in (256, 4096):
-        cells = []
-        for mode in SPEED_MODES:
-            r = results.get(("speed_cpp", mode))
-            if r is None or not r["ok"]:
-                cells.append("%-34s" % "-")
-                continue
-            figures = [r["data"]["cold_%dk_pair_ns_%d" % (junk, s)] for s in (512, 64 << 10, 4 * MiB, 64 * MiB)]
-            cells.append("%-34s" % ("     " + "/".join("%.3g" % x for x in figures) + " ns"))
-        if any(c.strip() != "-" for c in cells):
-            print("%-26s %s" % ("speed_cpp cold %dK" % junk, "".join(cells)))
     return 1 if failed else 0
 
 

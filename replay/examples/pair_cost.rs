@@ -10,7 +10,7 @@ use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
 
-/// The sizes of the speed row's window (`f_speed` in `scripts/torch_features.py`).
+/// The sizes of the speed rows' window (`WINDOW_SIZES` in `scripts/torch_features.py`).
 const WINDOW_SIZES: [u64; 7] = [512, 4096, 1 << 16, MIB, 3 * MIB, 16 * MIB, 40 * MIB];
 
 fn report(what: &str, ns: f64, st0: &Stats, st1: &Stats) {
@@ -23,21 +23,9 @@ fn report(what: &str, ns: f64, st0: &Stats, st1: &Stats) {
     );
 }
 
-/// Touches a cache line in every 64 bytes of `junk`, evicting what the caches held.
-fn evict(junk: &mut [u64]) -> u64 {
-    let mut x = 0;
-    for w in junk.iter_mut().step_by(8) {
-        *w += 1;
-        x ^= *w;
-    }
-    x
-}
-
 fn main() {
     let mut a = Allocator::new(SimulatedDevice::h200(), Config::default()).unwrap();
     let s = StreamHandle(0);
-    let cold = std::env::var_os("COLD").is_some();
-    let mut junk = vec![0u64; 4 << 20 >> 3];
     let sizes: Vec<u64> = std::env::args()
         .skip(1)
         .map(|a| a.parse().unwrap())
@@ -61,25 +49,6 @@ fn main() {
         }
         let ns = t.elapsed().as_nanos() as f64 / n as f64;
         report(&format!("{size} B pair"), ns, &st0, &a.stats());
-        if cold {
-            // Each pair after a walk through a buffer larger than L2, as an interpreter's work
-            // between two calls would leave the caches; the walk alone is subtracted.
-            let n = 20_000;
-            let t = Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(evict(&mut junk));
-            }
-            let walk = t.elapsed().as_nanos() as f64 / n as f64;
-            let st0 = a.stats();
-            let t = Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(evict(&mut junk));
-                let p = a.malloc(size, s).unwrap();
-                a.free(p).unwrap();
-            }
-            let ns = t.elapsed().as_nanos() as f64 / n as f64 - walk;
-            report(&format!("{size} B cold"), ns, &st0, &a.stats());
-        }
     }
     // The window, twice: the first pass grows the cache, the second is the steady state.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
