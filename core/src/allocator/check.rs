@@ -46,11 +46,9 @@ impl<D: Device> Allocator<D> {
                     }
                 }
                 if let BlockState::Lent(st) = blk.state {
-                    if !self
-                        .stitched
-                        .get(st)
-                        .is_some_and(|s| s.active && s.lent.contains(&id))
-                    {
+                    if !self.stitched.get(st).is_some_and(|s| {
+                        (s.active || self.parked == Some(st)) && s.lent.contains(&id)
+                    }) {
                         return Err(format!(
                             "lent block {id} does not belong to active stitched block {st}"
                         ));
@@ -170,7 +168,13 @@ impl<D: Device> Allocator<D> {
             }
             let reusable = self.reusable.contains(&(st.owner, st.size, sid));
             let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
-            if st.active == in_lru || st.active == reusable || st.active == st.lent.is_empty() {
+            let parked = self.parked == Some(sid);
+            let cached = !st.active && !parked;
+            if cached != in_lru
+                || cached != reusable
+                || cached != st.lent.is_empty()
+                || (parked && st.active)
+            {
                 return Err(format!("stitched block {sid} is in the wrong sets"));
             }
             bytes += st.size as i64;

@@ -78,6 +78,7 @@ impl<D: Device> Allocator<D> {
     /// segment): for restoring a pool, not the hot path.
     pub(super) fn claim_exact(&mut self, addr: u64, requested: u64, l: LaneIdx) -> Option<()> {
         let rounded = requested.div_ceil(super::MIN_BLOCK_SIZE) * super::MIN_BLOCK_SIZE;
+        self.unpark();
         let p = self.lane_pool(l);
         let cached = self
             .stitched

@@ -78,6 +78,9 @@ pub struct Allocator<D: Device> {
     reusable: BTreeSet<(PoolIdx, u64, StitchId)>,
     /// Free stitched blocks in least-recently-freed order: `(last_free, id)`.
     stitch_lru: BTreeSet<(u64, StitchId)>,
+    /// The stitched block freed last, if it still holds its lent blocks ([`policy::reclaims_parked`]);
+    /// it is in neither `reusable` nor `stitch_lru` until `unpark`.
+    parked: Option<StitchId>,
     live: HashMap<u64, Live>,
     pending_frees: Vec<PendingFree>,
     streams: streams::Streams,
@@ -155,6 +158,7 @@ impl<D: Device> Allocator<D> {
             pools: pools::Pools::default(),
             reusable: BTreeSet::new(),
             stitch_lru: BTreeSet::new(),
+            parked: None,
             live: HashMap::new(),
             pending_frees: Vec::new(),
             streams: streams::Streams::default(),
@@ -251,6 +255,7 @@ impl<D: Device> Allocator<D> {
             .map(|(&key, _)| (key >> 64) as u64)
             .max()
             .unwrap_or(0)
+            .max(self.parked_free_extent())
     }
 
     /// Limits reserved memory to `bytes` (or lifts the limit with `None`).

@@ -1,12 +1,11 @@
 //! The allocation policy: every decision the allocator makes, in one place.
 //!
-//! The other files of this module are mechanics (chunks: `grow.rs`, `release.rs`, `split.rs`;
-//! free blocks: `pool.rs`; stitched blocks: `stitch.rs`, `stitch_cache.rs`; `pools.rs`,
-//! `streams.rs`, `va.rs`): they decide nothing and ask the functions here, each a small function
-//! over plain data with why it is so, its cost and the measurement behind it. Figures are from
-//! `gmlake-replay` on the simulated H200 (2 MiB granularity, whole-handle mapping, the driver
-//! costs measured on the H200); "driver x" is gmlake's estimated driver time over PyTorch's
-//! `cudaMalloc` time for the same trace. What was tried and not kept is in `docs/design.md`.
+//! The other files of this module are mechanics: they decide nothing and ask the functions here,
+//! each a small function over plain data with why it is so, its cost and the measurement behind
+//! it. Figures are from `gmlake-replay` on the simulated H200 (2 MiB granularity, whole-handle
+//! mapping, the driver costs measured on the H200); "driver x" is gmlake's estimated driver time
+//! over PyTorch's `cudaMalloc` time for the same trace. What was tried and not kept is in
+//! `docs/design.md`.
 //!
 //! # The allocation order ([`Allocator::place`], [`Allocator::serve`])
 //! A request is rounded up to [`super::MIN_BLOCK_SIZE`] bytes, assigned a pool kind
@@ -15,7 +14,8 @@
 //! 1. best fit ([`pick_fit`]) among free blocks of its pool on its stream, then on other streams
 //!    whose last use has completed; a small request then tries large-pool blocks before the
 //!    small pool grows by one granule;
-//! 2. a cached stitched block ([`reuse_candidates`]);
+//! 2. a cached stitched block ([`reuse_candidates`]), the one freed last first where it may
+//!    serve ([`reclaims_parked`]);
 //! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]), growing a cached
 //!    stitched block where one maps some of them ([`growable_candidates`]);
 //! 4. new memory for only what the free chunks lack, stitched with them
@@ -94,17 +94,14 @@ pub(super) const SPLIT_FREE_FACTOR: u64 = 2;
 /// (`docs/design.md`, "Held-out traces").
 pub(super) const SPLIT_MIN_RATIO: u64 = 4;
 
-/// The size of the physical handles a growth for a request of `rounded` bytes creates:
-/// `rounded / handle_divisions` (`large_handle_divisions` from `large_request_size` up), rounded
-/// up to the granularity `gran`, between `min_handle_size` and `max_handle_size`.
-///
-/// Why: the driver maps whole handles only, so a stitch can use a handle only when all of it is
-/// free; small handles keep free memory stitchable, but each costs a create, a map and an access
-/// (about 30-60 us on the H200). Sizing handles by the request gives large tensors few large
-/// chunks and small ones small chunks. On the three given traces the default (sixteenths, 32 MiB
-/// to 1 GiB; quarters from 2 GiB) reaches 0.986-0.995 utilization at 1.58-1.86 driver x, where
-/// 2 MiB handles reach 0.98-0.9998 at 22-121 driver x and one handle per growth 0.95-0.99 at
-/// 1.4-1.7 (`docs/design.md`, "Handle size", "Very large growths").
+/// The size of the physical handles a growth for a request of `rounded` bytes creates: `rounded /
+/// handle_divisions` (`large_handle_divisions` from `large_request_size` up), rounded up to the
+/// granularity `gran`, between `min_handle_size` and `max_handle_size`. Why: the driver maps whole
+/// handles only, so a stitch can use a handle only when all of it is free; small handles keep free
+/// memory stitchable, but each costs a create, a map and an access (about 30-60 us on the H200).
+/// On the three given traces the default (sixteenths, 32 MiB to 1 GiB; quarters from 2 GiB)
+/// reaches 0.986-0.995 utilization at 1.58-1.86 driver x, 2 MiB handles 0.98-0.9998 at 22-121
+/// and one handle per growth 0.95-0.99 at 1.4-1.7 (`docs/design.md`, "Handle size").
 pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
     let cap = (cfg.max_handle_size.div_ceil(gran) * gran).max(gran);
     let k = if rounded >= cfg.large_request_size {
@@ -120,34 +117,24 @@ pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
 /// The handle size of a growth for `rounded` bytes: [`handle_size`], or one granule when memory
 /// is short ([`under_pressure`]), where every partly used handle is memory lost to stitching.
 pub(super) fn growth_handle_size(cfg: &Config, gran: u64, rounded: u64, pressed: bool) -> u64 {
-    if pressed {
-        return gran;
-    }
-    handle_size(cfg, gran, rounded)
+    [handle_size(cfg, gran, rounded), gran][pressed as usize]
 }
 
-/// The smallest large-pool growth in bytes (`min_growth` rounded up to the granularity). At one
-/// granule (the default), a request grows by what it lacks only: larger growths (PyTorch's
-/// 20 MiB) lowered driver time but cost up to 0.05 utilization on held-out traces
-/// (`docs/design.md`, "Held-out traces").
-pub(super) fn min_growth(cfg: &Config, gran: u64) -> u64 {
-    cfg.min_growth.div_ceil(gran) * gran
-}
-
-/// The smallest growth allowed now: [`min_growth`], or none on the last resort (every byte counts).
+/// The smallest large-pool growth in bytes: `min_growth` rounded up to the granularity, or none
+/// on the last resort (every byte counts). At one granule (the default), a request grows by what
+/// it lacks only: larger growths (PyTorch's 20 MiB) lowered driver time but cost up to 0.05
+/// utilization on held-out traces (`docs/design.md`, "Held-out traces").
 pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
-    min_growth(cfg, gran) * u64::from(!last_resort)
+    cfg.min_growth.div_ceil(gran) * gran * u64::from(!last_resort)
 }
 
-/// Reserved memory past this share of what the device (or the memory fraction) allows, in per
-/// mille, is short. Then new memory comes in handles of one granule, and a whole free chunk is cut
-/// for any placement that would break it (cached stitched blocks that map it destroyed first), so
-/// that free memory stays in whole chunks a stitch can use: a request fails only when the live
-/// bytes nearly fill the device. Below it, the fast path (large handles, few cuts) is unchanged.
-/// Over the 21 traces, the smallest device each replays on is at most 1.0084 x its peak live
-/// bytes at 400 (1.0388 at 800, 1.0078 at 200, 1.0056 at 0); at 400 or above, replays on a whole
-/// H200 make the same driver calls as before (none of them passes 40% of it), at 200 the driver
-/// time of the larger ones grows by half, at 0 fifteenfold (`docs/design.md`, "Under pressure").
+/// Reserved memory past this share (per mille) of what the device or the memory fraction allows
+/// is short: new memory then comes in one-granule handles, and a whole free chunk is cut for any
+/// placement that would break it (destroying cached stitched blocks that map it), so that free
+/// memory stays stitchable and a request fails only when live bytes nearly fill the device. Over
+/// 21 traces the smallest device each replays on is at most 1.0084 x its peak live bytes at 400
+/// (1.0388 at 800, 1.0078 at 200, 1.0056 at 0); at 400 replays on a whole H200 make the same
+/// driver calls as without it, at 200 half again, at 0 15x (`docs/design.md`, "Under pressure").
 pub(super) const PRESSURE_PER_MILLE: u64 = 400;
 
 /// Whether memory is short: `reserved` bytes past [`PRESSURE_PER_MILLE`] of `cap`.
@@ -189,9 +176,8 @@ pub(super) fn split_point(c: &SplitView, at: u64, rounded: u64, gran: u64) -> Op
 }
 
 /// Whether a large request of `rounded` bytes may be served by stitching: stitching is on and the
-/// request is at least `frag_limit` (GMLake's `fragLimit`), or anything goes (the last resort).
-/// `frag_limit` defaults to 2 MiB: any request spanning a granule gains, since the alternative,
-/// new memory, costs driver calls too.
+/// request is at least `frag_limit` (GMLake's `fragLimit`; 2 MiB: any request spanning a granule
+/// gains, since new memory costs driver calls too), or anything goes (the last resort).
 pub(super) fn may_stitch(cfg: &Config, rounded: u64, last_resort: bool) -> bool {
     cfg.stitching && (rounded >= cfg.frag_limit || last_resort)
 }
@@ -202,10 +188,9 @@ pub(super) fn stitch_before_growth(cfg: &Config, last_resort: bool) -> bool {
     cfg.defrag_level == 0 || last_resort
 }
 
-/// Whether new memory for only what the free chunks lack should be stitched with them, rather
-/// than grown as a segment of its own: for requests larger than one growth, where the stitch maps
-/// the new chunks once for both views (`docs/design.md`, "Stitching with new memory"); a request
-/// no larger than a growth is served more cheaply by a growth alone.
+/// Whether new memory for only what the free chunks lack should be stitched with them rather than
+/// grown as a segment of its own: for requests larger than one growth (`docs/design.md`,
+/// "Stitching with new memory"); a smaller one is served more cheaply by a growth alone.
 pub(super) fn stitch_growing_pays(rounded: u64, min_growth: u64, last_resort: bool) -> bool {
     rounded > min_growth || last_resort
 }
@@ -218,10 +203,9 @@ pub(super) fn worth_stitching(free_chunk_bytes: u64, free_chunks: usize, rounded
 
 /// Best fit: among the [`FIT_PROBES`] smallest free blocks of at least `rounded` bytes
 /// (`smallest_first`), the first whose use breaks no whole physical chunk; else the smallest.
-/// `view` gives what is known of a block, or `None` if the stream may not use it yet.
-///
-/// Why: a free chunk broken by a small tensor cannot be stitched until that tensor goes, so among
-/// near-equal fits the one that keeps chunks whole is worth a few bytes more. O(FIT_PROBES).
+/// `view` gives what is known of a block, or `None` if the stream may not use it yet. Why: a free
+/// chunk broken by a small tensor cannot be stitched until that tensor goes, so among near-equal
+/// fits the one that keeps chunks whole is worth a few bytes more. O(FIT_PROBES).
 pub(super) fn pick_fit(
     smallest_first: impl Iterator<Item = BlockId>,
     rounded: u64,
@@ -260,9 +244,8 @@ pub(super) fn placement(
     }
 }
 
-/// The order in which a stitch considers whole free chunks, given as `(bytes, start)`: largest
-/// first (fewest mappings, each about 25 us to map and 25-60 us to grant access on the H200),
-/// then by address.
+/// The order in which a stitch considers whole free chunks, `(bytes, start)`: largest first (fewest
+/// mappings, each about 25 us to map and 25-60 us to grant access on the H200), then by address.
 pub(super) fn stitch_order(a: (u64, u64), b: (u64, u64)) -> core::cmp::Ordering {
     b.0.cmp(&a.0).then(a.1.cmp(&b.1))
 }
@@ -294,18 +277,28 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
     (rounded as f64 * cfg.reuse_limit) as u64
 }
 
+/// A freed stitched block keeps its lent blocks (it is *parked*, one at a time) until the next
+/// request, which takes it back at once if it asks the size last handed out (`lent`) and the
+/// reuse step would take this block first (`Allocator::reclaim_parked`); anything else that
+/// looks for free memory returns them to their pools first, so every placement is as without
+/// parking. Why: claiming a cached stitched block splits the free blocks under its pieces and
+/// freeing it merges them again; a tensor freed and made again at its size (a `torch.empty`
+/// loop) skips both: 6,300 to 1,400 instructions a pair at 64 MiB (callgrind, `pair_cost`); the
+/// replays of the 24 traces over 8 passes are unchanged (`docs/design.md`, "Parked blocks").
+pub(super) fn reclaims_parked(lent: u64, rounded: u64) -> bool {
+    lent == rounded
+}
+
 /// The cached stitched blocks a reuse for `rounded` bytes tries, in order: the [`REUSE_PROBES`]
-/// best fitting of at most [`reuse_max`] bytes (`fitting`: `(size, id)` of the pool's cached
-/// blocks of at least `rounded` bytes, smallest first), then the [`REUSE_PROBES`] most recently
-/// freed of a fitting size among the [`REUSE_RECENT_SCAN`] most recently freed (`recent`: the
-/// pool's cached blocks, most recently freed first; `size_of` gives a block's size).
-///
-/// Why both orders: a cached block whose chunks others have taken since it was freed stays
-/// cached, and where hundreds are cached the best fitting are mostly such; the block freed last
-/// is the one whose chunks were free most recently. On neox_sample (sampled generation) this cut
-/// the warm passes' new stitches from 377-629 to 94-213 a pass (29-64 ms to 7-17 ms of driver
-/// time), changing no other trace (`docs/design.md`, "A generation trace that never settled").
-/// O(REUSE_RECENT_SCAN + log cached).
+/// best fitting of at most [`reuse_max`] bytes (`fitting`: `(size, id)` of the pool's cached blocks
+/// of at least `rounded` bytes, smallest first), then the [`REUSE_PROBES`] most recently freed of a
+/// fitting size among the [`REUSE_RECENT_SCAN`] most recently freed (`recent`: the pool's cached
+/// blocks, most recently freed first; `size_of` gives a block's size). Why both orders: where
+/// hundreds are cached, the best fitting mostly had their chunks taken since they were freed; the
+/// block freed last is the one whose chunks were free most recently. On neox_sample (sampled
+/// generation) this cut the warm passes' new stitches from 377-629 to 94-213 a pass (29-64 ms to
+/// 7-17 ms of driver time), changing no other trace (`docs/design.md`, "A generation trace that
+/// never settled"). O(REUSE_RECENT_SCAN + log cached).
 pub(super) fn reuse_candidates(
     fitting: impl Iterator<Item = (u64, StitchId)>,
     recent: impl Iterator<Item = StitchId>,
@@ -332,35 +325,29 @@ pub(super) fn reuse_candidates(
 
 /// The cached stitched blocks a stitch for `rounded` bytes may grow instead of mapping their
 /// chunks again, in the order tried: the [`REUSE_PROBES`] largest smaller than the request
-/// (`smaller`: `(size, id)` of the pool's cached blocks smaller than `rounded`, by size). A
-/// stitch that covers all of a cached block's chunks then maps only the chunks it lacks, into the
-/// address space held after the block: on opt13_lora a 4.7 GB request so reuses the 42 mappings
-/// of a freed 2.3 GB block (`docs/design.md`, "Growing a cached stitched block").
+/// (`smaller`: `(size, id)` of the pool's cached blocks smaller than `rounded`, by size); it maps
+/// only the chunks the block lacks, after it: on opt13_lora a 4.7 GB request so reuses the 42
+/// mappings of a freed 2.3 GB block (`docs/design.md`, "Growing a cached stitched block").
 pub(super) fn growable_candidates(
     smaller: impl DoubleEndedIterator<Item = (u64, StitchId)>,
 ) -> impl Iterator<Item = StitchId> {
     smaller.rev().take(REUSE_PROBES).map(|(_, sid)| sid)
 }
 
-/// The address space a new stitched block of `size` bytes holds after its range to grow into: as
-/// much again (training requests often double: opt13_lora's 2.3 GB then 4.7 GB), never past the
-/// device's memory `total`, in granules. Address space is plentiful and held at no driver cost.
+/// The address space a new stitched block of `size` bytes holds after its range to grow into, in
+/// granules: as much again (training requests often double: opt13_lora's 2.3 GB then 4.7 GB), never
+/// past the device's memory `total`. Address space is plentiful and held at no driver cost.
 pub(super) fn headroom_for(size: u64, total: u64, gran: u64) -> u64 {
     size.min(total.saturating_sub(size) / gran * gran)
 }
 
 /// Whether the cached stitched blocks are past their bounds, so that the least recently freed
-/// must go (GMLake's StitchFree): virtual bytes of stitched blocks over `stitched_bytes_limit`
-/// (default twice the device's memory `total`), or their mappings over `max_stitch_mappings`:
+/// must go (GMLake's StitchFree): `bytes_maps`, their virtual bytes over `stitched_bytes_limit`
+/// (default twice the device's memory `total`) or their mappings over `max_stitch_mappings`:
 /// wide, since cached blocks cost address space and mappings but no physical memory.
-pub(super) fn over_stitch_bounds(
-    stitched_bytes: u64,
-    mappings: u64,
-    cfg: &Config,
-    total: u64,
-) -> bool {
-    stitched_bytes > cfg.stitched_bytes_limit.unwrap_or(2 * total)
-        || mappings > cfg.max_stitch_mappings
+pub(super) fn over_stitch_bounds(bytes_maps: (u64, u64), cfg: &Config, total: u64) -> bool {
+    bytes_maps.0 > cfg.stitched_bytes_limit.unwrap_or(2 * total)
+        || bytes_maps.1 > cfg.max_stitch_mappings
 }
 
 /// How many bytes growing a segment in place for `rounded` bytes takes, given the free tail `tail`
@@ -423,20 +410,26 @@ impl<D: Device> Allocator<D> {
         last_resort: bool,
         device_error: &mut Option<DeviceError>,
     ) -> Option<Served> {
-        if self.pools.no_split(self.lane_pool(l)) {
+        let whole_only = self.pools.no_split(self.lane_pool(l));
+        if whole_only || self.parked_free_extent() >= rounded {
+            self.unpark(); // its bytes could serve: the order sees them as free
+        }
+        if whole_only {
             return self.serve_whole(rounded, pool, l, device_error);
         }
         if let Some(b) = self.best_fit(pool, l, rounded) {
             return Some(Served::Block(b));
         }
+        if let Some(sid) = self.reclaim_parked(rounded, l) {
+            return Some(Served::Stitched(sid));
+        }
+        self.unpark();
         let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
         let pressed = under_pressure(reserved + rounded, self.reserved_cap());
         self.handle_size = growth_handle_size(&self.cfg, self.gran, rounded, pressed);
         if pool == PoolKind::Small {
-            // A growth adds to reserved memory for certain; a broken large-pool chunk only stays
-            // out of stitches while the small tensor lives. Taking only blocks that break no
-            // chunk let llama_beam grow its small pool while 660 MiB of whole chunks sat free
-            // (utilization 0.960 instead of 0.985).
+            // A growth adds to reserved memory for certain; a broken chunk only while the tensor
+            // lives (llama_beam: 0.960 utilization instead of 0.985 without this).
             if let Some(b) = self.best_fit(PoolKind::Large, l, rounded) {
                 return Some(Served::Block(b));
             }
@@ -455,7 +448,11 @@ impl<D: Device> Allocator<D> {
             if let Some(sid) = self.stitch(rounded, l) {
                 return Some(Served::Stitched(sid));
             }
-            if stitch_growing_pays(rounded, min_growth(&self.cfg, self.gran), last_resort) {
+            if stitch_growing_pays(
+                rounded,
+                growth_floor(&self.cfg, self.gran, false),
+                last_resort,
+            ) {
                 match self.stitch_growing(rounded, floor, l) {
                     Ok(Some(sid)) => return Some(Served::Stitched(sid)),
                     Ok(None) | Err(Miss::NoMemory) => {}

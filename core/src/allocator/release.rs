@@ -87,6 +87,7 @@ impl<D: Device> Allocator<D> {
 
     /// [`Self::release_cached`], for pool `only` alone where given.
     pub(super) fn release_cached_of(&mut self, only: Option<PoolIdx>) -> DeviceResult<()> {
+        self.unpark();
         if self.capturing() {
             return Ok(());
         }

@@ -62,6 +62,7 @@ impl<D: Device> Allocator<D> {
     /// will use out of the free blocks under its first pages. `false`, changing nothing, if some
     /// of those bytes are not free for `s`.
     pub(super) fn claim(&mut self, sid: StitchId, bytes: u64, l: LaneIdx) -> bool {
+        self.unpark();
         let g = self.gran;
         let mut runs = Vec::new();
         let mut left = bytes;
@@ -98,20 +99,97 @@ impl<D: Device> Allocator<D> {
         true
     }
 
-    /// A freed stitched block: its lent bytes go back to their pools; it stays cached.
+    /// A freed stitched block: it stays cached, and its lent bytes go back to their pools when
+    /// `unpark` is next called ([`policy::reclaims_parked`]).
     pub(super) fn unclaim(&mut self, sid: StitchId, fence: Fence) {
+        self.unpark();
         self.tick += 1;
-        let tick = self.tick;
         let st = &mut self.stitched[sid];
         st.active = false;
         st.fence = fence;
-        st.last_free = tick;
-        let lent = core::mem::take(&mut st.lent);
+        st.last_free = self.tick;
+        self.parked = Some(sid);
+    }
+
+    /// Returns the parked stitched block's lent bytes to their pools and caches it as any freed
+    /// stitched block; whether one was parked. Called before anything looks for free memory
+    /// beyond best fit and the parked block itself (`policy.rs`'s order, releases, snapshots of
+    /// free memory, garbage collection).
+    pub(super) fn unpark(&mut self) -> bool {
+        let Some(sid) = self.parked.take() else {
+            return false;
+        };
+        let st = &mut self.stitched[sid];
+        let (fence, lent) = (st.fence, core::mem::take(&mut st.lent));
         self.reusable.insert((st.owner, st.size, sid));
-        self.stitch_lru.insert((tick, sid));
+        self.stitch_lru.insert((st.last_free, sid));
         for b in lent {
             self.release_block(b, fence);
         }
+        true
+    }
+
+    /// Hands the parked stitched block out again for `rounded` bytes on lane `l` where
+    /// [`policy::reclaims_parked`] says it serves them and the reuse step would take it first
+    /// (`reuse_stitched`: of the pool's cached blocks of `rounded` to [`policy::reuse_max`]
+    /// bytes it comes first, and its pages, with the free blocks they would merge with, are
+    /// free for the stream). Its lent blocks are still its own: no change to the pools.
+    pub(super) fn reclaim_parked(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
+        let sid = self.parked?;
+        let (st, s, p) = (&self.stitched[sid], self.lane_stream(l), self.lane_pool(l));
+        let lent: u64 = st.lent.iter().map(|&b| self.blocks[b].size).sum();
+        if !policy::reclaims_parked(lent, rounded) || st.size < rounded {
+            return None;
+        }
+        let safe = |b: Option<BlockId>| {
+            b.map(|b| &self.blocks[b])
+                .is_none_or(|b| b.state != BlockState::Free || self.streams.safe_for(b.fence, s))
+        };
+        let first = st.owner == p
+            && st.size <= policy::reuse_max(rounded, &self.cfg)
+            && self
+                .reusable
+                .range((p, rounded, 0)..(p, st.size, sid))
+                .next()
+                .is_none();
+        let free_for_s = self.streams.safe_for(st.fence, s)
+            && st
+                .lent
+                .iter()
+                .all(|&b| safe(self.blocks[b].prev) && safe(self.blocks[b].next));
+        if !(first && free_for_s) {
+            return None;
+        }
+        self.parked = None;
+        self.stitched[sid].active = true;
+        self.stats.num_stitch_reuses += 1;
+        Some(sid)
+    }
+
+    /// The largest free block the parked stitched block's lent bytes would form with their free
+    /// neighbours once returned (for [`Allocator::largest_free_block`] and `policy.rs`'s
+    /// order); 0 if none is parked. O(blocks in that run).
+    pub(super) fn parked_free_extent(&self) -> u64 {
+        let Some(sid) = self.parked else { return 0 };
+        let free = |b: &Block| b.state == BlockState::Free || b.state == BlockState::Lent(sid);
+        let extent = |b: BlockId| {
+            let mut first = b;
+            while let Some(p) = self.blocks[first].prev.filter(|&p| free(&self.blocks[p])) {
+                first = p;
+            }
+            let (mut bytes, mut at) = (0, Some(first));
+            while let Some(x) = at.filter(|&x| free(&self.blocks[x])) {
+                bytes += self.blocks[x].size;
+                at = self.blocks[x].next;
+            }
+            bytes
+        };
+        self.stitched[sid]
+            .lent
+            .iter()
+            .map(|&b| extent(b))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Reuses a cached stitched block of lane `l`'s pool for `rounded` bytes: the first of
@@ -148,8 +226,10 @@ impl<D: Device> Allocator<D> {
 
     fn over_stitch_bounds(&self) -> bool {
         policy::over_stitch_bounds(
-            self.stats.stitched_bytes.current as u64,
-            self.stats.stitch_mappings.current as u64,
+            (
+                self.stats.stitched_bytes.current as u64,
+                self.stats.stitch_mappings.current as u64,
+            ),
             &self.cfg,
             self.dev.total_memory(),
         )
@@ -186,6 +266,9 @@ impl<D: Device> Allocator<D> {
     /// Unmaps and frees a free stitched block and forgets it (a segment sharing the start of its
     /// range stays). `false` if the device refused to unmap (it then stays cached).
     fn destroy_stitched(&mut self, sid: StitchId) -> bool {
+        if self.parked == Some(sid) {
+            self.unpark();
+        }
         let st = &self.stitched[sid];
         let own = st.own.clone();
         let headroom = (st.va + st.size, st.headroom);
