@@ -421,25 +421,9 @@ def f_raw_alloc_and_streams(torch, mode):
     return {}
 
 
-def counters():
-    """This thread's CPU counters (scripts/hw_counters.py), or None where none opens."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from hw_counters import Counters
-    c = Counters()
-    return c if c.fds else None
-
-
-def per_op(c, n, out, key):
-    """Puts the counts since c.start() into out[key], per operation (n of them)."""
-    if c is not None:
-        out[key] = {k: round(v / n, 1) for k, v in c.stop().items()}
-
-
 def f_speed(torch, mode):
-    """CPU time of torch.empty + del at several sizes, and of a window of live tensors; with
-    the CPU's counters per pair where the kernel lets a process count its own."""
+    """CPU time of torch.empty + del at several sizes, and of a window of live tensors."""
     out = {}
-    c = counters()
     torch.cuda.synchronize()
     for size in PAIR_SIZES:
         for _ in range(200):
@@ -449,11 +433,6 @@ def f_speed(torch, mode):
         for _ in range(n):
             torch.empty(size, dtype=torch.uint8, device="cuda")
         out[f"pair_us_{size}"] = (time.perf_counter() - t) / n * 1e6
-        if c is not None:
-            c.start()
-            for _ in range(n):
-                torch.empty(size, dtype=torch.uint8, device="cuda")
-            per_op(c, n, out, f"counters_{size}")
     sizes = window_sizes(50000)
     window = [None] * 64
     t = time.perf_counter()
@@ -495,15 +474,10 @@ def f_speed_cpp(torch, mode):
     torch.empty(1, device="cuda")
     torch.cuda.synchronize()
     out = {}
-    c = counters()
     for size in PAIR_SIZES:
         ns = lib.speed_pairs(size, 200000)
         assert ns > 0, "the allocator threw at %d bytes" % size
         out["pair_ns_%d" % size] = ns
-        if c is not None:
-            c.start()
-            lib.speed_pairs(size, 200000)
-            per_op(c, 200000, out, "counters_%d" % size)
     sizes = window_sizes(200000)
     arr = (ctypes.c_uint64 * len(sizes))(*sizes)
     ns = lib.speed_window(arr, len(sizes))
@@ -542,11 +516,6 @@ def child(feature, mode):
         os._exit(0)
 
 
-def least(a, b):
-    """Each figure's least value of two runs' (dicts of figures, or of dicts of figures)."""
-    return {k: least(v, b[k]) if isinstance(v, dict) else min(v, b[k]) for k, v in a.items() if k in b}
-
-
 def run(feature, mode):
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
@@ -583,7 +552,7 @@ def main():
                 r["every_run"] = [r["data"]]
             if prev is not None and prev["ok"] and r["ok"]:
                 r["every_run"] = prev.get("every_run", [prev["data"]]) + r["every_run"]
-                r["data"] = least(r["data"], prev["data"])
+                r["data"] = {k: min(v, prev["data"][k]) for k, v in r["data"].items()}
                 r["runs"] = prev.get("runs", 1) + 1
             # A failed run fails the row, whichever repeat it was.
             results[(feature, mode)] = prev if prev is not None and not prev["ok"] else r
@@ -617,15 +586,6 @@ def main():
                 detail = "" if r["ok"] else r.get("error", "")[:60]
             cells.append("%-34s" % (("PASS " if r["ok"] else "FAIL ") + detail))
         print("%-26s %s" % (feature, "".join(cells)))
-    # The CPU's counters per pair (least of the runs), where the kernel gave them.
-    for feature in wanted:
-        for mode in SPEED_MODES:
-            r = results.get((feature, mode))
-            if not (feature in SPEED_ROWS and r and r["ok"] and "counters_%d" % PAIR_SIZES[0] in r["data"]):
-                continue
-            for size in PAIR_SIZES:
-                c = r["data"]["counters_%d" % size]
-                print("  %s %s %d B, per pair: %s" % (feature, mode, size, " ".join("%s %.0f" % kv for kv in c.items())))
     return 1 if failed else 0
 
 
