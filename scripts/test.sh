@@ -18,7 +18,7 @@ python3 -m venv "$build_venv"
 "$build_venv/bin/pip" install --quiet --upgrade pip "maturin>=1.9.4,<2"
 # manylinux_2_34: glibc 2.34 or later (Ubuntu 22.04, Debian 12, RHEL 9 and newer); libstdc++ stays
 # the system's, so that C++ exceptions cross into PyTorch (docs/design.md, "A wheel without Rust").
-"$build_venv/bin/maturin" build --release --locked --compatibility manylinux_2_34 -o "$wheels"
+"$build_venv/bin/maturin" build --profile dist --locked --compatibility manylinux_2_34 -o "$wheels"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 "$venv/bin/pip" install --quiet "$wheels"/gmlake-*-manylinux_2_34_x86_64.whl pytest
