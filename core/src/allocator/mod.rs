@@ -9,6 +9,7 @@
 
 mod arena;
 mod check;
+mod checkpoint;
 mod grow;
 mod history;
 mod live;
@@ -36,9 +37,10 @@ use arena::Arena;
 use hashbrown::HashMap;
 use types::*;
 
+pub use checkpoint::{PoolCheckpoint, PoolRestore};
 pub use history::HistoryRecord;
 pub use peer::BORROW_POOL;
-pub use pools::{PoolCheckpoint, PoolId, PoolRestore};
+pub use pools::PoolId;
 pub use share::{Shared, SharedPiece};
 pub use snapshot::{
     BlockInfo, BlockStateInfo, ChunkInfo, PieceInfo, SegmentInfo, Snapshot, StitchedInfo,
