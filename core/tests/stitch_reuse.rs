@@ -102,38 +102,3 @@ fn the_best_fitting_usable_block_still_comes_first() {
     live.extend([p, q]);
     teardown(a, live);
 }
-
-#[test]
-fn a_freed_stitched_block_s_bytes_stay_free_memory() {
-    // Four free 8 MiB chunks on a full device, stitched into one 32 MiB block and freed: the
-    // block keeps its lent chunks until the next request (`reclaims_parked` in `policy.rs`), yet
-    // they are free memory for every question asked and every request made meanwhile.
-    let mut a = support::eager();
-    let mut live = Vec::new();
-    support::fragmented(&mut a, &mut live);
-    let p = a.malloc(32 * MIB, S).unwrap();
-    a.free(p).unwrap();
-    a.check_invariants().unwrap();
-    assert_eq!(a.largest_free_block(), 8 * MIB);
-    let inactive: u64 = a
-        .snapshot()
-        .segments
-        .iter()
-        .flat_map(|s| &s.blocks)
-        .filter(|b| b.state == gmlake_core::BlockStateInfo::Inactive)
-        .map(|b| b.size)
-        .sum();
-    assert_eq!(inactive, 32 * MIB);
-    // The same size again takes the block back, with no driver call.
-    let calls = a.device().calls();
-    let q = a.malloc(32 * MIB, S).unwrap();
-    assert_eq!((q, a.device().calls()), (p, calls));
-    a.free(q).unwrap();
-    // Another size is served from its chunks: nothing else is free and the device is full.
-    let reserved = a.stats().reserved_bytes.all.current;
-    let parts: Vec<u64> = (0..4).map(|_| a.malloc(8 * MIB, S).unwrap()).collect();
-    assert_eq!(a.stats().reserved_bytes.all.current, reserved, "no growth");
-    a.check_invariants().unwrap();
-    live.extend(parts);
-    teardown(a, live);
-}

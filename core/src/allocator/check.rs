@@ -47,7 +47,7 @@ impl<D: Device> Allocator<D> {
                 }
                 if let BlockState::Lent(st) = blk.state {
                     if !self.stitched.get(st).is_some_and(|s| {
-                        (s.active || self.parked == Some(st)) && s.lent.contains(&id)
+                        (s.active || self.free_or_parked(id)) && s.lent.contains(&id)
                     }) {
                         return Err(format!(
                             "lent block {id} does not belong to active stitched block {st}"
@@ -168,7 +168,7 @@ impl<D: Device> Allocator<D> {
             }
             let reusable = self.reusable.contains(&(st.owner, st.size, sid));
             let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
-            let parked = self.parked == Some(sid);
+            let parked = self.parked == Some(super::parked::Parked::Stitched(sid));
             let cached = !st.active && !parked;
             if cached != in_lru
                 || cached != reusable

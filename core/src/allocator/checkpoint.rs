@@ -72,6 +72,7 @@ impl<D: Device> Allocator<D> {
         })
         .map_err(Error::Device)?;
         self.after_device_sync();
+        self.unpark();
         let mut out = PoolRestore {
             freed: self.pool_live_allocations(cp.pool),
             allocated: Vec::new(),

@@ -26,6 +26,11 @@ impl<D: Device> Allocator<D> {
                 let addr = self.blocks[b].addr;
                 self.register_live(addr, LiveKind::Block(b), stat_pool, size, rounded, l)
             }
+            Served::Again(b) => {
+                let (addr, stat_pool) =
+                    (self.blocks[b].addr, self.segments[self.blocks[b].seg].pool);
+                self.register_live(addr, LiveKind::Block(b), stat_pool, size, rounded, l)
+            }
             Served::Stitched(sid) => {
                 let addr = self.stitched[sid].va;
                 let kind = LiveKind::Stitched(sid);
@@ -218,9 +223,7 @@ impl<D: Device> Allocator<D> {
             live.owner,
         );
         match live.kind {
-            LiveKind::Block(b) => {
-                self.release_block(b, fence);
-            }
+            LiveKind::Block(b) => self.park_block(b, fence),
             LiveKind::Stitched(sid) => self.unclaim(sid, fence),
         }
         self.stats.active.update(live.pool, -1);

@@ -13,6 +13,7 @@ mod checkpoint;
 mod grow;
 mod history;
 mod live;
+mod parked;
 mod peer;
 mod policy;
 mod pool;
@@ -80,9 +81,8 @@ pub struct Allocator<D: Device> {
     reusable: BTreeSet<(PoolIdx, u64, StitchId)>,
     /// Free stitched blocks in least-recently-freed order: `(last_free, id)`.
     stitch_lru: BTreeSet<(u64, StitchId)>,
-    /// The stitched block freed last, if it still holds its lent blocks ([`policy::reclaims_parked`]);
-    /// it is in neither `reusable` nor `stitch_lru` until `unpark`.
-    parked: Option<StitchId>,
+    /// What was freed last, if it is still kept as it was (`parked.rs`).
+    parked: Option<parked::Parked>,
     live: HashMap<u64, Live>,
     pending_frees: Vec<PendingFree>,
     streams: streams::Streams,
@@ -105,6 +105,8 @@ pub struct Allocator<D: Device> {
 pub(super) enum Served {
     Block(BlockId),
     Stitched(StitchId),
+    /// The parked block, handed out again as it is (`parked.rs`).
+    Again(BlockId),
 }
 
 /// Why new memory could not be had.

@@ -11,11 +11,11 @@
 //! A request is rounded up to [`super::MIN_BLOCK_SIZE`] bytes, assigned a pool kind
 //! ([`pool_for`]) and served, within its memory pool (the default or a private one), by the first
 //! of these that succeeds (GMLake's order, ASPLOS 2024, its bugs fixed: `docs/design.md`):
-//! 1. best fit ([`pick_fit`]) among free blocks of its pool on its stream, then on other streams
+//! 1. best fit ([`pick_fit`], taking what was freed last at once where it would serve:
+//!    [`reclaims_parked`]) among free blocks of its pool on its stream, then on other streams
 //!    whose last use has completed; a small request then tries large-pool blocks before the
 //!    small pool grows by one granule;
-//! 2. a cached stitched block ([`reuse_candidates`]), the one freed last first where it may
-//!    serve ([`reclaims_parked`]);
+//! 2. a cached stitched block ([`reuse_candidates`]; the one freed last first, likewise);
 //! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]), growing a cached
 //!    stitched block where one maps some of them ([`growable_candidates`]);
 //! 4. new memory for only what the free chunks lack, stitched with them
@@ -29,11 +29,10 @@
 //! 7. with `peer_borrow` on, memory borrowed from a peer GPU ([`may_borrow`], [`peer_limit`]);
 //! 8. out of memory.
 //!
-//! A pool marked `no_split` hands out whole blocks only ([`Allocator::serve_whole`]). Before a
-//! free block is handed out, the allocation goes to its end that breaks fewer whole chunks
-//! ([`placement`]), and a much larger whole chunk under it may be cut ([`split_point`]). Cached
-//! stitched blocks are destroyed least recently freed first past [`over_stitch_bounds`], except
-//! those of private pools in use.
+//! A `no_split` pool hands out whole blocks only ([`Allocator::serve_whole`]). A free block's
+//! allocation goes to its end that breaks fewer whole chunks ([`placement`]), and a much larger
+//! whole chunk under it may be cut ([`split_point`]). Cached stitched blocks are destroyed least
+//! recently freed first past [`over_stitch_bounds`], except those of private pools in use.
 //!
 //! # Complexity
 //! With `f` the free blocks of a pool and `k` a bounded probe count: best fit and placement
@@ -277,16 +276,17 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
     (rounded as f64 * cfg.reuse_limit) as u64
 }
 
-/// A freed stitched block keeps its lent blocks (it is *parked*, one at a time) until the next
-/// request, which takes it back at once if it asks the size last handed out (`lent`) and the
-/// reuse step would take this block first (`Allocator::reclaim_parked`); anything else that
-/// looks for free memory returns them to their pools first, so every placement is as without
-/// parking. Why: claiming a cached stitched block splits the free blocks under its pieces and
-/// freeing it merges them again; a tensor freed and made again at its size (a `torch.empty`
-/// loop) skips both: 6,300 to 1,400 instructions a pair at 64 MiB (callgrind, `pair_cost`); the
-/// replays of the 24 traces over 8 passes are unchanged (`docs/design.md`, "Parked blocks").
-pub(super) fn reclaims_parked(lent: u64, rounded: u64) -> bool {
-    lent == rounded
+/// What was freed last, a block or a stitched block with its lent blocks, stays as it is (it is
+/// *parked*) until the next request, which takes it back at once if it asks the size last handed
+/// out (`held`) and the order would hand out exactly it (`parked.rs`); anything else that looks
+/// for free memory returns it to the pools first, so every placement is as without parking. Why:
+/// a free merges a block with its free neighbours and the next allocation splits it off again
+/// (for a stitched block, at each piece); a tensor freed and made again at its size skips both:
+/// through the C ABI 2,070 to 1,493 instructions a 512 B or 4 MiB pair, 6,300 to 1,400 a cached
+/// 64 MiB stitched block's (callgrind); the 24 traces' replays over 8 passes are unchanged
+/// (`docs/design.md`, "Parked blocks").
+pub(super) fn reclaims_parked(held: u64, rounded: u64) -> bool {
+    held == rounded
 }
 
 /// The cached stitched blocks a reuse for `rounded` bytes tries, in order: the [`REUSE_PROBES`]
@@ -410,6 +410,9 @@ impl<D: Device> Allocator<D> {
         last_resort: bool,
         device_error: &mut Option<DeviceError>,
     ) -> Option<Served> {
+        if let Some(b) = self.reclaim_parked_block(rounded, pool, l) {
+            return Some(Served::Again(b));
+        }
         let whole_only = self.pools.no_split(self.lane_pool(l));
         if whole_only || self.parked_free_extent() >= rounded {
             self.unpark(); // its bytes could serve: the order sees them as free

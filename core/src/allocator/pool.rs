@@ -21,7 +21,7 @@ pub(crate) struct StreamPools {
 
 impl StreamPools {
     /// The free blocks of `pool`.
-    fn of(&self, pool: PoolKind) -> &BTreeMap<u128, BlockId> {
+    pub(super) fn of(&self, pool: PoolKind) -> &BTreeMap<u128, BlockId> {
         match pool {
             PoolKind::Small => &self.small,
             PoolKind::Large => &self.large,

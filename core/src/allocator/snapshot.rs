@@ -159,10 +159,8 @@ impl<D: Device> Allocator<D> {
                 let (req, state, context) = match blk.state {
                     BlockState::Free => (0, BlockStateInfo::Inactive, 0),
                     BlockState::Hole => (0, BlockStateInfo::Released, 0),
-                    // A parked stitched block's lent bytes are free memory.
-                    BlockState::Lent(sid) if self.parked == Some(sid) => {
-                        (0, BlockStateInfo::Inactive, 0)
-                    }
+                    // Parked memory is free memory.
+                    _ if self.free_or_parked(id) => (0, BlockStateInfo::Inactive, 0),
                     BlockState::Lent(sid) => (
                         0,
                         BlockStateInfo::Lent {

@@ -10,26 +10,28 @@ use crate::stats::PoolKind;
 use alloc::vec::Vec;
 
 impl<D: Device> Allocator<D> {
-    /// Before `rounded` bytes are placed in the free block `b`: cuts the whole free chunk under
-    /// the placement where [`policy::split_allowed`] and [`policy::split_point`] say so, once the
-    /// chunk's last use has completed. Any failure leaves the chunk as it was, or, if it cannot
-    /// even be recreated, drops it: then `false` is returned and `b` may no longer be a free
-    /// block.
-    pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
+    /// Where the whole free chunk under a placement of `rounded` bytes at `at()`, in the free
+    /// block `[bstart, bend)` of segment `seg`, would be cut ([`policy::split_allowed`],
+    /// [`policy::split_point`]), with the chunk's index; `None` if it would not be.
+    pub(super) fn cut_point(
+        &self,
+        seg_id: SegId,
+        (bstart, bend): (u64, u64),
+        at: impl FnOnce() -> u64,
+        rounded: u64,
+    ) -> Option<(u64, usize)> {
         let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
         let free = reserved.saturating_sub(self.stats.allocated_bytes.all.current.max(0) as u64);
         let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap());
-        if !pressed && !policy::split_allowed(free, self.largest_request) {
-            return true;
-        }
-        let at = self.placement(b, rounded);
-        let blk = &self.blocks[b];
-        let (seg_id, fence, bstart, bend) = (blk.seg, blk.fence, blk.addr, blk.end());
         let seg = &self.segments[seg_id];
         // Borrowed memory is not cut: recreating it would take the peer's memory again.
-        if seg.pool != PoolKind::Large || seg.peer.is_some() {
-            return true;
+        if (!pressed && !policy::split_allowed(free, self.largest_request))
+            || seg.pool != PoolKind::Large
+            || seg.peer.is_some()
+        {
+            return None;
         }
+        let at = at();
         let ci = seg.chunk_at(at - seg.va);
         let c = &seg.chunks[ci];
         let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);
@@ -41,9 +43,19 @@ impl<D: Device> Allocator<D> {
             seg_va: seg.va,
             pressed,
         };
+        policy::split_point(&view, at, rounded, self.gran).map(|cut| (cut, ci))
+    }
+
+    /// Before `rounded` bytes are placed in the free block `b`: cuts the whole free chunk under
+    /// the placement where [`Self::cut_point`] says so, once the chunk's last use has completed.
+    /// Any failure leaves the chunk as it was, or, if it cannot even be recreated, drops it: then
+    /// `false` is returned and `b` may no longer be a free block.
+    pub(super) fn split_for(&mut self, b: BlockId, rounded: u64) -> bool {
+        let blk = &self.blocks[b];
+        let (seg_id, fence, span) = (blk.seg, blk.fence, (blk.addr, blk.end()));
         // The fence is checked last: its check may record an event.
-        match policy::split_point(&view, at, rounded, self.gran) {
-            Some(cut) if self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci) => {
+        match self.cut_point(seg_id, span, || self.placement(b, rounded), rounded) {
+            Some((cut, ci)) if self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci) => {
                 self.split_chunk(seg_id, ci, cut)
             }
             _ => true,

@@ -5,6 +5,7 @@
 //! work that used it may run. Which blocks to reuse and when to destroy them is decided in
 //! `policy.rs`.
 
+use super::parked::Parked;
 use super::policy;
 use super::types::*;
 use super::Allocator;
@@ -108,88 +109,7 @@ impl<D: Device> Allocator<D> {
         st.active = false;
         st.fence = fence;
         st.last_free = self.tick;
-        self.parked = Some(sid);
-    }
-
-    /// Returns the parked stitched block's lent bytes to their pools and caches it as any freed
-    /// stitched block; whether one was parked. Called before anything looks for free memory
-    /// beyond best fit and the parked block itself (`policy.rs`'s order, releases, snapshots of
-    /// free memory, garbage collection).
-    pub(super) fn unpark(&mut self) -> bool {
-        let Some(sid) = self.parked.take() else {
-            return false;
-        };
-        let st = &mut self.stitched[sid];
-        let (fence, lent) = (st.fence, core::mem::take(&mut st.lent));
-        self.reusable.insert((st.owner, st.size, sid));
-        self.stitch_lru.insert((st.last_free, sid));
-        for b in lent {
-            self.release_block(b, fence);
-        }
-        true
-    }
-
-    /// Hands the parked stitched block out again for `rounded` bytes on lane `l` where
-    /// [`policy::reclaims_parked`] says it serves them and the reuse step would take it first
-    /// (`reuse_stitched`: of the pool's cached blocks of `rounded` to [`policy::reuse_max`]
-    /// bytes it comes first, and its pages, with the free blocks they would merge with, are
-    /// free for the stream). Its lent blocks are still its own: no change to the pools.
-    pub(super) fn reclaim_parked(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
-        let sid = self.parked?;
-        let (st, s, p) = (&self.stitched[sid], self.lane_stream(l), self.lane_pool(l));
-        let lent: u64 = st.lent.iter().map(|&b| self.blocks[b].size).sum();
-        if !policy::reclaims_parked(lent, rounded) || st.size < rounded {
-            return None;
-        }
-        let safe = |b: Option<BlockId>| {
-            b.map(|b| &self.blocks[b])
-                .is_none_or(|b| b.state != BlockState::Free || self.streams.safe_for(b.fence, s))
-        };
-        let first = st.owner == p
-            && st.size <= policy::reuse_max(rounded, &self.cfg)
-            && self
-                .reusable
-                .range((p, rounded, 0)..(p, st.size, sid))
-                .next()
-                .is_none();
-        let free_for_s = self.streams.safe_for(st.fence, s)
-            && st
-                .lent
-                .iter()
-                .all(|&b| safe(self.blocks[b].prev) && safe(self.blocks[b].next));
-        if !(first && free_for_s) {
-            return None;
-        }
-        self.parked = None;
-        self.stitched[sid].active = true;
-        self.stats.num_stitch_reuses += 1;
-        Some(sid)
-    }
-
-    /// The largest free block the parked stitched block's lent bytes would form with their free
-    /// neighbours once returned (for [`Allocator::largest_free_block`] and `policy.rs`'s
-    /// order); 0 if none is parked. O(blocks in that run).
-    pub(super) fn parked_free_extent(&self) -> u64 {
-        let Some(sid) = self.parked else { return 0 };
-        let free = |b: &Block| b.state == BlockState::Free || b.state == BlockState::Lent(sid);
-        let extent = |b: BlockId| {
-            let mut first = b;
-            while let Some(p) = self.blocks[first].prev.filter(|&p| free(&self.blocks[p])) {
-                first = p;
-            }
-            let (mut bytes, mut at) = (0, Some(first));
-            while let Some(x) = at.filter(|&x| free(&self.blocks[x])) {
-                bytes += self.blocks[x].size;
-                at = self.blocks[x].next;
-            }
-            bytes
-        };
-        self.stitched[sid]
-            .lent
-            .iter()
-            .map(|&b| extent(b))
-            .max()
-            .unwrap_or(0)
+        self.parked = Some(Parked::Stitched(sid));
     }
 
     /// Reuses a cached stitched block of lane `l`'s pool for `rounded` bytes: the first of
@@ -266,7 +186,7 @@ impl<D: Device> Allocator<D> {
     /// Unmaps and frees a free stitched block and forgets it (a segment sharing the start of its
     /// range stays). `false` if the device refused to unmap (it then stays cached).
     fn destroy_stitched(&mut self, sid: StitchId) -> bool {
-        if self.parked == Some(sid) {
+        if self.parked == Some(Parked::Stitched(sid)) {
             self.unpark();
         }
         let st = &self.stitched[sid];
