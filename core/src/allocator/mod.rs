@@ -250,7 +250,8 @@ impl<D: Device> Allocator<D> {
     }
 
     /// The largest free block held in cache, in bytes (PyTorch's `cacheInfo`, which cuDNN's
-    /// benchmark mode asks to size its workspaces). O(lanes).
+    /// benchmark mode asks to size its workspaces). O(lanes), plus the blocks around parked
+    /// memory.
     pub fn largest_free_block(&self) -> u64 {
         self.free
             .iter()

@@ -23,7 +23,7 @@ pub(crate) enum Parked {
 }
 
 impl<D: Device> Allocator<D> {
-    /// Parks the block `b` freed behind `fence`, returning what was parked before.
+    /// Parks the block `b` freed behind `fence`, returning to the pools what was parked before.
     pub(super) fn park_block(&mut self, b: BlockId, fence: Fence) {
         self.unpark();
         self.parked = Some(Parked::Block(b, fence));
@@ -31,13 +31,12 @@ impl<D: Device> Allocator<D> {
 
     /// Returns what is parked to the pools: a stitched block's lent blocks (the block is cached
     /// as any freed stitched block), or a block (merged with its free neighbours as a free
-    /// would). Whether anything was parked.
-    pub(super) fn unpark(&mut self) -> bool {
+    /// would).
+    pub(super) fn unpark(&mut self) {
         match self.parked.take() {
-            None => false,
+            None => {}
             Some(Parked::Block(b, fence)) => {
                 self.release_block(b, fence);
-                true
             }
             Some(Parked::Stitched(sid)) => {
                 let st = &mut self.stitched[sid];
@@ -47,7 +46,6 @@ impl<D: Device> Allocator<D> {
                 for b in lent {
                     self.release_block(b, fence);
                 }
-                true
             }
         }
     }
@@ -154,19 +152,10 @@ impl<D: Device> Allocator<D> {
         {
             return None;
         }
-        // The neighbours release_block would merge it with, in its order, and the result.
-        let (mut start, mut end, mut f, mut merged) = (blk.addr, blk.end(), fence, [b; 2]);
-        let free = |x: &Option<BlockId>| x.filter(|&x| self.blocks[x].state == BlockState::Free);
-        if let Some(p) = free(&blk.prev) {
-            if let Some(m) = self.streams.merge(self.blocks[p].fence, f) {
-                (start, f, merged[0]) = (self.blocks[p].addr, m, p);
-            }
-        }
-        if let Some(n) = free(&blk.next) {
-            if let Some(m) = self.streams.merge(self.blocks[n].fence, f) {
-                (end, f, merged[1]) = (self.blocks[n].end(), m, n);
-            }
-        }
+        // The free block release_block would make of it.
+        let (merged, f) = self.merges(b, fence);
+        let start = merged[0].map_or(blk.addr, |p| self.blocks[p].addr);
+        let end = merged[1].map_or(blk.end(), |n| self.blocks[n].end());
         let size = end - start;
         let small = pool == PoolKind::Small;
         let v = FitView {
@@ -184,7 +173,7 @@ impl<D: Device> Allocator<D> {
             .of(pool)
             .range(fit_key(rounded, 0)..fit_key(size, start))
             .take(3)
-            .all(|(_, x)| merged.contains(x));
+            .all(|(_, x)| merged.contains(&Some(*x)));
         if !(first
             && v.keeps_whole_chunks(rounded)
             && self.streams.safe_for(f, self.lane_stream(l)))

@@ -222,27 +222,34 @@ impl<D: Device> Allocator<D> {
     /// neighbours whose fences allow (PyTorch's `free_block` / `try_merge_blocks`). Returns the
     /// free block it ended up in.
     pub(super) fn release_block(&mut self, b: BlockId, fence: Fence) -> BlockId {
-        let (mut b, mut fence) = (b, fence);
-        if let Some((p, f)) = self.mergeable(self.blocks[b].prev, fence) {
+        let ([prev, next], fence) = self.merges(b, fence);
+        let mut b = b;
+        if let Some(p) = prev {
+            self.remove_free(p);
             self.absorb(p, b);
-            (b, fence) = (p, f);
+            b = p;
         }
-        if let Some((n, f)) = self.mergeable(self.blocks[b].next, fence) {
+        if let Some(n) = next {
+            self.remove_free(n);
             self.absorb(b, n);
-            fence = f;
         }
         self.blocks[b].fence = fence;
         self.insert_free(b);
         b
     }
 
-    /// The neighbour `nb`, taken out of its pool, and the fence of the two merged, if it is free
-    /// and the fences allow merging with a block fenced by `fence`.
-    fn mergeable(&mut self, nb: Option<BlockId>, fence: Fence) -> Option<(BlockId, Fence)> {
-        let n = nb.filter(|&n| self.blocks[n].state == BlockState::Free)?;
-        let f = self.streams.merge(self.blocks[n].fence, fence)?;
-        self.remove_free(n);
-        Some((n, f))
+    /// The free neighbours (previous, next) that releasing `b` behind `fence` merges it with,
+    /// those whose fences allow merging, in that order, and the fence of the merged block.
+    pub(super) fn merges(&self, b: BlockId, fence: Fence) -> ([Option<BlockId>; 2], Fence) {
+        let mut f = fence;
+        let mut merge = |nb: Option<BlockId>| {
+            let n = nb.filter(|&n| self.blocks[n].state == BlockState::Free)?;
+            f = self.streams.merge(self.blocks[n].fence, f)?;
+            Some(n)
+        };
+        let prev = merge(self.blocks[b].prev);
+        let next = merge(self.blocks[b].next);
+        ([prev, next], f)
     }
 
     /// Merges adjacent free blocks of a segment that were kept apart because different streams'
