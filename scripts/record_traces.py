@@ -286,6 +286,54 @@ def vit_dynres():
             loss = m(pixel_values=x, labels=y, interpolate_pos_encoding=True).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def llama_packed():
+    # Packed sequences (fifth set): a Llama-3-style 0.6B model with a 128,256-token vocabulary,
+    # full fine-tuning in bf16 with AdamW, each step one row of 4,096-8,192 packed tokens (a new
+    # total most steps, multi-GB logits), documents marked by restarting position ids, 12 steps.
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=1024, intermediate_size=3584, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=4, vocab_size=128256)
+    m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(12):
+        L = random.choice(range(4096, 8193, 512))
+        docs = []
+        while sum(docs) < L:
+            docs.append(min(L - sum(docs), random.choice([128, 256, 512, 1024, 2048])))
+        pos = torch.cat([torch.arange(d) for d in docs]).to(dev)[None, :]
+        x = torch.randint(0, 128256, (1, L), device=dev)
+        loss = m(input_ids=x, position_ids=pos, labels=x).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def opt_accum():
+    # OPT-350m-style causal LM (fifth set), fp32 weights, bf16 autocast, AdamW, two micro-batches
+    # of different shapes per optimizer step (batch 4-16, seq 128-1024), 10 steps.
+    from transformers import OPTConfig, OPTForCausalLM
+    cfg = OPTConfig(hidden_size=1024, ffn_dim=4096, num_hidden_layers=24, num_attention_heads=16, word_embed_proj_dim=512, vocab_size=50272)
+    m = OPTForCausalLM(cfg).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(10):
+        for micro in range(2):
+            B = random.choice([4, 8, 16]); L = random.choice([128, 256, 512, 768, 1024])
+            x = torch.randint(0, 50272, (B, L), device=dev)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = m(input_ids=x, labels=x).loss / 2
+            loss.backward()
+        opt.step(); opt.zero_grad(set_to_none=True)
+
+def effnet_dynres():
+    # EfficientNet-B3 (timm, random weights, fifth set), channels-last, bf16 autocast, AdamW, a new
+    # batch (32-96) and resolution (224-320 px) most steps, 12 steps.
+    import timm
+    m = timm.create_model("efficientnet_b3", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    for step in range(12):
+        B = random.choice([32, 64, 96]); S = random.choice(range(224, 321, 32))
+        x = torch.randn(B, 3, S, S, device=dev).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -303,12 +351,13 @@ print("RESULT", json.dumps(res))
 
 # The workloads of traces/held-out/, in the sets that traces/held-out/README.md describes (three
 # of six, the third with vocabularies of 128-251 thousand tokens, so multi-GB logits; a fourth of
-# dynamic shapes: generation, dynamic padding, dynamic resolution).
+# dynamic shapes: generation, dynamic padding, dynamic resolution; a fifth: packed sequences,
+# gradient accumulation over micro-batches of different shapes, a timm CNN at dynamic resolution).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
              "qwen_sft", "llama3_lora", "bloom_train", "bart_train", "clip_train", "convnext_train",
-             "gpt2_gen_var", "bert_dynpad", "vit_dynres"]
+             "gpt2_gen_var", "bert_dynpad", "vit_dynres", "llama_packed", "opt_accum", "effnet_dynres"]
 
 
 def main():

@@ -1,5 +1,5 @@
-//! Replays of the held-out traces (`traces/held-out/`): twenty-one real workloads recorded on the
-//! H200 after the default configuration was chosen on the three traces of `traces/`, in four sets
+//! Replays of the held-out traces (`traces/held-out/`): twenty-four real workloads recorded on the
+//! H200 after the default configuration was chosen on the three traces of `traces/`, in five sets
 //! (each recorded after the one before had been studied). The floors are what the default reaches on
 //! them (`docs/design.md`, "Held-out traces"), several below the 0.98 goal: they guard against
 //! regressions, and they are not goals. What must hold everywhere: no OOM, better than PyTorch,
@@ -7,14 +7,17 @@
 
 mod trace_replay;
 
+/// The most driver time over PyTorch's estimate on any held-out trace but gpt2m_ckpt (1.5x-3.7x
+/// on these traces, against issue 20's goal of 2x): a regression guard.
+const DRIVER_RATIO: f64 = 4.0;
+
 fn check(name: &str, floor: f64) {
-    // 1.5x-3.7x on these traces, against the issue's goal of 2x: a regression guard.
-    trace_replay::check("traces/held-out", name, floor, 0.0, 4.0);
+    trace_replay::check("traces/held-out", name, floor, 0.0, DRIVER_RATIO);
 }
 
 #[test]
 fn bert_mlm_reaches_its_floor() {
-    check("bert_mlm", 0.988);
+    check("bert_mlm", 0.994);
 }
 
 #[test]
@@ -24,12 +27,14 @@ fn t5_train_reaches_its_floor() {
 
 #[test]
 fn gpt2m_ckpt_reaches_its_floor() {
-    check("gpt2m_ckpt", 0.954);
+    // 4.04x since handles of a stitch's growth are sized by the shortfall (utilization 0.955 to
+    // 0.968; `docs/design.md`, "Handles of a stitch's growth").
+    trace_replay::check("traces/held-out", "gpt2m_ckpt", 0.968, 0.0, 4.1);
 }
 
 #[test]
 fn llama_sft_reaches_its_floor() {
-    check("llama_sft", 0.971);
+    check("llama_sft", 0.975);
 }
 
 #[test]
@@ -69,7 +74,7 @@ fn neox_sample_reaches_its_floor() {
 
 #[test]
 fn mistral_lora_reaches_its_floor() {
-    check("mistral_lora", 0.978);
+    check("mistral_lora", 0.985);
 }
 
 #[test]
@@ -84,7 +89,7 @@ fn llama3_lora_reaches_its_floor() {
 
 #[test]
 fn bloom_train_reaches_its_floor() {
-    check("bloom_train", 0.996);
+    check("bloom_train", 0.992);
 }
 
 #[test]
@@ -115,4 +120,19 @@ fn bert_dynpad_reaches_its_floor() {
 #[test]
 fn vit_dynres_reaches_its_floor() {
     check("vit_dynres", 0.979);
+}
+
+#[test]
+fn llama_packed_reaches_its_floor() {
+    check("llama_packed", 0.951);
+}
+
+#[test]
+fn opt_accum_reaches_its_floor() {
+    check("opt_accum", 0.971);
+}
+
+#[test]
+fn effnet_dynres_reaches_its_floor() {
+    check("effnet_dynres", 0.996);
 }

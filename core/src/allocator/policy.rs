@@ -103,12 +103,8 @@ pub(super) const SPLIT_MIN_RATIO: u64 = 4;
 /// and one handle per growth 0.95-0.99 at 1.4-1.7 (`docs/design.md`, "Handle size").
 pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
     let cap = (cfg.max_handle_size.div_ceil(gran) * gran).max(gran);
-    let k = if rounded >= cfg.large_request_size {
-        cfg.large_handle_divisions
-    } else {
-        cfg.handle_divisions
-    }
-    .max(1);
+    let large = rounded >= cfg.large_request_size;
+    let k = [cfg.handle_divisions, cfg.large_handle_divisions][large as usize].max(1);
     let floor = (cfg.min_handle_size.div_ceil(gran) * gran).clamp(gran, cap);
     (rounded.div_ceil(k).div_ceil(gran) * gran).clamp(floor, cap)
 }
@@ -117,6 +113,17 @@ pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
 /// is short ([`under_pressure`]), where every partly used handle is memory lost to stitching.
 pub(super) fn growth_handle_size(cfg: &Config, gran: u64, rounded: u64, pressed: bool) -> u64 {
     [handle_size(cfg, gran, rounded), gran][pressed as usize]
+}
+
+/// The handle size of what a stitch grows for the `grow` bytes its free chunks lack for `rounded`
+/// bytes (`need` = `(rounded, grow)`; `cur`: the request's): a growth of `grow` bytes'
+/// ([`handle_size`]) where that is at most half the request, since one request-sized handle is
+/// broken whole by the next tensor placed in it, and the next stitch grows again. Over 24 traces:
+/// utilization up on five (mistral_lora 0.980 to 0.985), bloom_train 0.004 down (`docs/design.md`,
+/// "Handles of a stitch's growth").
+pub(super) fn shortfall_handle_size(cfg: &Config, gran: u64, need: (u64, u64), cur: u64) -> u64 {
+    let fine = cur.min(handle_size(cfg, gran, need.1));
+    [cur, fine][(need.1.saturating_mul(2) <= need.0) as usize]
 }
 
 /// The smallest large-pool growth in bytes: `min_growth` rounded up to the granularity, or none
@@ -276,15 +283,13 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
     (rounded as f64 * cfg.reuse_limit) as u64
 }
 
-/// What was freed last, a block or a stitched block with its lent blocks, stays as it is (it is
-/// *parked*) until the next request, which takes it back at once if it asks the size last handed
-/// out (`held`) and the order would hand out exactly it (`parked.rs`); anything else that looks
-/// for free memory returns it to the pools first, so every placement is as without parking. Why:
-/// a free merges a block with its free neighbours and the next allocation splits it off again
-/// (for a stitched block, at each piece); a tensor freed and made again at its size skips both:
-/// through the C ABI 2,070 to 1,493 instructions a 512 B or 4 MiB pair, 6,300 to 1,400 a cached
-/// 64 MiB stitched block's (callgrind); the 24 traces' replays over 8 passes are unchanged
-/// (`docs/design.md`, "Parked blocks").
+/// What was freed last (a block, or a stitched block with its lent blocks) is *parked* as it is
+/// until the next request, which takes it back at once if it asks the size last handed out
+/// (`held`) and the order would hand out exactly it (`parked.rs`); anything else returns it to the
+/// pools first, so every placement is as without parking. Why: a free merges a block with its
+/// neighbours and the next allocation splits it off again; a tensor made again at its size skips
+/// both: through the C ABI 2,070 to 1,493 instructions a 512 B or 4 MiB pair, 6,300 to 1,400 a
+/// cached 64 MiB stitched block's (callgrind), replays unchanged (`docs/design.md`, "Parked blocks").
 pub(super) fn reclaims_parked(held: u64, rounded: u64) -> bool {
     held == rounded
 }
@@ -306,20 +311,15 @@ pub(super) fn reuse_candidates(
     rounded: u64,
     max: u64,
 ) -> Vec<StitchId> {
-    let mut cands: Vec<StitchId> = fitting
-        .take_while(|&(size, _)| size <= max)
-        .take(REUSE_PROBES)
-        .map(|(_, sid)| sid)
-        .collect();
-    let best_fitting = cands.len();
-    let recent: Vec<StitchId> = recent
+    let fit = fitting.take_while(|&(size, _)| size <= max);
+    let mut cands: Vec<StitchId> = fit.take(REUSE_PROBES).map(|(_, sid)| sid).collect();
+    let n = cands.len();
+    let fits = |sid: StitchId| (rounded..=max).contains(&size_of(sid));
+    let more = recent
         .take(REUSE_RECENT_SCAN)
-        .filter(|&sid| {
-            (rounded..=max).contains(&size_of(sid)) && !cands[..best_fitting].contains(&sid)
-        })
-        .take(REUSE_PROBES)
-        .collect();
-    cands.extend(recent);
+        .filter(|&sid| fits(sid) && !cands[..n].contains(&sid));
+    let more: Vec<StitchId> = more.take(REUSE_PROBES).collect();
+    cands.extend(more);
     cands
 }
 

@@ -328,6 +328,8 @@ impl<D: Device> Allocator<D> {
             return Ok(None);
         }
         let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
+        let (need, cur) = ((rounded, grow), self.handle_size);
+        self.handle_size = policy::shortfall_handle_size(&self.cfg, self.gran, need, cur);
         sort_for_stitch(&mut cands);
         // A cached stitched block that maps some of these chunks grows by the rest (see
         // `stitch_onto_cached`), where the address space beside it is free.

@@ -19,6 +19,35 @@ fn handle_sizes_follow_the_request_within_bounds() {
 }
 
 #[test]
+fn a_stitch_grows_a_small_shortfall_in_handles_sized_for_it() {
+    let cfg = Config::default();
+    // 4 GiB request (quarters: 1 GiB handles) short of 256 MiB: sixteenths of the shortfall,
+    // at least 32 MiB.
+    let cur = handle_size(&cfg, G, 4 << 30);
+    assert_eq!(cur, 1 << 30);
+    assert_eq!(
+        shortfall_handle_size(&cfg, G, (4 << 30, 256 * MIB), cur),
+        32 * MIB
+    );
+    assert_eq!(
+        shortfall_handle_size(&cfg, G, (4 << 30, 1600 * MIB), cur),
+        100 * MIB
+    );
+    // Exactly half the request still counts as small (a 2 GiB shortfall: quarters); more than
+    // half keeps the request's size.
+    assert_eq!(
+        shortfall_handle_size(&cfg, G, (4 << 30, 2 << 30), cur),
+        512 * MIB
+    );
+    assert_eq!(
+        shortfall_handle_size(&cfg, G, (4 << 30, (2 << 30) + G), cur),
+        cur
+    );
+    // Never larger than the request's size (one granule when memory is short).
+    assert_eq!(shortfall_handle_size(&cfg, G, (4 << 30, 256 * MIB), G), G);
+}
+
+#[test]
 fn chunks_are_chosen_largest_first_then_smallest_covering() {
     let sizes = [64, 32, 32, 16, 8];
     assert_eq!(choose_chunks(&sizes, 70), [0, 4]);
