@@ -334,6 +334,37 @@ def effnet_dynres():
             loss = torch.nn.functional.cross_entropy(m(x), y)
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def gemma_sft():
+    # Gemma-style 0.4B with a 256,000-token vocabulary (sixth set), full fine-tuning in bf16,
+    # AdamW, batch 1-4, seq 512-2048: multi-GB logits of a new size most steps, 8 steps.
+    from transformers import GemmaConfig, GemmaForCausalLM
+    cfg = GemmaConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=1, head_dim=128, vocab_size=256000)
+    m = GemmaForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 256000, [512, 1024, 1536, 2048], [1, 2, 4], 8)
+
+def phi_ckpt():
+    # Phi-style 0.7B (sixth set), fp32 weights, bf16 autocast, gradient checkpointing, AdamW,
+    # batch 2-8, seq 256-2048, 8 steps.
+    from transformers import PhiConfig, PhiForCausalLM
+    cfg = PhiConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=12, num_attention_heads=32, vocab_size=51200)
+    m = PhiForCausalLM(cfg).to(dev)
+    m.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 51200, [256, 512, 1024, 2048], [2, 4, 8], 8, amp=True)
+
+def t5_beam():
+    # T5-base generation with 4-beam search in bf16 (sixth set): batch 1-16, source 64-512 tokens,
+    # 32-128 new tokens (forced), 6 rounds.
+    from transformers import T5Config, T5ForConditionalGeneration
+    m = T5ForConditionalGeneration(T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12)).to(dev, torch.bfloat16).eval()
+    with torch.no_grad():
+        for r in range(6):
+            B = random.choice([1, 4, 8, 16]); L = random.choice([64, 128, 256, 512])
+            x = torch.randint(0, 32000, (B, L), device=dev)
+            n = random.choice([32, 64, 128])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), num_beams=4, min_new_tokens=n, max_new_tokens=n, do_sample=False)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -352,12 +383,15 @@ print("RESULT", json.dumps(res))
 # The workloads of traces/held-out/, in the sets that traces/held-out/README.md describes (three
 # of six, the third with vocabularies of 128-251 thousand tokens, so multi-GB logits; a fourth of
 # dynamic shapes: generation, dynamic padding, dynamic resolution; a fifth: packed sequences,
-# gradient accumulation over micro-batches of different shapes, a timm CNN at dynamic resolution).
+# gradient accumulation over micro-batches of different shapes, a timm CNN at dynamic resolution;
+# a sixth: a 256,000-token vocabulary, gradient checkpointing over fp32 weights, beam search in a
+# seq2seq model).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
              "qwen_sft", "llama3_lora", "bloom_train", "bart_train", "clip_train", "convnext_train",
-             "gpt2_gen_var", "bert_dynpad", "vit_dynres", "llama_packed", "opt_accum", "effnet_dynres"]
+             "gpt2_gen_var", "bert_dynpad", "vit_dynres", "llama_packed", "opt_accum", "effnet_dynres",
+             "gemma_sft", "phi_ckpt", "t5_beam"]
 
 
 def main():

@@ -47,24 +47,20 @@ use crate::stats::PoolKind;
 use alloc::vec::Vec;
 
 /// How many of the smallest fitting free blocks best fit examines for one whose use breaks no
-/// whole physical chunk, before it takes the smallest. Looking at 64, or at all, found no better
-/// placement on nine traces and cost utilization on gpt2m_ckpt (0.955 to 0.949).
+/// whole chunk, before the smallest. 64, or all, did no better on nine traces (gpt2m_ckpt worse).
 pub(super) const FIT_PROBES: usize = 16;
 
 /// How many cached stitched blocks a reuse examines in each of its two orders, and a stitch for
 /// one to grow (best fitting, most recently freed); each costs a look-up per piece.
 pub(super) const REUSE_PROBES: usize = 64;
-
-/// How many of the most recently freed cached stitched blocks a reuse scans for ones of a fitting
-/// size, so that the search stays bounded however many are cached.
+/// How many of the most recently freed cached stitched blocks a reuse scans for a fitting size,
+/// so that the search stays bounded however many are cached.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
 /// Whether a request that found no room may borrow a peer's memory (`peer.rs`): a large
-/// default-pool request outside captures (a graph's pool keeps its memory), last (NVLink is
-/// slower).
+/// default-pool request outside captures (a graph's pool keeps its memory), last (NVLink: slower).
 pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
-    let default_pool = owner == super::pools::DEFAULT_POOL;
-    cfg.peer_borrow && kind == PoolKind::Large && default_pool && !capture
+    cfg.peer_borrow && kind == PoolKind::Large && owner == super::pools::DEFAULT_POOL && !capture
 }
 
 /// The most bytes borrowed from one peer, in whole granules: `peer_borrow_limit`, else a quarter
@@ -81,26 +77,24 @@ pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
 }
 
 /// A chunk is cut for a request only while the free reserved bytes are at most this many times
-/// the largest request so far. A cut (about 100 us of driver calls on the H200) keeps a chunk
-/// stitchable for a later request no free block fits, a remote need while free bytes are several
-/// times any request. On six traces not used to choose it, driver time was 2-13% lower on four
-/// and utilization within 0.002 on all (`docs/design.md`, "A second held-out set").
+/// the largest request so far (chunks under [`CUT_ANY_TIME_BYTES`]). A cut (about 100 us of
+/// driver calls on the H200) keeps a chunk stitchable for a request no free block fits, a remote
+/// need while free bytes are several times any request. On six held-out traces: driver time 2-13%
+/// lower on four, utilization within 0.002 (`docs/design.md`, "A second held-out set").
 pub(super) const SPLIT_FREE_FACTOR: u64 = 2;
 
 /// A whole free chunk is cut for a request only if it is at least this many times the request
-/// (rounded to the granularity): smaller cuts leave remainders too small to be worth a stitch,
-/// and cost the same driver calls. At 2x, five of nine traces lost utilization or driver time
-/// (`docs/design.md`, "Held-out traces").
+/// (rounded to the granularity): smaller remainders are not worth a stitch, for the same driver
+/// calls. At 2x, five of nine traces lost (`docs/design.md`, "Held-out traces").
 pub(super) const SPLIT_MIN_RATIO: u64 = 4;
 
 /// The size of the physical handles a growth for a request of `rounded` bytes creates: `rounded /
 /// handle_divisions` (`large_handle_divisions` from `large_request_size` up), rounded up to the
-/// granularity `gran`, between `min_handle_size` and `max_handle_size`. Why: the driver maps whole
-/// handles only, so a stitch can use a handle only when all of it is free; small handles keep free
-/// memory stitchable, but each costs a create, a map and an access (about 30-60 us on the H200).
-/// On the three given traces the default (sixteenths, 32 MiB to 1 GiB; quarters from 2 GiB)
-/// reaches 0.986-0.995 utilization at 1.58-1.86 driver x, 2 MiB handles 0.98-0.9998 at 22-121
-/// and one handle per growth 0.95-0.99 at 1.4-1.7 (`docs/design.md`, "Handle size").
+/// granularity `gran`, between `min_handle_size` and `max_handle_size`. Why: a stitch can map a
+/// handle only when all of it is free; small handles keep free memory stitchable, but each costs a
+/// create, a map and an access (30-60 us on the H200). On the three given traces the default
+/// (sixteenths, 32 MiB to 1 GiB; quarters from 2 GiB) reaches 0.986-0.995 utilization at 1.58-1.86
+/// driver x, 2 MiB handles 0.98-0.9998 at 22-121 (`docs/design.md`, "Handle size").
 pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
     let cap = (cfg.max_handle_size.div_ceil(gran) * gran).max(gran);
     let large = rounded >= cfg.large_request_size;
@@ -155,10 +149,16 @@ pub(super) fn under_pressure(reserved: u64, cap: u64) -> bool {
 /// (`docs/design.md`, "Cuts on a GPU that runs behind").
 pub(super) const WAIT_TO_CUT: bool = true;
 
-/// Whether a chunk may be cut at all now: free reserved bytes at most [`SPLIT_FREE_FACTOR`] times
-/// the largest request so far.
-pub(super) fn split_allowed(free_reserved: u64, largest_request: u64) -> bool {
-    free_reserved <= SPLIT_FREE_FACTOR.saturating_mul(largest_request)
+/// A whole free chunk of at least this many bytes may be cut whatever the free memory: a tensor
+/// in it otherwise strands the rest, often pieces of the largest requests' cached stitched blocks,
+/// which then grow again in the next step. Over 27 traces: utilization up on gpt2m_ckpt and
+/// opt_accum, nowhere down, qwen_sft's peak flat (`docs/design.md`, "Cutting big chunks").
+pub(super) const CUT_ANY_TIME_BYTES: u64 = 64 << 20;
+
+/// Whether a chunk of `chunk` bytes may be cut now: at least [`CUT_ANY_TIME_BYTES`], or `free`
+/// reserved bytes at most [`SPLIT_FREE_FACTOR`] times the `largest` request so far.
+pub(super) fn split_allowed(free: u64, largest: u64, chunk: u64) -> bool {
+    chunk >= CUT_ANY_TIME_BYTES || free <= SPLIT_FREE_FACTOR.saturating_mul(largest)
 }
 
 /// Where to cut the chunk under a placement of `rounded` bytes at `at`, if it should be cut: so
@@ -289,7 +289,7 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
 /// pools first, so every placement is as without parking. Why: a free merges a block with its
 /// neighbours and the next allocation splits it off again; a tensor made again at its size skips
 /// both: through the C ABI 2,070 to 1,493 instructions a 512 B or 4 MiB pair, 6,300 to 1,400 a
-/// cached 64 MiB stitched block's (callgrind), replays unchanged (`docs/design.md`, "Parked blocks").
+/// cached 64 MiB stitched block's (callgrind); replays unchanged ("Parked blocks" in the design).
 pub(super) fn reclaims_parked(held: u64, rounded: u64) -> bool {
     held == rounded
 }

@@ -25,15 +25,15 @@ impl<D: Device> Allocator<D> {
         let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap());
         let seg = &self.segments[seg_id];
         // Borrowed memory is not cut: recreating it would take the peer's memory again.
-        if (!pressed && !policy::split_allowed(free, self.largest_request))
-            || seg.pool != PoolKind::Large
-            || seg.peer.is_some()
-        {
+        if seg.pool != PoolKind::Large || seg.peer.is_some() {
             return None;
         }
         let at = at();
         let ci = seg.chunk_at(at - seg.va);
         let c = &seg.chunks[ci];
+        if !pressed && !policy::split_allowed(free, self.largest_request, c.size) {
+            return None;
+        }
         let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);
         let view = SplitView {
             cstart,

@@ -74,7 +74,9 @@ fn split_points_fall_on_granules_inside_the_chunk() {
         ..c
     };
     assert_eq!(split_point(&mapped, 0, G, G), None);
-    assert!(split_allowed(4 * G, 2 * G) && !split_allowed(4 * G + 1, 2 * G));
+    assert!(split_allowed(4 * G, 2 * G, G) && !split_allowed(4 * G + 1, 2 * G, G));
+    // A chunk of 64 MiB or more may be cut however much reserved memory is free.
+    assert!(split_allowed(u64::MAX, G, 64 * MIB) && !split_allowed(u64::MAX, G, 64 * MIB - G));
     // Memory short: any chunk larger than the request is cut, mapped by a cached stitch or not.
     let pressed = SplitView {
         pressed: true,
