@@ -24,14 +24,17 @@ impl<D: Device> Allocator<D> {
         let free = reserved.saturating_sub(self.stats.allocated_bytes.all.current.max(0) as u64);
         let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap());
         let seg = &self.segments[seg_id];
-        // Borrowed memory is not cut: recreating it would take the peer's memory again.
-        if seg.pool != PoolKind::Large || seg.peer.is_some() {
+        // Borrowed memory is not cut: recreating it would take the peer's memory again. A chunk
+        // that may be cut lies inside the block, so the block's size bounds it: most placements
+        // end here, before the placement and the chunk are looked up.
+        let gate = |bytes| pressed || policy::split_allowed(free, self.largest_request, bytes);
+        if seg.pool != PoolKind::Large || seg.peer.is_some() || !gate(bend - bstart) {
             return None;
         }
         let at = at();
         let ci = seg.chunk_at(at - seg.va);
         let c = &seg.chunks[ci];
-        if !pressed && !policy::split_allowed(free, self.largest_request, c.size) {
+        if !gate(c.size) {
             return None;
         }
         let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);

@@ -328,6 +328,8 @@ impl<D: Device> Allocator<D> {
             return Ok(None);
         }
         let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
+        // Kept for the rest of this request's order: a growth after a failed stitch uses it too
+        // (as measured: `docs/design.md`, "Handles of a stitch's growth").
         let (need, cur) = ((rounded, grow), self.handle_size);
         self.handle_size = policy::shortfall_handle_size(&self.cfg, self.gran, need, cur);
         sort_for_stitch(&mut cands);
