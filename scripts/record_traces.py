@@ -357,7 +357,7 @@ def t5_beam():
     # T5-base generation with 4-beam search in bf16 (sixth set): batch 1-16, source 64-512 tokens,
     # 32-128 new tokens (forced), 6 rounds.
     from transformers import T5Config, T5ForConditionalGeneration
-    m = T5ForConditionalGeneration(T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12)).to(dev, torch.bfloat16).eval()
+    m = T5ForConditionalGeneration(T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)).to(dev, torch.bfloat16).eval()
     with torch.no_grad():
         for r in range(6):
             B = random.choice([1, 4, 8, 16]); L = random.choice([64, 128, 256, 512])

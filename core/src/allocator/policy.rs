@@ -151,8 +151,8 @@ pub(super) const WAIT_TO_CUT: bool = true;
 
 /// A whole free chunk of at least this many bytes may be cut whatever the free memory: a tensor
 /// in it otherwise strands the rest, often pieces of the largest requests' cached stitched blocks,
-/// which then grow again in the next step. Over 27 traces: utilization up on gpt2m_ckpt and
-/// opt_accum, nowhere down, qwen_sft's peak flat (`docs/design.md`, "Cutting big chunks").
+/// which then grow again in the next step. 27 traces: utilization up on gpt2m_ckpt, opt_accum,
+/// down nowhere; three held out for it: unchanged (`docs/design.md`, "Cutting big chunks").
 pub(super) const CUT_ANY_TIME_BYTES: u64 = 64 << 20;
 
 /// Whether a chunk of `chunk` bytes may be cut now: at least [`CUT_ANY_TIME_BYTES`], or `free`
