@@ -615,10 +615,9 @@ def main():
                 # Medians over the repeats (the JSON keeps every run, and the least in "data").
                 runs = r.get("every_run", [r["data"]])
                 d = {k: statistics.median(x[k] for x in runs) for k in r["data"]}
-                key, unit = ("pair_us_%d", "us") if feature == "speed" else ("pair_ns_%d", "ns")
-                figures = [d[key % s] for s in PAIR_SIZES]
-                figures.append(d["window_us_per_op" if feature == "speed" else "window_ns_per_op"])
-                figures.append(d["window_warm_us_per_op" if feature == "speed" else "window_warm_ns_per_op"])
+                unit = "us" if feature == "speed" else "ns"
+                figures = [d["pair_%s_%d" % (unit, s)] for s in PAIR_SIZES]
+                figures += [d["%s_%s_per_op" % (w, unit)] for w in ("window", "window_warm")]
                 detail = "/".join("%.3g" % x for x in figures) + " " + unit
             else:
                 detail = "" if r["ok"] else r.get("error", "")[:60]
