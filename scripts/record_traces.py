@@ -365,6 +365,63 @@ def t5_beam():
             n = random.choice([32, 64, 128])
             m.generate(input_ids=x, attention_mask=torch.ones_like(x), num_beams=4, min_new_tokens=n, max_new_tokens=n, do_sample=False)
 
+def deberta_dynpad():
+    # DeBERTa-v2-base-style classification with dynamic padding (seventh set): relative-position
+    # attention, each batch of 16-48 padded to its longest (lengths 16-512, long-tailed, rounded
+    # up to 8), bf16 autocast, AdamW, 20 steps.
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+    cfg = DebertaV2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, vocab_size=128100, relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1, position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False, num_labels=3)
+    m = DebertaV2ForSequenceClassification(cfg).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-5)
+    for step in range(20):
+        B = random.choice([16, 32, 48])
+        lens = [min(512, max(16, int(random.lognormvariate(4.8, 0.6)))) for _ in range(B)]
+        L = (max(lens) + 7) // 8 * 8
+        x = torch.randint(1000, 128000, (B, L), device=dev)
+        mask = (torch.arange(L, device=dev)[None, :] < torch.tensor(lens, device=dev)[:, None]).long()
+        y = torch.randint(0, 3, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_ids=x, attention_mask=mask, labels=y).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def densenet_dynres():
+    # DenseNet-121 (timm, random weights, seventh set): concatenation-heavy activations, fp16
+    # autocast + GradScaler, SGD with momentum, a new batch (32-128) and resolution (192-320 px)
+    # most steps, 12 steps.
+    import timm
+    m = timm.create_model("densenet121", pretrained=False, num_classes=1000).to(dev)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
+    for step in range(12):
+        B = random.choice([32, 64, 96, 128]); S = random.choice(range(192, 321, 32))
+        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
+
+def qwen_gen_sample():
+    # Sampled generation (top-k) with a Qwen2-0.5B-style model in bf16 (seventh set; 151,936-token
+    # vocabulary, so large logits each step): batch 1-12, prompts of 32-768 tokens, 32-160 new
+    # tokens (forced), 6 rounds.
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)
+    m = Qwen2ForCausalLM(cfg).to(dev, torch.bfloat16).eval()
+    with torch.no_grad():
+        for r in range(6):
+            B = random.choice([1, 3, 6, 12]); L = random.choice([32, 128, 384, 768])
+            x = torch.randint(0, 151000, (B, L), device=dev)
+            n = random.choice([32, 96, 160])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_k=50, pad_token_id=0)
+
+def stablelm_fused():
+    # StableLM-style 0.6B (partial rotary, seventh set), full fine-tuning in bf16 with fused AdamW
+    # (one kernel over all parameters: other optimizer-state temporaries than foreach), batch 1-8,
+    # seq 128-2048, 10 steps.
+    from transformers import StableLmConfig, StableLmForCausalLM
+    cfg = StableLmConfig(hidden_size=1280, intermediate_size=3584, num_hidden_layers=16, num_attention_heads=20, num_key_value_heads=20, vocab_size=50304)
+    m = StableLmForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True)
+    lm_steps(m, opt, 50304, [128, 256, 512, 1024, 1536, 2048], [1, 2, 4, 8], 10)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -385,13 +442,15 @@ print("RESULT", json.dumps(res))
 # dynamic shapes: generation, dynamic padding, dynamic resolution; a fifth: packed sequences,
 # gradient accumulation over micro-batches of different shapes, a timm CNN at dynamic resolution;
 # a sixth: a 256,000-token vocabulary, gradient checkpointing over fp32 weights, beam search in a
-# seq2seq model).
+# seq2seq model; a seventh: dynamic padding with relative-position attention, a DenseNet at dynamic
+# resolution, sampled generation with a 151,936-token vocabulary, fused AdamW).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
              "qwen_sft", "llama3_lora", "bloom_train", "bart_train", "clip_train", "convnext_train",
              "gpt2_gen_var", "bert_dynpad", "vit_dynres", "llama_packed", "opt_accum", "effnet_dynres",
-             "gemma_sft", "phi_ckpt", "t5_beam"]
+             "gemma_sft", "phi_ckpt", "t5_beam",
+             "deberta_dynpad", "densenet_dynres", "qwen_gen_sample", "stablelm_fused"]
 
 
 def main():
