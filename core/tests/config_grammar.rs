@@ -42,6 +42,7 @@ const ACCEPTED: &[Accepted] = &[
     ("stitching:FALSE", |c| !c.stitching),
     ("stitching:yes", |c| c.stitching),
     ("split_chunks:0", |c| !c.split_chunks),
+    ("stitch_free_ends:on", |c| c.stitch_free_ends),
     ("handle_divisions:8,large_handle_divisions:2", |c| {
         c.handle_divisions == 8 && c.large_handle_divisions == 2
     }),

@@ -208,6 +208,14 @@ proptest! {
     }
 
     #[test]
+    fn free_end_stitching_matches_model(ops in proptest::collection::vec(op(), 1..250), latency in 0u32..3) {
+        // One-granule handles on a small device: whole chunks often fall short, and stitches
+        // map chunks with a free end, whose other bytes other allocations hold.
+        let cfg = Config::parse("stitch_free_ends:true,frag_limit:0,min_handle_size:2MB,max_handle_size:2MB,min_growth:2MB,split_chunks:false").unwrap();
+        run(&ops, cfg, 64 * MIB, true, latency)?;
+    }
+
+    #[test]
     fn stitching_off_matches_model(ops in proptest::collection::vec(op(), 1..150)) {
         // Without stitching, fragmentation may cause OOMs anywhere.
         run(&ops, Config::parse("stitching:false").unwrap(), 256 * MIB, false, 1)?;

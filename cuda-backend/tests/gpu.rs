@@ -159,7 +159,27 @@ fn verify(a: &mut Allocator<CudaVmm>, p: u64, size: u64, id: u64) {
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/gpu-check.sh"]
 fn random_sequences_keep_every_allocations_pattern() {
-    let mut a = allocator("frag_limit:0,max_handle_size:64MB,max_stitch_mappings:64");
+    random_sequence("frag_limit:0,max_handle_size:64MB,max_stitch_mappings:64");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/gpu-check.sh"]
+fn random_sequences_keep_every_pattern_when_stitches_map_free_ends() {
+    // One-granule handles: whole chunks often fall short, and stitched blocks map chunks whose
+    // other bytes live tensors hold (`stitch_free_ends`).
+    let cfg = "frag_limit:0,min_handle_size:2MB,max_handle_size:2MB,stitch_free_ends:true";
+    let leads = random_sequence(cfg);
+    assert!(
+        leads > 0,
+        "some stitched block must serve from inside a chunk"
+    );
+}
+
+/// 3,000 random allocations, frees and `empty_cache` calls under a 1 GiB limit with configuration
+/// `cfg`, each allocation stamped with a pattern that is verified before it is freed. Returns how
+/// many live stitched blocks served from inside a chunk (a free end) at the invariant checks.
+fn random_sequence(cfg: &str) -> usize {
+    let mut a = allocator(cfg);
     a.set_reserved_limit(Some(1 << 30));
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = move || {
@@ -169,7 +189,7 @@ fn random_sequences_keep_every_allocations_pattern() {
         x
     };
     let mut live: Vec<(u64, u64, u64)> = Vec::new();
-    let (mut ooms, mut verified) = (0, 0);
+    let (mut ooms, mut verified, mut leads) = (0, 0, 0);
     for id in 0..3000u64 {
         let r = next() % 100;
         if r < 52 || live.is_empty() {
@@ -194,8 +214,15 @@ fn random_sequences_keep_every_allocations_pattern() {
         } else {
             a.empty_cache().unwrap();
         }
-        if id % 500 == 0 {
+        if id % 100 == 0 {
             a.check_invariants().unwrap();
+            let gran = a.granularity();
+            leads += a
+                .snapshot()
+                .stitched
+                .iter()
+                .filter(|s| s.active && s.address % gran != 0)
+                .count();
         }
     }
     for (p, size, id) in live.drain(..) {
@@ -211,6 +238,7 @@ fn random_sequences_keep_every_allocations_pattern() {
     assert_eq!(a.release_all().unwrap(), 0);
     let b = a.device().books().unwrap();
     assert_eq!((b.handles, b.ranges, b.mappings, b.events), (0, 0, 0, 0));
+    leads
 }
 
 #[test]

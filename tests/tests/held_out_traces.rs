@@ -1,5 +1,5 @@
-//! Replays of the held-out traces (`traces/held-out/`): twenty-seven real workloads recorded on the
-//! H200 after the default configuration was chosen on the three traces of `traces/`, in six sets
+//! Replays of the held-out traces (`traces/held-out/`): thirty-one real workloads recorded on the
+//! H200 after the default configuration was chosen on the three traces of `traces/`, in seven sets
 //! (each recorded after the one before had been studied). The floors are what the default reaches on
 //! them (`docs/design.md`, "Held-out traces"), several below the 0.98 goal: they guard against
 //! regressions, and they are not goals. What must hold everywhere: no OOM, better than PyTorch,
@@ -7,9 +7,13 @@
 
 mod trace_replay;
 
-/// The most driver time over PyTorch's estimate on any held-out trace (1.5x-3.9x on these traces,
+/// The most driver time over PyTorch's estimate on a held-out trace but deberta_dynpad (1.4x-3.8x,
 /// against issue 20's goal of 2x): a regression guard.
 const DRIVER_RATIO: f64 = 4.0;
+
+/// deberta_dynpad's guard: 5.25x measured. Its 147-490 MB attention tensors each grow as 5-16
+/// handles of at least 32 MiB where PyTorch makes one `cudaMalloc` (`policy::handle_size`).
+const DEBERTA_DRIVER_RATIO: f64 = 5.5;
 
 fn check(name: &str, floor: f64) {
     trace_replay::check("traces/held-out", name, floor, 0.0, DRIVER_RATIO);
@@ -148,4 +152,30 @@ fn phi_ckpt_reaches_its_floor() {
 #[test]
 fn t5_beam_reaches_its_floor() {
     check("t5_beam", 0.975);
+}
+
+#[test]
+fn deberta_dynpad_reaches_its_floor() {
+    trace_replay::check(
+        "traces/held-out",
+        "deberta_dynpad",
+        0.974,
+        0.0,
+        DEBERTA_DRIVER_RATIO,
+    );
+}
+
+#[test]
+fn densenet_dynres_reaches_its_floor() {
+    check("densenet_dynres", 0.980);
+}
+
+#[test]
+fn qwen_gen_sample_reaches_its_floor() {
+    check("qwen_gen_sample", 0.978);
+}
+
+#[test]
+fn stablelm_fused_reaches_its_floor() {
+    check("stablelm_fused", 0.982);
 }

@@ -160,13 +160,20 @@ impl<D: Device> Allocator<D> {
                 }
                 size += p.pages as u64 * g;
             }
+            let first = st.pieces.first().map_or(0, |p| p.pages as u64 * g);
+            if st.lead >= first.max(1) {
+                return Err(format!(
+                    "stitched block {sid}: lead {} not in its first piece",
+                    st.lead
+                ));
+            }
             if size != st.size {
                 return Err(format!(
                     "stitched block {sid}: pieces cover {size} of {} bytes",
                     st.size
                 ));
             }
-            let reusable = self.reusable.contains(&(st.owner, st.size, sid));
+            let reusable = self.reusable.contains(&(st.owner, st.servable(), sid));
             let in_lru = self.stitch_lru.contains(&(st.last_free, sid));
             let parked = self.parked == Some(super::parked::Parked::Stitched(sid));
             let cached = !st.active && !parked;
@@ -262,16 +269,18 @@ impl<D: Device> Allocator<D> {
                 }
                 LiveKind::Stitched(sid) => {
                     let mut left = l.rounded;
+                    let mut skip = self.stitched[sid].lead;
                     for p in &self.stitched[sid].pieces {
                         if left == 0 {
                             break;
                         }
                         let seg = &self.segments[p.seg];
-                        let off = p.first_page as u64 * g;
+                        let off = p.first_page as u64 * g + skip;
                         let c = &seg.chunks[seg.chunk_at(off)];
-                        let len = left.min(p.pages as u64 * g);
+                        let len = left.min(p.pages as u64 * g - skip);
                         spans.push((c.handle.0, off - c.offset, off - c.offset + len));
                         left -= len;
+                        skip = 0;
                     }
                 }
             }

@@ -32,7 +32,7 @@ impl<D: Device> Allocator<D> {
                 self.register_live(addr, LiveKind::Block(b), stat_pool, size, rounded, l)
             }
             Served::Stitched(sid) => {
-                let addr = self.stitched[sid].va;
+                let addr = self.stitched[sid].addr();
                 let kind = LiveKind::Stitched(sid);
                 self.register_live(addr, kind, PoolKind::Large, size, rounded, l)
             }
@@ -88,7 +88,7 @@ impl<D: Device> Allocator<D> {
         let cached = self
             .stitched
             .iter()
-            .find(|(_, st)| st.va == addr && st.owner == p && !st.active)
+            .find(|(_, st)| st.addr() == addr && st.owner == p && !st.active)
             .map(|(sid, _)| sid);
         if let Some(sid) = cached {
             if !self.claim(sid, rounded, l) {
@@ -213,7 +213,7 @@ impl<D: Device> Allocator<D> {
     pub(super) fn finish_free(&mut self, live: Live, fence: Fence) {
         let addr = match live.kind {
             LiveKind::Block(b) => self.blocks[b].addr,
-            LiveKind::Stitched(sid) => self.stitched[sid].va,
+            LiveKind::Stitched(sid) => self.stitched[sid].addr(),
         };
         self.record(
             HistoryAction::FreeCompleted,

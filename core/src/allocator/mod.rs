@@ -24,6 +24,7 @@ mod snapshot;
 mod split;
 mod stitch;
 mod stitch_cache;
+mod stitch_ends;
 mod streams;
 mod types;
 mod va;

@@ -41,7 +41,7 @@ impl<D: Device> Allocator<D> {
             Some(Parked::Stitched(sid)) => {
                 let st = &mut self.stitched[sid];
                 let (fence, lent) = (st.fence, core::mem::take(&mut st.lent));
-                self.reusable.insert((st.owner, st.size, sid));
+                self.reusable.insert((st.owner, st.servable(), sid));
                 self.stitch_lru.insert((st.last_free, sid));
                 for b in lent {
                     self.release_block(b, fence);
@@ -99,7 +99,7 @@ impl<D: Device> Allocator<D> {
         };
         let (st, s, p) = (&self.stitched[sid], self.lane_stream(l), self.lane_pool(l));
         let lent: u64 = st.lent.iter().map(|&b| self.blocks[b].size).sum();
-        if !policy::reclaims_parked(lent, rounded) || st.size < rounded {
+        if !policy::reclaims_parked(lent, rounded) || st.servable() < rounded {
             return None;
         }
         let safe = |b: Option<BlockId>| {
@@ -107,10 +107,10 @@ impl<D: Device> Allocator<D> {
                 .is_none_or(|b| b.state != BlockState::Free || self.streams.safe_for(b.fence, s))
         };
         let first = st.owner == p
-            && st.size <= policy::reuse_max(rounded, &self.cfg)
+            && st.servable() <= policy::reuse_max(rounded, &self.cfg)
             && self
                 .reusable
-                .range((p, rounded, 0)..(p, st.size, sid))
+                .range((p, rounded, 0)..(p, st.servable(), sid))
                 .next()
                 .is_none();
         let free_for_s = self.streams.safe_for(st.fence, s)

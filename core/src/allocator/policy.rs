@@ -50,15 +50,14 @@ use alloc::vec::Vec;
 /// whole chunk, before the smallest. 64, or all, did no better on nine traces (gpt2m_ckpt worse).
 pub(super) const FIT_PROBES: usize = 16;
 
-/// How many cached stitched blocks a reuse examines in each of its two orders, and a stitch for
-/// one to grow (best fitting, most recently freed); each costs a look-up per piece.
+/// How many cached stitched blocks a reuse examines in each of its two orders (best fitting, most
+/// recently freed), and a stitch for one to grow; each costs a look-up per piece.
 pub(super) const REUSE_PROBES: usize = 64;
-/// How many of the most recently freed cached stitched blocks a reuse scans for a fitting size,
-/// so that the search stays bounded however many are cached.
+/// How many of the most recently freed cached stitched blocks a reuse scans for a fitting size.
 pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
-/// Whether a request that found no room may borrow a peer's memory (`peer.rs`): a large
-/// default-pool request outside captures (a graph's pool keeps its memory), last (NVLink: slower).
+/// Whether a request that found no room may borrow a peer's memory (`peer.rs`, last: NVLink is
+/// slower): a large default-pool request outside captures (a graph's pool keeps its memory).
 pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
     cfg.peer_borrow && kind == PoolKind::Large && owner == super::pools::DEFAULT_POOL && !capture
 }
@@ -129,9 +128,9 @@ pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
 }
 
 /// Reserved memory past this share (per mille) of what the device or the memory fraction allows
-/// is short: new memory then comes in one-granule handles, and a whole free chunk is cut for any
-/// placement that would break it (destroying cached stitched blocks that map it), so that free
-/// memory stays stitchable and a request fails only when live bytes nearly fill the device. Over
+/// is short: new memory comes in one-granule handles, and a whole free chunk is cut for any
+/// placement that would break it (destroying cached stitched blocks that map it): free memory
+/// stays stitchable and a request fails only when live bytes nearly fill the device. Over
 /// 21 traces the smallest device each replays on is at most 1.0084 x its peak live bytes at 400
 /// (1.0388 at 800, 1.0078 at 200, 1.0056 at 0); at 400 replays on a whole H200 make the same
 /// driver calls as without it, at 200 half again, at 0 15x (`docs/design.md`, "Under pressure").
@@ -207,6 +206,17 @@ pub(super) fn worth_stitching(free_chunk_bytes: u64, free_chunks: usize, rounded
     free_chunk_bytes >= rounded && free_chunks >= 2
 }
 
+/// The free ends a stitch maps, `(tail, head)`, where whole chunks lack `lack` bytes and the
+/// largest free tail and head hold `t` and `h` (0: none): the smaller end covering `lack`, or both;
+/// `None` if they fall short or `stitch_free_ends` is off. Else stranded; costs no new memory.
+pub(super) fn free_ends_for(cfg: &Config, t: u64, h: u64, lack: u64) -> Option<(bool, bool)> {
+    let (alone_t, alone_h) = (t >= lack && t > 0, h >= lack && h > 0);
+    let pick = [(alone_t, alone_h), (t <= h, h < t), (true, true)];
+    let i = [usize::from(alone_t && alone_h), 2][usize::from(!alone_t && !alone_h)];
+    let fits = alone_t || alone_h || (t > 0 && h > 0 && t + h >= lack);
+    (cfg.stitching && cfg.stitch_free_ends && fits).then_some(pick[i])
+}
+
 /// Best fit: among the [`FIT_PROBES`] smallest free blocks of at least `rounded` bytes
 /// (`smallest_first`), the first whose use breaks no whole physical chunk; else the smallest.
 /// `view` gives what is known of a block, or `None` if the stream may not use it yet. Why: a free
@@ -243,11 +253,7 @@ pub(super) fn placement(
         return addr;
     }
     let front = loss(addr);
-    if front > 0 && loss(end - rounded) < front {
-        end - rounded
-    } else {
-        addr
-    }
+    [addr, end - rounded][usize::from(front > 0 && loss(end - rounded) < front)]
 }
 
 /// The order in which a stitch considers whole free chunks, `(bytes, start)`: largest first (fewest
@@ -283,13 +289,12 @@ pub(super) fn reuse_max(rounded: u64, cfg: &Config) -> u64 {
     (rounded as f64 * cfg.reuse_limit) as u64
 }
 
-/// What was freed last (a block, or a stitched block with its lent blocks) is *parked* as it is
-/// until the next request, which takes it back at once if it asks the size last handed out
-/// (`held`) and the order would hand out exactly it (`parked.rs`); anything else returns it to the
-/// pools first, so every placement is as without parking. Why: a free merges a block with its
-/// neighbours and the next allocation splits it off again; a tensor made again at its size skips
-/// both: through the C ABI 2,070 to 1,493 instructions a 512 B or 4 MiB pair, 6,300 to 1,400 a
-/// cached 64 MiB stitched block's (callgrind); replays unchanged ("Parked blocks" in the design).
+/// What was freed last (a block, or a stitched block with its lent blocks) is *parked* until the
+/// next request, which takes it back at once if it asks the size last handed out (`held`) and the
+/// order would hand out exactly it (`parked.rs`); else it returns to the pools first, so every
+/// placement is as without parking. Why: it skips a free's merge and the next allocation's split:
+/// C ABI pairs of 512 B or 4 MiB 2,070 to 1,493 instructions, a cached 64 MiB stitched block's
+/// 6,300 to 1,400 (callgrind); replays unchanged (`docs/design.md`, "Parked blocks").
 pub(super) fn reclaims_parked(held: u64, rounded: u64) -> bool {
     held == rounded
 }
@@ -298,12 +303,10 @@ pub(super) fn reclaims_parked(held: u64, rounded: u64) -> bool {
 /// best fitting of at most [`reuse_max`] bytes (`fitting`: `(size, id)` of the pool's cached blocks
 /// of at least `rounded` bytes, smallest first), then the [`REUSE_PROBES`] most recently freed of a
 /// fitting size among the [`REUSE_RECENT_SCAN`] most recently freed (`recent`: the pool's cached
-/// blocks, most recently freed first; `size_of` gives a block's size). Why both orders: where
-/// hundreds are cached, the best fitting mostly had their chunks taken since they were freed; the
-/// block freed last is the one whose chunks were free most recently. On neox_sample (sampled
-/// generation) this cut the warm passes' new stitches from 377-629 to 94-213 a pass (29-64 ms to
-/// 7-17 ms of driver time), changing no other trace (`docs/design.md`, "A generation trace that
-/// never settled"). O(REUSE_RECENT_SCAN + log cached).
+/// blocks, most recently freed first; `size_of` gives a block's size). Why both: where hundreds
+/// are cached, the best fitting mostly had their chunks taken since; the one freed last had its
+/// chunks free most recently. neox_sample's warm passes: new stitches 377-629 to 94-213 a pass,
+/// no other trace changed ("A generation trace that never settled"). O(REUSE_RECENT_SCAN + log n).
 pub(super) fn reuse_candidates(
     fitting: impl Iterator<Item = (u64, StitchId)>,
     recent: impl Iterator<Item = StitchId>,
@@ -451,11 +454,8 @@ impl<D: Device> Allocator<D> {
             if let Some(sid) = self.stitch(rounded, l) {
                 return Some(Served::Stitched(sid));
             }
-            if stitch_growing_pays(
-                rounded,
-                growth_floor(&self.cfg, self.gran, false),
-                last_resort,
-            ) {
+            let unfloored = growth_floor(&self.cfg, self.gran, false);
+            if stitch_growing_pays(rounded, unfloored, last_resort) {
                 match self.stitch_growing(rounded, floor, l) {
                     Ok(Some(sid)) => return Some(Served::Stitched(sid)),
                     Ok(None) | Err(Miss::NoMemory) => {}

@@ -60,7 +60,7 @@ impl<D: Device> Allocator<D> {
         let g = self.gran;
         // (handle, handle size, offset into it, bytes), in address order.
         let mut parts = Vec::new();
-        let mut offset = 0;
+        let offset;
         match kind {
             LiveKind::Block(b) => {
                 let seg = &self.segments[self.blocks[b].seg];
@@ -74,9 +74,10 @@ impl<D: Device> Allocator<D> {
                 }
             }
             LiveKind::Stitched(s) => {
+                offset = self.stitched[s].lead;
                 let mut covered = 0;
                 for p in &self.stitched[s].pieces {
-                    if covered >= len {
+                    if covered >= offset + len {
                         break;
                     }
                     let seg = &self.segments[p.seg];

@@ -108,9 +108,10 @@ pub struct BlockInfo {
 /// A stitched block: a virtual range mapping pieces of chunks of several segments.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StitchedInfo {
-    /// Start of its virtual range (the address handed out).
+    /// The address it hands out: the start of its virtual range, or, for a block stitched from
+    /// a chunk's free end (`stitch_free_ends`), that many bytes into its first piece.
     pub address: u64,
-    /// Size of its virtual range.
+    /// The bytes it can serve, from `address` to the end of its range.
     pub size: u64,
     /// Whether it is handed out (or pending free).
     pub active: bool,
@@ -164,7 +165,7 @@ impl<D: Device> Allocator<D> {
                     BlockState::Lent(sid) => (
                         0,
                         BlockStateInfo::Lent {
-                            stitched_address: self.stitched[sid].va,
+                            stitched_address: self.stitched[sid].addr(),
                         },
                         0,
                     ),
@@ -228,8 +229,8 @@ impl<D: Device> Allocator<D> {
                 .copied()
                 .unwrap_or_default();
             snap.stitched.push(StitchedInfo {
-                address: st.va,
-                size: st.size,
+                address: st.addr(),
+                size: st.servable(),
                 active: st.active,
                 requested_size: req,
                 context,

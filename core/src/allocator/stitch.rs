@@ -22,11 +22,11 @@ use hashbrown::HashSet;
 /// A physical chunk that lies wholly inside a free block: the unit of stitching, since the driver
 /// maps whole handles only.
 #[derive(Clone, Copy)]
-struct Candidate {
-    bytes: u64,
-    start: u64,
-    seg: SegId,
-    chunk: usize,
+pub(super) struct Candidate {
+    pub bytes: u64,
+    pub start: u64,
+    pub seg: SegId,
+    pub chunk: usize,
 }
 
 impl<D: Device> Allocator<D> {
@@ -71,24 +71,30 @@ impl<D: Device> Allocator<D> {
     pub(super) fn stitch(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
         let mut cands = self.candidates(l);
         let free_bytes = cands.iter().map(|c| c.bytes).sum::<u64>();
-        if !policy::worth_stitching(free_bytes, cands.len(), rounded) {
+        let worth = policy::worth_stitching(free_bytes, cands.len(), rounded);
+        if !worth && !self.cfg.stitch_free_ends {
             return None;
         }
         sort_for_stitch(&mut cands);
-        let chosen = choose(&cands, rounded);
-        if let Some(sid) = self.stitch_onto_cached(&chosen, rounded, l) {
-            return Some(sid);
-        }
+        let (chosen, lead) = if worth {
+            let chosen = choose(&cands, rounded);
+            if let Some(sid) = self.stitch_onto_cached(&chosen, rounded, l) {
+                return Some(sid);
+            }
+            (chosen, 0)
+        } else {
+            self.with_free_ends(&cands, free_bytes, rounded, l)?
+        };
         let pieces = self.pieces_of(&chosen);
         let size: u64 = chosen.iter().map(|c| c.bytes).sum();
-        let sid = match self.map_stitched(&pieces, size, l) {
+        let sid = match self.map_stitched(&pieces, size, lead, l) {
             Some(sid) => sid,
             None => {
                 // The device refused address space or a mapping: make room and try once more.
                 if !self.gc_stitched(true) {
                     return None;
                 }
-                self.map_stitched(&pieces, size, l)?
+                self.map_stitched(&pieces, size, lead, l)?
             }
         };
         self.stats.num_stitches += 1;
@@ -156,10 +162,8 @@ impl<D: Device> Allocator<D> {
         let smaller = self.reusable.range((p, 0, 0)..(p, rounded, 0));
         let smaller = smaller.map(|&(_, size, sid)| (size, sid));
         let sid = policy::growable_candidates(smaller).find(|&sid| {
-            self.stitched[sid]
-                .pieces
-                .iter()
-                .all(|p| free.contains(&piece_key(p)))
+            let st = &self.stitched[sid];
+            st.lead == 0 && st.pieces.iter().all(|p| free.contains(&piece_key(p)))
         })?;
         let mapped: HashSet<(u64, u64)> = self.stitched[sid].pieces.iter().map(piece_key).collect();
         let rest = cands
@@ -206,12 +210,12 @@ impl<D: Device> Allocator<D> {
         self.stats.stitched_bytes.update(extra as i64);
         self.stats.stitch_mappings.update(pieces.len() as i64);
         let st = &mut self.stitched[sid];
-        self.reusable.remove(&(st.owner, st.size, sid));
+        self.reusable.remove(&(st.owner, st.servable(), sid));
         st.pieces.extend(pieces);
         st.size += extra;
         st.headroom = headroom;
         st.own.extend(own);
-        self.reusable.insert((st.owner, st.size, sid));
+        self.reusable.insert((st.owner, st.servable(), sid));
     }
 
     /// The pieces that map `chosen` chunks whole.
@@ -265,15 +269,26 @@ impl<D: Device> Allocator<D> {
 
     /// Reserves a range of `size` bytes and maps `pieces` into it back to back, then registers the
     /// stitched block (inactive, not yet claimed). `None`, with everything undone, on failure.
-    fn map_stitched(&mut self, pieces: &[Piece], size: u64, l: LaneIdx) -> Option<StitchId> {
-        let headroom = policy::headroom_for(size, self.dev.total_memory(), self.gran);
+    /// `lead`: the bytes of the first piece it does not serve (`Stitched::lead`); a block with a
+    /// lead holds no headroom, since it never grows (`growable`).
+    fn map_stitched(
+        &mut self,
+        pieces: &[Piece],
+        size: u64,
+        lead: u64,
+        l: LaneIdx,
+    ) -> Option<StitchId> {
+        let total = self.dev.total_memory();
+        let headroom = [policy::headroom_for(size, total, self.gran), 0][(lead > 0) as usize];
         let va = self.va_alloc(size + headroom).ok()?;
         if self.map_pieces(va, pieces).is_none() {
             self.drop_headroom(va + size, headroom);
             return None;
         }
         let own = Vec::from([(va, size)]);
-        Some(self.register_stitched(va, size, own, headroom, pieces, l))
+        let sid = self.register_stitched(va, size, own, headroom, pieces, l);
+        self.stitched[sid].lead = lead;
+        Some(sid)
     }
 
     /// Records a mapped stitched block of `size` bytes at `va`, of lane `l`'s pool, that owns the
@@ -294,6 +309,7 @@ impl<D: Device> Allocator<D> {
             owner: self.lane_pool(l),
             own,
             headroom,
+            lead: 0,
             pieces: pieces.to_vec(),
             active: false,
             lent: Vec::new(),
@@ -415,7 +431,7 @@ impl<D: Device> Allocator<D> {
 
 /// The chunks a stitch of `need` bytes maps, from `cands` in [`policy::stitch_order`]
 /// ([`policy::choose_chunks`]).
-fn choose(cands: &[Candidate], need: u64) -> Vec<Candidate> {
+pub(super) fn choose(cands: &[Candidate], need: u64) -> Vec<Candidate> {
     let sizes: Vec<u64> = cands.iter().map(|c| c.bytes).collect();
     policy::choose_chunks(&sizes, need)
         .into_iter()

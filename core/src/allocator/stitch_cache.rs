@@ -67,17 +67,19 @@ impl<D: Device> Allocator<D> {
         let g = self.gran;
         let mut runs = Vec::new();
         let mut left = bytes;
+        let mut skip = self.stitched[sid].lead;
         for p in &self.stitched[sid].pieces {
             if left == 0 {
                 break;
             }
-            let len = left.min(p.pages as u64 * g);
+            let len = left.min(p.pages as u64 * g - skip);
             runs.push((
                 p.seg,
-                self.segments[p.seg].va + p.first_page as u64 * g,
+                self.segments[p.seg].va + p.first_page as u64 * g + skip,
                 len,
             ));
             left -= len;
+            skip = 0;
         }
         if runs
             .iter()
@@ -86,7 +88,7 @@ impl<D: Device> Allocator<D> {
             return false;
         }
         let st = &mut self.stitched[sid];
-        let (owner, size, last_free) = (st.owner, st.size, st.last_free);
+        let (owner, size, last_free) = (st.owner, st.servable(), st.last_free);
         st.active = true;
         self.reusable.remove(&(owner, size, sid));
         self.stitch_lru.remove(&(last_free, sid));
@@ -126,8 +128,13 @@ impl<D: Device> Allocator<D> {
         let fitting = fitting.map(|&(_, size, sid)| (size, sid));
         let recent = self.stitch_lru.iter().rev().map(|&(_, sid)| sid);
         let recent = recent.filter(|&sid| stitched[sid].owner == p);
-        let cands =
-            policy::reuse_candidates(fitting, recent, |sid| stitched[sid].size, rounded, max);
+        let cands = policy::reuse_candidates(
+            fitting,
+            recent,
+            |sid| stitched[sid].servable(),
+            rounded,
+            max,
+        );
         for sid in cands {
             if self.claim(sid, rounded, l) {
                 self.stats.num_stitch_reuses += 1;
@@ -207,7 +214,7 @@ impl<D: Device> Allocator<D> {
             return false;
         };
         self.count_stitch_maps(&st.pieces, false);
-        self.reusable.remove(&(st.owner, st.size, sid));
+        self.reusable.remove(&(st.owner, st.servable(), sid));
         self.stitch_lru.remove(&(st.last_free, sid));
         self.stats.stitched_bytes.update(-(st.size as i64));
         self.stats.stitched_blocks.update(-1);

@@ -214,6 +214,10 @@ pub(crate) struct Piece {
 pub(crate) struct Stitched {
     pub va: u64,
     pub size: u64,
+    /// Bytes at the start of the range, in its first piece, that it never serves: the part of
+    /// that chunk before the free bytes it was stitched for, which other blocks use (a stitch
+    /// from a chunk's free end: `Allocator::stitch`). 0 for a block that starts on whole chunks.
+    pub lead: u64,
     /// The memory pool that owns it: only allocations of that pool reuse it.
     pub owner: PoolIdx,
     /// The parts of the range this block mapped and owns, `(address, bytes)`, which it unmaps and
@@ -232,6 +236,18 @@ pub(crate) struct Stitched {
     pub last_free: u64,
     /// The work that last used it.
     pub fence: Fence,
+}
+
+impl Stitched {
+    /// The address it serves: `lead` bytes into its range.
+    pub fn addr(&self) -> u64 {
+        self.va + self.lead
+    }
+
+    /// The bytes it can serve: its range less its `lead`.
+    pub fn servable(&self) -> u64 {
+        self.size - self.lead
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

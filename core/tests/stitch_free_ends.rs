@@ -1,0 +1,89 @@
+//! Stitching the free ends of chunks (`stitch_free_ends`): where whole free chunks fall short, a
+//! stitch may map a chunk whose free bytes end it first (the stitched block serves from those
+//! bytes on) and a chunk whose free bytes start it last. Checked on the simulated device with
+//! one-granule handles and no room to grow, so that only such a stitch can serve: the request is
+//! served without new memory, no byte of a handle is handed out twice (`check_invariants`), the
+//! block is reused from the same address once freed, and nothing leaks.
+
+use gmlake_core::sim::SimulatedDevice;
+use gmlake_core::{Allocator, Config, Device, Error, StreamHandle};
+
+const MIB: u64 = 1 << 20;
+const S: StreamHandle = StreamHandle(0);
+/// One-granule (2 MiB) handles, stitching at any size, no chunk cuts.
+const GRANULE_HANDLES: &str =
+    "frag_limit:0,min_handle_size:2MB,max_handle_size:2MB,min_growth:2MB,split_chunks:false";
+
+/// A 10 MiB device holding three segments: a 3 MiB tensor in 4 MiB (its second chunk's last MiB
+/// free), a full 4 MiB one, and a whole free 2 MiB chunk. Returns the allocator and its live
+/// pointers.
+fn fragments(free_ends: bool) -> (Allocator<SimulatedDevice>, Vec<u64>) {
+    let cfg = Config::parse(&format!("{GRANULE_HANDLES},stitch_free_ends:{free_ends}")).unwrap();
+    let mut a = Allocator::new(SimulatedDevice::new(10 * MIB), cfg).unwrap();
+    // Each on a stream of its own, so that each is a segment of its own (a segment grows in
+    // place only for its own stream); the simulated device completes their work at once.
+    let head = a.malloc(3 * MIB, StreamHandle(1)).unwrap();
+    let full = a.malloc(4 * MIB, StreamHandle(2)).unwrap();
+    let spare = a.malloc(2 * MIB, StreamHandle(3)).unwrap();
+    a.free(spare).unwrap();
+    assert_eq!(a.stats().reserved_bytes.all.current, 10 * MIB as i64);
+    (a, Vec::from([head, full]))
+}
+
+fn teardown(mut a: Allocator<SimulatedDevice>, live: Vec<u64>) {
+    for p in live {
+        a.free(p).unwrap();
+    }
+    a.check_invariants().unwrap();
+    assert_eq!(a.release_all().unwrap(), 0);
+    let books = a.device().books().unwrap();
+    assert_eq!((books.handles, books.ranges, books.mappings), (0, 0, 0));
+}
+
+#[test]
+fn without_free_ends_the_request_does_not_fit() {
+    let (mut a, live) = fragments(false);
+    // 1 MiB free at a chunk's end and a whole 2 MiB chunk: 3 MiB free, but no stitch of whole
+    // chunks holds it and the device has no room to grow.
+    assert!(matches!(a.malloc(3 * MIB, S), Err(Error::OutOfMemory(_))));
+    teardown(a, live);
+}
+
+#[test]
+fn a_chunks_free_end_starts_a_stitched_block() {
+    let (mut a, mut live) = fragments(true);
+    let before = a.stats();
+    let p = a.malloc(3 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    let st = a.stats();
+    assert_eq!(
+        st.num_stitches,
+        before.num_stitches + 1,
+        "served by a stitch"
+    );
+    assert_eq!(
+        st.reserved_bytes.all.current, before.reserved_bytes.all.current,
+        "with no new memory"
+    );
+    // The block serves from the free megabyte on: 1 MiB into its first (2 MiB) chunk.
+    assert_eq!(p % (2 * MIB), MIB);
+    assert!(a.device().accessible(p, 3 * MIB));
+
+    // Freed and asked for again, the cached block serves from the same address, no driver call.
+    a.free(p).unwrap();
+    let (reuses, calls) = (a.stats().num_stitch_reuses, a.device().calls());
+    a.malloc(2 * MIB, S).map(|q| a.free(q)).unwrap().unwrap();
+    let q = a.malloc(3 * MIB, S).unwrap();
+    assert_eq!(q, p);
+    assert!(a.stats().num_stitch_reuses > reuses);
+    assert_eq!(a.device().calls(), calls, "reuse makes no driver call");
+    a.check_invariants().unwrap();
+
+    // The tensor before the free end goes, and its bytes serve again while the block lives.
+    let head = live.remove(0);
+    a.free(head).unwrap();
+    let again = a.malloc(3 * MIB, StreamHandle(1)).unwrap();
+    a.check_invariants().unwrap();
+    live.extend([q, again]);
+    teardown(a, live);
+}
