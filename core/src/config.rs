@@ -64,7 +64,7 @@ pub struct Config {
     /// Whether a stitch may also map chunks of which only one end is free: a chunk whose free
     /// bytes end it, first in the range, and one whose free bytes start it, last; the stitched
     /// block serves from the first chunk's free bytes on. Used only where whole free chunks do
-    /// not suffice. Default `false`: on 34 traces it raised utilization on 14 (by up to 0.018)
+    /// not suffice. Default `false`: on 34 traces it raised utilization on 16 (by up to 0.018)
     /// and lowered it on 7 (llama_generate by 0.022); `docs/design.md`, "Stitching the free ends
     /// of chunks".
     pub stitch_free_ends: bool,
