@@ -64,9 +64,10 @@ pub struct Config {
     /// Whether a stitch may also map chunks of which only one end is free: a chunk whose free
     /// bytes end it, first in the range, and one whose free bytes start it, last; the stitched
     /// block serves from the first chunk's free bytes on. Used only where whole free chunks do
-    /// not suffice. Default `false`: on 34 traces it raised utilization on 16 (by up to 0.018)
-    /// and lowered it on 7 (llama_generate by 0.022); `docs/design.md`, "Stitching the free ends
-    /// of chunks".
+    /// not suffice, and in a stitch that grows new memory where that grows less. Default
+    /// `false`: on 34 traces it raised utilization on 27 (llama_packed 0.952 to 0.989) and
+    /// lowered it on 6 (gpt2m_ckpt by 0.015), at up to 2.7x PyTorch's driver time on the given
+    /// traces; `docs/design.md`, "Stitching the free ends of chunks".
     pub stitch_free_ends: bool,
     /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
     /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch

@@ -1,5 +1,6 @@
-//! Fault points placed *within* one operation: for a segment growth, a stitch, a chunk split, an
-//! `empty_cache` and a garbage collection of stitched blocks (StitchFree), every kind of driver
+//! Fault points placed *within* one operation: for a segment growth, a stitch (also of a chunk's
+//! free end, with and without new memory), a chunk split, an `empty_cache` and a garbage
+//! collection of stitched blocks (StitchFree), every kind of driver
 //! call the operation makes fails at its first, middle and last call of that kind inside the
 //! operation.
 //! Each time: the operation returns `Ok` or a `Device`/`OutOfMemory` error, the allocator stays
@@ -112,6 +113,27 @@ fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            name: "stitch of a chunk's free end",
+            conf: FREE_ENDS,
+            setup: |a, live| free_end_fragments(a, live, 0),
+            op: |a, live| a.malloc(3 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| {
+                after.num_stitches > before.num_stitches
+                    && after.reserved_bytes.all.current == before.reserved_bytes.all.current
+            },
+        },
+        Scenario {
+            name: "stitch with new memory after a chunk's free end",
+            conf: FREE_ENDS,
+            setup: |a, live| free_end_fragments(a, live, 4 * MIB),
+            op: |a, live| a.malloc(5 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| {
+                after.num_stitches > before.num_stitches
+                    && after.reserved_bytes.all.current - before.reserved_bytes.all.current
+                        == 2 * MIB as i64
+            },
+        },
+        Scenario {
             name: "stitched-block garbage collection",
             conf: "frag_limit:0,max_handle_size:8MB,min_growth:2MB,split_chunks:false,stitched_bytes_limit:40MB",
             // A cached block over three of the four free chunks, one of which a primitive block
@@ -124,6 +146,20 @@ fn scenarios() -> Vec<Scenario> {
             did_it: |before, after| after.num_stitch_gc > before.num_stitch_gc,
         },
     ]
+}
+
+/// One-granule handles, and stitches that may map chunks' free ends.
+const FREE_ENDS: &str = "frag_limit:0,min_handle_size:2MB,max_handle_size:2MB,min_growth:2MB,split_chunks:false,stitch_free_ends:true";
+
+/// Three segments, each of its own stream: a 3 MiB tensor in 4 MiB (the last MiB of its second
+/// chunk free), a full 4 MiB one, and a free 2 MiB chunk; then the device's room cut to `room`.
+fn free_end_fragments(a: &mut A, live: &mut Vec<u64>, room: u64) {
+    live.push(a.malloc(3 * MIB, StreamHandle(1)).unwrap());
+    live.push(a.malloc(4 * MIB, StreamHandle(2)).unwrap());
+    let spare = a.malloc(2 * MIB, StreamHandle(3)).unwrap();
+    a.free(spare).unwrap();
+    let reserved = a.stats().reserved_bytes.all.current as u64;
+    a.device_mut().set_capacity(reserved + room);
 }
 
 fn teardown(mut a: A, mut live: Vec<u64>, what: &str) {

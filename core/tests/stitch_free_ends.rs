@@ -2,7 +2,7 @@
 //! stitch may map a chunk whose free bytes end it first (the stitched block serves from those
 //! bytes on) and a chunk whose free bytes start it last. Checked on the simulated device with
 //! one-granule handles and no room to grow, so that only such a stitch can serve: the request is
-//! served without new memory, no byte of a handle is handed out twice (`check_invariants`), the
+//! served without new memory (and, with room, a stitch that grows new memory grows less), no byte of a handle is handed out twice (`check_invariants`), the
 //! block is reused from the same address once freed, and nothing leaks.
 
 use gmlake_core::sim::SimulatedDevice;
@@ -18,8 +18,13 @@ const GRANULE_HANDLES: &str =
 /// free), a full 4 MiB one, and a whole free 2 MiB chunk. Returns the allocator and its live
 /// pointers.
 fn fragments(free_ends: bool) -> (Allocator<SimulatedDevice>, Vec<u64>) {
+    fragments_on(free_ends, 10 * MIB)
+}
+
+/// `fragments` on a device of `capacity` bytes.
+fn fragments_on(free_ends: bool, capacity: u64) -> (Allocator<SimulatedDevice>, Vec<u64>) {
     let cfg = Config::parse(&format!("{GRANULE_HANDLES},stitch_free_ends:{free_ends}")).unwrap();
-    let mut a = Allocator::new(SimulatedDevice::new(10 * MIB), cfg).unwrap();
+    let mut a = Allocator::new(SimulatedDevice::new(capacity), cfg).unwrap();
     // Each on a stream of its own, so that each is a segment of its own (a segment grows in
     // place only for its own stream); the simulated device completes their work at once.
     let head = a.malloc(3 * MIB, StreamHandle(1)).unwrap();
@@ -86,4 +91,27 @@ fn a_chunks_free_end_starts_a_stitched_block() {
     a.check_invariants().unwrap();
     live.extend([q, again]);
     teardown(a, live);
+}
+
+/// Reserved bytes after a 5 MiB request on the fragments with 4 MiB of room: the free end (1 MiB)
+/// and the whole chunk (2 MiB) lack 2 MiB, the whole chunk alone 3 MiB (4 MiB in granules).
+fn growth_for_five(free_ends: bool) -> (i64, u64) {
+    let (mut a, mut live) = fragments_on(free_ends, 14 * MIB);
+    let before = a.stats().reserved_bytes.all.current;
+    let p = a.malloc(5 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert!(a.device().accessible(p, 5 * MIB));
+    let grown = a.stats().reserved_bytes.all.current - before;
+    live.push(p);
+    teardown(a, live);
+    (grown, p)
+}
+
+#[test]
+fn a_stitch_that_grows_maps_a_free_end_and_grows_less() {
+    let (without, _) = growth_for_five(false);
+    let (with, p) = growth_for_five(true);
+    assert_eq!(without, 4 * MIB as i64);
+    assert_eq!(with, 2 * MIB as i64);
+    assert_eq!(p % (2 * MIB), MIB, "served from the free end on");
 }

@@ -11,19 +11,17 @@
 //! A request is rounded up to [`super::MIN_BLOCK_SIZE`] bytes, assigned a pool kind
 //! ([`pool_for`]) and served, within its memory pool (the default or a private one), by the first
 //! of these that succeeds (GMLake's order, ASPLOS 2024, its bugs fixed: `docs/design.md`):
-//! 1. best fit ([`pick_fit`], taking what was freed last at once where it would serve:
-//!    [`reclaims_parked`]) among free blocks of its pool on its stream, then on other streams
-//!    whose last use has completed; a small request then tries large-pool blocks before the
-//!    small pool grows by one granule;
+//! 1. best fit ([`pick_fit`]; what was freed last at once where it serves: [`reclaims_parked`])
+//!    among free blocks of its pool on its stream, then on other streams whose last use has
+//!    completed; a small request then tries large-pool blocks before the small pool grows;
 //! 2. a cached stitched block ([`reuse_candidates`]; the one freed last first, likewise);
 //! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]), growing a cached
-//!    stitched block where one maps some of them ([`growable_candidates`]);
-//! 4. new memory for only what the free chunks lack, stitched with them
-//!    ([`stitch_growing_pays`]); else growth in place ([`extension_bytes`]) or a new segment, of
-//!    handles sized by [`handle_size`];
-//! 5. all cached memory released, then the order once more as a last resort (any size
-//!    stitches, growth of only what is needed, large requests take small-pool blocks); not during
-//!    a CUDA graph capture, where synchronizing is illegal;
+//!    stitched block that maps some ([`growable_candidates`]); opt-in, chunks' free ends too;
+//! 4. new memory for only what the free chunks lack, stitched with them ([`stitch_growing_pays`],
+//!    opt-in with free ends: [`ends_pay`]); else growth in place ([`extension_bytes`]) or a new
+//!    segment, of handles sized by [`handle_size`];
+//! 5. all cached memory released, then the order once more as a last resort (any size stitches,
+//!    exact growth, large requests take small-pool blocks); not while a CUDA graph is captured;
 //! 6. a default-pool request may take free blocks of a private pool marked `use_on_oom`
 //!    (PyTorch's rule, run in `pools.rs`);
 //! 7. with `peer_borrow` on, memory borrowed from a peer GPU ([`may_borrow`], [`peer_limit`]);
@@ -196,8 +194,8 @@ pub(super) fn stitch_before_growth(cfg: &Config, last_resort: bool) -> bool {
 /// Whether new memory for only what the free chunks lack should be stitched with them rather than
 /// grown as a segment of its own: for requests larger than one growth (`docs/design.md`,
 /// "Stitching with new memory"); a smaller one is served more cheaply by a growth alone.
-pub(super) fn stitch_growing_pays(rounded: u64, min_growth: u64, last_resort: bool) -> bool {
-    rounded > min_growth || last_resort
+pub(super) fn stitch_growing_pays(cfg: &Config, gran: u64, bytes: u64, last: bool) -> bool {
+    bytes > growth_floor(cfg, gran, false) || last
 }
 
 /// Whether a stitch of whole free chunks could serve `rounded` bytes: they hold enough bytes, in
@@ -207,14 +205,19 @@ pub(super) fn worth_stitching(free_chunk_bytes: u64, free_chunks: usize, rounded
 }
 
 /// The free ends a stitch maps, `(tail, head)`, where whole chunks lack `lack` bytes and the
-/// largest free tail and head hold `t` and `h` (0: none): the smaller end covering `lack`, or both;
-/// `None` if they fall short or `stitch_free_ends` is off. Else stranded; costs no new memory.
+/// largest free tail, head hold `t`, `h`: the smaller covering `lack`, or both; else (or off) None.
 pub(super) fn free_ends_for(cfg: &Config, t: u64, h: u64, lack: u64) -> Option<(bool, bool)> {
     let (alone_t, alone_h) = (t >= lack && t > 0, h >= lack && h > 0);
     let pick = [(alone_t, alone_h), (t <= h, h < t), (true, true)];
     let i = [usize::from(alone_t && alone_h), 2][usize::from(!alone_t && !alone_h)];
     let fits = alone_t || alone_h || (t > 0 && h > 0 && t + h >= lack);
     (cfg.stitching && cfg.stitch_free_ends && fits).then_some(pick[i])
+}
+
+/// Whether a stitch growing new memory for the `lack` bytes whole chunks lack maps free ends of
+/// `ends` bytes too: where its growth (`grown`, in granules) is then smaller; off by default.
+pub(super) fn ends_pay<F: Fn(u64) -> u64>(cfg: &Config, lack: u64, ends: u64, grown: F) -> bool {
+    cfg.stitch_free_ends && ends > 0 && ends < lack && grown(lack - ends) < grown(lack)
 }
 
 /// Best fit: among the [`FIT_PROBES`] smallest free blocks of at least `rounded` bytes
@@ -439,11 +442,9 @@ impl<D: Device> Allocator<D> {
             if let Some(b) = self.best_fit(PoolKind::Large, l, rounded) {
                 return Some(Served::Block(b));
             }
-            return self
-                .grow(l, PoolKind::Small, self.gran)
-                .map(|seg| Served::Block(self.segments[seg].first_block))
-                .map_err(|m| m.report(device_error))
-                .ok();
+            let seg = self.grow(l, PoolKind::Small, self.gran);
+            let seg = seg.map_err(|m| m.report(device_error)).ok()?;
+            return Some(Served::Block(self.segments[seg].first_block));
         }
         if let Some(sid) = self.reuse_stitched(rounded, l) {
             return Some(Served::Stitched(sid));
@@ -454,8 +455,7 @@ impl<D: Device> Allocator<D> {
             if let Some(sid) = self.stitch(rounded, l) {
                 return Some(Served::Stitched(sid));
             }
-            let unfloored = growth_floor(&self.cfg, self.gran, false);
-            if stitch_growing_pays(rounded, unfloored, last_resort) {
+            if stitch_growing_pays(&self.cfg, self.gran, rounded, last_resort) {
                 match self.stitch_growing(rounded, floor, l) {
                     Ok(Some(sid)) => return Some(Served::Stitched(sid)),
                     Ok(None) | Err(Miss::NoMemory) => {}

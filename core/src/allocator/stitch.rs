@@ -32,7 +32,7 @@ pub(super) struct Candidate {
 impl<D: Device> Allocator<D> {
     /// The whole free chunks usable by stream `s` (what a stitch could map now). Scans every free
     /// large-pool block: stitching's slow path only.
-    fn candidates(&self, l: LaneIdx) -> Vec<Candidate> {
+    pub(super) fn candidates(&self, l: LaneIdx) -> Vec<Candidate> {
         let mut out = Vec::new();
         let s = self.lane_stream(l);
         let lanes = &self.pools.pool_lanes[self.lane_pool(l) as usize];
@@ -104,7 +104,7 @@ impl<D: Device> Allocator<D> {
 
     /// Claims a stitched block just made or grown for `rounded` bytes, then keeps the cached ones
     /// within bounds.
-    fn claim_new(&mut self, sid: StitchId, rounded: u64, l: LaneIdx) {
+    pub(super) fn claim_new(&mut self, sid: StitchId, rounded: u64, l: LaneIdx) {
         let claimed = self.claim(sid, rounded, l);
         debug_assert!(claimed, "a new stitched block lies on free chunks");
         self.enforce_stitch_bounds();
@@ -219,7 +219,7 @@ impl<D: Device> Allocator<D> {
     }
 
     /// The pieces that map `chosen` chunks whole.
-    fn pieces_of(&self, chosen: &[Candidate]) -> Vec<Piece> {
+    pub(super) fn pieces_of(&self, chosen: &[Candidate]) -> Vec<Piece> {
         let g = self.gran;
         chosen
             .iter()
@@ -236,7 +236,7 @@ impl<D: Device> Allocator<D> {
 
     /// Maps `pieces` back to back from `va` (address space the caller holds) and grants access to
     /// them. On failure, what was mapped is unmapped and `[va, va + bytes of pieces)` goes back.
-    fn map_pieces(&mut self, va: u64, pieces: &[Piece]) -> Option<()> {
+    pub(super) fn map_pieces(&mut self, va: u64, pieces: &[Piece]) -> Option<()> {
         let g = self.gran;
         let size: u64 = pieces.iter().map(|p| p.pages as u64 * g).sum();
         let mut off = 0;
@@ -294,7 +294,7 @@ impl<D: Device> Allocator<D> {
     /// Records a mapped stitched block of `size` bytes at `va`, of lane `l`'s pool, that owns the
     /// `own` parts of its range (the rest is segments') and `headroom` bytes of address space
     /// after it.
-    fn register_stitched(
+    pub(super) fn register_stitched(
         &mut self,
         va: u64,
         size: u64,
@@ -342,6 +342,12 @@ impl<D: Device> Allocator<D> {
         let have: u64 = cands.iter().map(|c| c.bytes).sum();
         if have == 0 || have >= rounded {
             return Ok(None);
+        }
+        if self.cfg.stitch_free_ends {
+            sort_for_stitch(&mut cands);
+            if let r @ (Ok(Some(_)) | Err(_)) = self.grow_onto_ends(rounded, floor, &cands, l) {
+                return r;
+            }
         }
         let grow = ((rounded - have).div_ceil(self.gran) * self.gran).max(floor);
         // Kept for the rest of this request's order: a growth after a failed stitch uses it too
@@ -394,7 +400,7 @@ impl<D: Device> Allocator<D> {
     /// returns the pieces of both, in address order. `Err` if the growth failed (then all the
     /// address space went back); `Ok(None)` if mapping `old` failed (the segment stays, as after
     /// any growth).
-    fn grow_and_map(
+    pub(super) fn grow_and_map(
         &mut self,
         va: u64,
         l: LaneIdx,
@@ -440,6 +446,6 @@ pub(super) fn choose(cands: &[Candidate], need: u64) -> Vec<Candidate> {
 }
 
 /// Sorts whole free chunks in [`policy::stitch_order`].
-fn sort_for_stitch(cands: &mut [Candidate]) {
+pub(super) fn sort_for_stitch(cands: &mut [Candidate]) {
     cands.sort_unstable_by(|a, b| policy::stitch_order((a.bytes, a.start), (b.bytes, b.start)));
 }

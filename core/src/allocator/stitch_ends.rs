@@ -1,7 +1,8 @@
 //! Stitching the free ends of chunks (`stitch_free_ends`, off by default): where the whole free
 //! chunks fall short of a request, a stitch may also map a chunk whose free bytes end it (first in
 //! the range: the stitched block then serves from those bytes on, its *lead* before them) and one
-//! whose free bytes start it (last). The driver maps whole handles, so such a chunk is mapped
+//! whose free bytes start it (last); and a stitch that grows new memory for what whole chunks
+//! lack may map both around it, to grow less. The driver maps whole handles, so such a chunk is mapped
 //! whole, its used part included; only its free bytes are lent to the stitched block, and the
 //! allocation checker (`check.rs`) verifies that no two allocations share a handle's bytes.
 //! Which ends to use is [`policy::free_ends_for`]; `docs/design.md`, "Stitching the free ends of
@@ -11,6 +12,7 @@ use super::policy;
 use super::stitch::{choose, Candidate};
 use super::types::*;
 use super::Allocator;
+use super::Miss;
 use crate::device::Device;
 use alloc::vec::Vec;
 
@@ -98,5 +100,74 @@ impl<D: Device> Allocator<D> {
             chosen.push(c);
         }
         (chosen.len() >= 2).then_some((chosen, lead))
+    }
+
+    /// `stitch_growing` with free ends: where the largest free tail and head (`free_ends`) with
+    /// all whole free chunks `cands` (in [`policy::stitch_order`]) lack some bytes, and growing
+    /// what they lack needs fewer new bytes than growing what the whole chunks alone lack, maps
+    /// tail, new memory (a new segment, at least `floor` bytes), whole chunks and head back to
+    /// back; the new chunks are mapped once for both, as in `stitch_growing`. A tail so works as
+    /// growing any chunk's free end in place. `Ok(None)` where that saves nothing or a mapping
+    /// failed (a segment grown stays); `Err` if the growth failed (nothing changed).
+    /// O(free blocks + chunks).
+    pub(super) fn grow_onto_ends(
+        &mut self,
+        rounded: u64,
+        floor: u64,
+        cands: &[Candidate],
+        l: LaneIdx,
+    ) -> Result<Option<StitchId>, Miss> {
+        let (tails, heads) = self.free_ends(l);
+        let best = |v: &[FreeEnd]| {
+            v.iter()
+                .copied()
+                .max_by_key(|&(b, c)| (b, u64::MAX - c.start))
+        };
+        let (tail, mut head) = (best(&tails), best(&heads));
+        if let (Some((_, a)), Some((_, b))) = (tail, head) {
+            head = head.filter(|_| a.start != b.start);
+        }
+        let have: u64 = cands.iter().map(|c| c.bytes).sum();
+        let ends = tail.map_or(0, |x| x.0) + head.map_or(0, |x| x.0);
+        let g = self.gran;
+        let growth = |lack: u64| (lack.div_ceil(g) * g).max(floor);
+        if !policy::ends_pay(&self.cfg, rounded - have, ends, growth) {
+            return Ok(None);
+        }
+        let grow = growth(rounded - have - ends);
+        let (need, cur) = ((rounded, grow), self.handle_size);
+        self.handle_size = policy::shortfall_handle_size(&self.cfg, g, need, cur);
+        let mut after: Vec<Candidate> = cands.to_vec();
+        after.extend(head.map(|x| x.1));
+        let after_bytes: u64 = after.iter().map(|c| c.bytes).sum();
+        let after = self.pieces_of(&after);
+        let (lead_chunk, lead) = tail.map_or((0, 0), |(bytes, c)| (c.bytes, c.bytes - bytes));
+        let size = lead_chunk + grow + after_bytes;
+        let va = self.va_alloc(size).map_err(Miss::from_device)?;
+        let first = tail.map(|(_, c)| self.pieces_of(&[c]));
+        if let Some(p) = &first {
+            if self.map_pieces(va, p).is_none() {
+                self.va_free(va + lead_chunk, size - lead_chunk);
+                return Ok(None);
+            }
+        }
+        let grown = self.grow_and_map(va + lead_chunk, l, grow, after_bytes, &after);
+        let Ok(Some(rest)) = grown else {
+            if lead_chunk > 0 {
+                self.undo_range(va, lead_chunk, lead_chunk);
+            }
+            return grown.map(|_| None);
+        };
+        let mut pieces = first.unwrap_or_default();
+        pieces.extend(rest);
+        let own: Vec<(u64, u64)> = [(va, lead_chunk), (va + lead_chunk + grow, after_bytes)]
+            .into_iter()
+            .filter(|&(_, len)| len > 0)
+            .collect();
+        let sid = self.register_stitched(va, size, own, 0, &pieces, l);
+        self.stitched[sid].lead = lead;
+        self.stats.num_stitches += 1;
+        self.claim_new(sid, rounded, l);
+        Ok(Some(sid))
     }
 }
