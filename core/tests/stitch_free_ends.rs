@@ -2,8 +2,9 @@
 //! stitch may map a chunk whose free bytes end it first (the stitched block serves from those
 //! bytes on) and a chunk whose free bytes start it last. Checked on the simulated device with
 //! one-granule handles and no room to grow, so that only such a stitch can serve: the request is
-//! served without new memory (and, with room, a stitch that grows new memory grows less), no byte of a handle is handed out twice (`check_invariants`), the
-//! block is reused from the same address once freed, and nothing leaks.
+//! served without new memory (and, with room, a stitch that grows new memory grows less), no
+//! byte of a handle is handed out twice (`check_invariants`), the block is reused from the same
+//! address once freed, and nothing leaks.
 
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, Device, Error, StreamHandle};

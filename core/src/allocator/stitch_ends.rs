@@ -2,11 +2,11 @@
 //! chunks fall short of a request, a stitch may also map a chunk whose free bytes end it (first in
 //! the range: the stitched block then serves from those bytes on, its *lead* before them) and one
 //! whose free bytes start it (last); and a stitch that grows new memory for what whole chunks
-//! lack may map both around it, to grow less. The driver maps whole handles, so such a chunk is mapped
-//! whole, its used part included; only its free bytes are lent to the stitched block, and the
-//! allocation checker (`check.rs`) verifies that no two allocations share a handle's bytes.
-//! Which ends to use is [`policy::free_ends_for`]; `docs/design.md`, "Stitching the free ends of
-//! chunks", has the measurements.
+//! lack may map both around it, to grow less. The driver maps whole handles, so such a chunk is
+//! mapped whole, its used part included; only its free bytes are lent to the stitched block, and
+//! the allocation checker (`check.rs`) verifies that no two allocations share a handle's bytes.
+//! Which ends to use is [`policy::free_ends_for`] and [`policy::ends_pay`], of the largest free
+//! tail and head; `docs/design.md`, "Stitching the free ends of chunks", has the measurements.
 
 use super::policy;
 use super::stitch::{choose, Candidate};
@@ -58,11 +58,22 @@ impl<D: Device> Allocator<D> {
         (tails, heads)
     }
 
+    /// The largest free tail and the largest free head usable by lane `l` (the lower address on
+    /// a tie), the head only in another chunk than the tail. O(free blocks).
+    fn largest_ends(&self, l: LaneIdx) -> (Option<FreeEnd>, Option<FreeEnd>) {
+        let (tails, heads) = self.free_ends(l);
+        let largest = |v: Vec<FreeEnd>| v.into_iter().max_by_key(|&(b, c)| (b, u64::MAX - c.start));
+        let (tail, head) = (largest(tails), largest(heads));
+        let other = |h: &FreeEnd| tail.is_none_or(|t| t.1.start != h.1.start);
+        (tail, head.filter(other))
+    }
+
     /// The chunks of a stitch for `rounded` bytes where the whole free chunks `cands` (in
     /// [`policy::stitch_order`], `whole` bytes in all) do not suffice, with the free bytes at one
     /// end of other chunks: a tail chunk first, whole chunks, a head chunk last
-    /// ([`policy::free_ends_for`]), each end the largest of its kind. Returns them in range
-    /// order with the block's lead; `None` if they do not suffice either. O(free blocks).
+    /// ([`policy::free_ends_for`]), each end the largest of its kind (`largest_ends`). Returns
+    /// them in range order with the block's lead; `None` if they do not suffice either.
+    /// O(free blocks).
     pub(super) fn with_free_ends(
         &self,
         cands: &[Candidate],
@@ -70,21 +81,9 @@ impl<D: Device> Allocator<D> {
         rounded: u64,
         l: LaneIdx,
     ) -> Option<(Vec<Candidate>, u64)> {
-        let (tails, heads) = self.free_ends(l);
-        let best = |v: &[FreeEnd]| {
-            v.iter()
-                .copied()
-                .max_by_key(|&(b, c)| (b, u64::MAX - c.start))
-        };
-        let (tail, head) = (best(&tails), best(&heads));
+        let (tail, head) = self.largest_ends(l);
         let (t, h) = (tail.map_or(0, |x| x.0), head.map_or(0, |x| x.0));
-        let same = matches!((tail, head), (Some((_, a)), Some((_, b))) if a.start == b.start);
-        let (use_t, use_h) = policy::free_ends_for(
-            &self.cfg,
-            t,
-            [h, 0][same as usize],
-            rounded.saturating_sub(whole),
-        )?;
+        let (use_t, use_h) = policy::free_ends_for(&self.cfg, t, h, rounded.saturating_sub(whole))?;
         let ends = [t, 0][!use_t as usize] + [h, 0][!use_h as usize];
         let mut chosen = Vec::new();
         let mut lead = 0;
@@ -117,16 +116,7 @@ impl<D: Device> Allocator<D> {
         cands: &[Candidate],
         l: LaneIdx,
     ) -> Result<Option<StitchId>, Miss> {
-        let (tails, heads) = self.free_ends(l);
-        let best = |v: &[FreeEnd]| {
-            v.iter()
-                .copied()
-                .max_by_key(|&(b, c)| (b, u64::MAX - c.start))
-        };
-        let (tail, mut head) = (best(&tails), best(&heads));
-        if let (Some((_, a)), Some((_, b))) = (tail, head) {
-            head = head.filter(|_| a.start != b.start);
-        }
+        let (tail, head) = self.largest_ends(l);
         let have: u64 = cands.iter().map(|c| c.bytes).sum();
         let ends = tail.map_or(0, |x| x.0) + head.map_or(0, |x| x.0);
         let g = self.gran;
