@@ -9,7 +9,10 @@ its own process's) under PyTorch's default caching allocator with
 `torch.cuda.memory._record_memory_history`, and writes `<workload>.txt.gz` in the text format of
 `traces/README.md` plus one line of `results.json` (PyTorch's own peak figures). With
 `--expandable` it runs under `expandable_segments:True` instead, records no trace, and writes
-`results-expandable.json`: the figures a trace's table row gives for expandable segments. Models are built
+`results-expandable.json`: the figures a trace's table row gives for expandable segments. With
+`--gmlake=CONF` it runs under gmlake (`gmlake.enable(CONF, mode="cpp")`, the package importable,
+e.g. from the wheel), records no trace, and writes `results-gmlake-<CONF>.json`: what gmlake
+reserves live, to set beside its replay. Models are built
 from published configurations with random weights (no download), as in `traces/record.py`, which
 recorded the three traces in the repository; the workloads here are different models and jobs,
 so that a policy chosen on those three can be checked on traces it was not fitted to.
@@ -25,9 +28,13 @@ OUT = os.environ["OUT"]
 WORKER = r'''
 import os, sys, json, random, gzip, torch
 wl = sys.argv[1]
+GMLAKE = os.environ.get("GMLAKE_RUN_CONF")
+if GMLAKE is not None:  # gmlake as PyTorch's allocator (its C++ route), before CUDA starts
+    import gmlake
+    gmlake.enable(GMLAKE, mode="cpp")
 torch.manual_seed(0); random.seed(0)
 dev = "cuda"
-RECORD = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") == ""
+RECORD = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") == "" and GMLAKE is None
 if RECORD:
     torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=5_000_000)
 
@@ -456,12 +463,15 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
 def main():
     args = sys.argv[1:]
     expandable = "--expandable" in args
-    chosen = [a for a in args if a != "--expandable"] or WORKLOADS
+    conf = next((a.split("=", 1)[1] for a in args if a.startswith("--gmlake=")), None)
+    chosen = [a for a in args if a != "--expandable" and not a.startswith("--gmlake=")] or WORKLOADS
     jobs = int(os.environ.get("JOBS", "1"))
     env = dict(os.environ, OUT=OUT)
     env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
     if expandable:
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    if conf is not None:
+        env["GMLAKE_RUN_CONF"] = conf
     results = {}
     running = []
     todo = list(chosen)
@@ -486,6 +496,8 @@ def main():
         results[wl] = r
         print(wl, json.dumps(r), flush=True)
     name = "results-expandable.json" if expandable else "results.json"
+    if conf is not None:
+        name = "results-gmlake-%s.json" % (conf.replace(":", "-").replace(",", "_") or "default")
     with open(os.path.join(OUT, name), "w") as f:
         json.dump(results, f, indent=1)
 
