@@ -268,19 +268,11 @@ impl<D: Device> Allocator<D> {
                     }
                 }
                 LiveKind::Stitched(sid) => {
-                    let mut left = l.rounded;
-                    let mut skip = self.stitched[sid].lead;
-                    for p in &self.stitched[sid].pieces {
-                        if left == 0 {
-                            break;
-                        }
+                    for (p, skip, len) in self.stitched[sid].spans(l.rounded, g) {
                         let seg = &self.segments[p.seg];
                         let off = p.first_page as u64 * g + skip;
                         let c = &seg.chunks[seg.chunk_at(off)];
-                        let len = left.min(p.pages as u64 * g - skip);
                         spans.push((c.handle.0, off - c.offset, off - c.offset + len));
-                        left -= len;
-                        skip = 0;
                     }
                 }
             }

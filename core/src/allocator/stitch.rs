@@ -30,20 +30,23 @@ pub(super) struct Candidate {
 }
 
 impl<D: Device> Allocator<D> {
-    /// The whole free chunks usable by stream `s` (what a stitch could map now). Scans every free
-    /// large-pool block: stitching's slow path only.
-    pub(super) fn candidates(&self, l: LaneIdx) -> Vec<Candidate> {
-        let mut out = Vec::new();
+    /// The free large-pool blocks of lane `l`'s pool whose last use the lane's stream may follow:
+    /// what a stitch may map. O(free blocks of the pool): stitching's slow path only.
+    pub(super) fn usable_free_blocks(&self, l: LaneIdx) -> impl Iterator<Item = &Block> + '_ {
         let s = self.lane_stream(l);
         let lanes = &self.pools.pool_lanes[self.lane_pool(l) as usize];
-        for &b in lanes
+        lanes
             .iter()
             .flat_map(|&t| self.free[t as usize].large.values())
-        {
-            let blk = &self.blocks[b];
-            if !self.streams.safe_for(blk.fence, s) {
-                continue;
-            }
+            .map(|&b| &self.blocks[b])
+            .filter(move |blk| self.streams.safe_for(blk.fence, s))
+    }
+
+    /// The whole free chunks usable by lane `l` (what a stitch could map now): those inside
+    /// [`Self::usable_free_blocks`].
+    pub(super) fn candidates(&self, l: LaneIdx) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        for blk in self.usable_free_blocks(l) {
             let seg = &self.segments[blk.seg];
             for ci in seg.chunk_at(blk.addr - seg.va)..seg.chunks.len() {
                 let c = &seg.chunks[ci];
@@ -345,7 +348,9 @@ impl<D: Device> Allocator<D> {
         }
         if self.cfg.stitch_free_ends {
             sort_for_stitch(&mut cands);
-            if let r @ (Ok(Some(_)) | Err(_)) = self.grow_onto_ends(rounded, floor, &cands, l) {
+            if let r @ (Ok(Some(_)) | Err(_)) =
+                self.grow_onto_ends(rounded, floor, (&cands, have), l)
+            {
                 return r;
             }
         }

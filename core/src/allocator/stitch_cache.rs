@@ -65,22 +65,13 @@ impl<D: Device> Allocator<D> {
     pub(super) fn claim(&mut self, sid: StitchId, bytes: u64, l: LaneIdx) -> bool {
         self.unpark();
         let g = self.gran;
-        let mut runs = Vec::new();
-        let mut left = bytes;
-        let mut skip = self.stitched[sid].lead;
-        for p in &self.stitched[sid].pieces {
-            if left == 0 {
-                break;
-            }
-            let len = left.min(p.pages as u64 * g - skip);
-            runs.push((
-                p.seg,
-                self.segments[p.seg].va + p.first_page as u64 * g + skip,
-                len,
-            ));
-            left -= len;
-            skip = 0;
-        }
+        let runs: Vec<(SegId, u64, u64)> = self.stitched[sid]
+            .spans(bytes, g)
+            .map(|(p, skip, len)| {
+                let at = self.segments[p.seg].va + p.first_page as u64 * g + skip;
+                (p.seg, at, len)
+            })
+            .collect();
         if runs
             .iter()
             .any(|&(seg, addr, len)| self.free_block_under(seg, addr, len, l).is_none())

@@ -23,19 +23,10 @@ impl<D: Device> Allocator<D> {
     /// The chunks whose free bytes lie at one end, usable by lane `l`: `(tails, heads)`, each
     /// `(free bytes, chunk)`. A tail chunk's free bytes end it (its start is in use): it can only
     /// begin a stitched range, which then serves from those bytes on; a head chunk's free bytes
-    /// start it: it can only end one. Scans every free large-pool block, as `candidates`.
+    /// start it: it can only end one. Of [`Self::usable_free_blocks`], as `candidates`.
     fn free_ends(&self, l: LaneIdx) -> (Vec<FreeEnd>, Vec<FreeEnd>) {
         let (mut tails, mut heads) = (Vec::new(), Vec::new());
-        let s = self.lane_stream(l);
-        let lanes = &self.pools.pool_lanes[self.lane_pool(l) as usize];
-        for &b in lanes
-            .iter()
-            .flat_map(|&t| self.free[t as usize].large.values())
-        {
-            let blk = &self.blocks[b];
-            if !self.streams.safe_for(blk.fence, s) {
-                continue;
-            }
+        for blk in self.usable_free_blocks(l) {
             let seg = &self.segments[blk.seg];
             let (first, last) = (
                 seg.chunk_at(blk.addr - seg.va),
@@ -101,9 +92,10 @@ impl<D: Device> Allocator<D> {
         (chosen.len() >= 2).then_some((chosen, lead))
     }
 
-    /// `stitch_growing` with free ends: where the largest free tail and head (`free_ends`) with
-    /// all whole free chunks `cands` (in [`policy::stitch_order`]) lack some bytes, and growing
-    /// what they lack needs fewer new bytes than growing what the whole chunks alone lack, maps
+    /// `stitch_growing` with free ends: where the largest free tail and head (`largest_ends`)
+    /// with all whole free chunks `cands` (in [`policy::stitch_order`], `have` bytes) lack some
+    /// bytes, and growing what they lack needs fewer new bytes than growing what the whole chunks
+    /// alone lack ([`policy::ends_pay`]), maps
     /// tail, new memory (a new segment, at least `floor` bytes), whole chunks and head back to
     /// back; the new chunks are mapped once for both, as in `stitch_growing`. A tail so works as
     /// growing any chunk's free end in place. `Ok(None)` where that saves nothing or a mapping
@@ -113,11 +105,10 @@ impl<D: Device> Allocator<D> {
         &mut self,
         rounded: u64,
         floor: u64,
-        cands: &[Candidate],
+        (cands, have): (&[Candidate], u64),
         l: LaneIdx,
     ) -> Result<Option<StitchId>, Miss> {
         let (tail, head) = self.largest_ends(l);
-        let have: u64 = cands.iter().map(|c| c.bytes).sum();
         let ends = tail.map_or(0, |x| x.0) + head.map_or(0, |x| x.0);
         let g = self.gran;
         let growth = |lack: u64| (lack.div_ceil(g) * g).max(floor);

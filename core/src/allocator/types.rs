@@ -248,6 +248,18 @@ impl Stitched {
     pub fn servable(&self) -> u64 {
         self.size - self.lead
     }
+
+    /// What `bytes` served from its address cover of each piece, in order: `(piece, offset into
+    /// the piece, bytes)`, in bytes (`gran`: the granularity, a page's size). O(pieces used).
+    pub fn spans(&self, bytes: u64, gran: u64) -> impl Iterator<Item = (&Piece, u64, u64)> + '_ {
+        let (mut left, mut skip) = (bytes, self.lead);
+        self.pieces.iter().map_while(move |p| {
+            let len = left.min(p.pages as u64 * gran - skip);
+            let span = (p, skip, len);
+            (left, skip) = (left - len, 0);
+            (len > 0).then_some(span)
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
