@@ -429,6 +429,54 @@ def stablelm_fused():
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True)
     lm_steps(m, opt, 50304, [128, 256, 512, 1024, 1536, 2048], [1, 2, 4, 8], 10)
 
+def falcon_sft():
+    # Falcon-style 1.3B (new decoder architecture: grouped key/value heads, parallel attention and
+    # MLP; eighth set), full fine-tuning in bf16, AdamW (foreach), batch 1-8, seq 128-2048, 10 steps.
+    from transformers import FalconConfig, FalconForCausalLM
+    cfg = FalconConfig(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_kv_heads=8, new_decoder_architecture=True, vocab_size=65024)
+    m = FalconForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 65024, [128, 384, 768, 1024, 1536, 2048], [1, 2, 4, 8], 10)
+
+def regnet_dynres():
+    # RegNetY-3.2GF (timm, random weights, eighth set): grouped convolutions and squeeze-excite,
+    # channels_last, bf16 autocast, AdamW, a new batch (32-96) and resolution (160-288 px) most
+    # steps, 12 steps.
+    import timm
+    m = timm.create_model("regnety_032", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    for step in range(12):
+        B = random.choice([32, 64, 96]); S = random.choice(range(160, 289, 32))
+        x = torch.randn(B, 3, S, S, device=dev).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def starcoder_gen():
+    # Sampled generation (nucleus) with a GPTBigCode-style 350M model (multi-query attention, one
+    # key/value head; eighth set) in fp16: batch 1-16, prompts of 64-1024 tokens, 32-192 new tokens
+    # (forced), 6 rounds.
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+    cfg = GPTBigCodeConfig(n_embd=1024, n_layer=24, n_head=16, multi_query=True, vocab_size=49152, n_positions=2048)
+    m = GPTBigCodeForCausalLM(cfg).to(dev, torch.float16).eval()
+    with torch.no_grad():
+        for r in range(6):
+            B = random.choice([1, 4, 8, 16]); L = random.choice([64, 256, 512, 1024])
+            x = torch.randint(0, 49000, (B, L), device=dev)
+            n = random.choice([32, 96, 192])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_p=0.9, pad_token_id=0)
+
+def qwen_moe_sft():
+    # A Qwen2-MoE-style model (16 experts, 4 routed per token, a shared expert; eighth set),
+    # fine-tuned in bf16 with AdamW, batch 1-8, seq 128-1024, 10 steps: expert inputs of a new
+    # size every layer and step.
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+    cfg = Qwen2MoeConfig(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=4, intermediate_size=2816, moe_intermediate_size=512, shared_expert_intermediate_size=2048, num_experts=16, num_experts_per_tok=4, vocab_size=32000)
+    m = Qwen2MoeForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 32000, [128, 256, 512, 768, 1024], [1, 2, 4, 8], 10)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -450,14 +498,17 @@ print("RESULT", json.dumps(res))
 # gradient accumulation over micro-batches of different shapes, a timm CNN at dynamic resolution;
 # a sixth: a 256,000-token vocabulary, gradient checkpointing over fp32 weights, beam search in a
 # seq2seq model; a seventh: dynamic padding with relative-position attention, a DenseNet at dynamic
-# resolution, sampled generation with a 151,936-token vocabulary, fused AdamW).
+# resolution, sampled generation with a 151,936-token vocabulary, fused AdamW; an eighth: a
+# Falcon-style decoder, a RegNet at dynamic resolution, multi-query sampled generation, a
+# mixture of experts with a shared expert).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
              "qwen_sft", "llama3_lora", "bloom_train", "bart_train", "clip_train", "convnext_train",
              "gpt2_gen_var", "bert_dynpad", "vit_dynres", "llama_packed", "opt_accum", "effnet_dynres",
              "gemma_sft", "phi_ckpt", "t5_beam",
-             "deberta_dynpad", "densenet_dynres", "qwen_gen_sample", "stablelm_fused"]
+             "deberta_dynpad", "densenet_dynres", "qwen_gen_sample", "stablelm_fused",
+             "falcon_sft", "regnet_dynres", "starcoder_gen", "qwen_moe_sft"]
 
 
 def main():
