@@ -8,6 +8,11 @@ use core::fmt;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
+/// The default of [`Config::free_ends_after`], in requests: long enough that the first step of a
+/// job (its working set still growing) never counts as settled; 300 and 3,000 measured alike on
+/// 34 traces, 10,000 too late for short jobs (`docs/design.md`, "Settling").
+pub const SETTLED_REQUESTS: u64 = 3000;
+
 /// How the allocator behaves. [`Config::default`] is meant to serve every workload untuned.
 ///
 /// Sizes are bytes. Thread-safety: a plain value.
@@ -61,14 +66,19 @@ pub struct Config {
     /// Whether a whole free chunk much larger than a request is cut in two before the request
     /// breaks it (see `docs/design.md`). Default true.
     pub split_chunks: bool,
-    /// Whether a stitch may also map chunks of which only one end is free: a chunk whose free
-    /// bytes end it, first in the range, and one whose free bytes start it, last; the stitched
-    /// block serves from the first chunk's free bytes on. Used only where whole free chunks do
-    /// not suffice, and in a stitch that grows new memory where that grows less. Default
-    /// `false`: on 34 traces it raised utilization on 27 (llama_packed 0.952 to 0.989) and
-    /// lowered it on 6 (gpt2m_ckpt by 0.015), at up to 2.7x PyTorch's driver time on the given
-    /// traces; `docs/design.md`, "Stitching the free ends of chunks".
+    /// Whether a stitch may also map chunks of which only one end is free from the first request
+    /// on (by default only once settled: `free_ends_after`), and also around the new memory of a
+    /// stitch that grows: a chunk whose free bytes end it, first in the range, and one whose free
+    /// bytes start it, last; the stitched block serves from the first chunk's free bytes on.
+    /// Default `false`: against the default, on 38 traces it raised utilization on 30 (llama_packed
+    /// 0.952 to 0.989) and lowered it on 7 (gpt2_gen_var by 0.025), at up to 2.7x PyTorch's
+    /// driver time on the given traces; `docs/design.md`, "Stitching the free ends of chunks".
     pub stitch_free_ends: bool,
+    /// After this many requests in a row served without new memory, a request that whole free
+    /// chunks cannot serve tries a stitch over chunks' free ends (as `stitch_free_ends` does
+    /// always) before it grows: the job has settled, and a growth now would raise the peak of
+    /// every step to come. Default [`SETTLED_REQUESTS`]; `docs/design.md`, "Settling".
+    pub free_ends_after: u64,
     /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
     /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch
     /// grows by 20 MiB, `kLargeBuffer`, for requests under 10 MiB). Default 2 MiB (one H200 granule): see
@@ -111,6 +121,7 @@ impl Default for Config {
             large_handle_divisions: 4,
             split_chunks: true,
             stitch_free_ends: false,
+            free_ends_after: SETTLED_REQUESTS,
             min_handle_size: 32 * MIB,
             va_arena_size: 64 * GIB,
             small_size: MIB,
@@ -139,7 +150,7 @@ impl core::error::Error for ConfigError {}
 /// The keys [`Config::parse`] accepts, as listed in its errors.
 pub const VALID_KEYS: &str = "stitching (vmmDefragment), frag_limit (fragLimit), reuse_limit (reuseLimit), \
 defrag_level (defragLevel), stitched_bytes_limit (autoGC, in GiB when unitless), max_stitch_mappings, \
-max_handle_size, min_handle_size, handle_divisions, large_request_size, large_handle_divisions, split_chunks, stitch_free_ends, min_growth, va_arena_size, small_size, per_process_memory_fraction, peer_borrow, peer_borrow_limit";
+max_handle_size, min_handle_size, handle_divisions, large_request_size, large_handle_divisions, split_chunks, stitch_free_ends, free_ends_after, min_growth, va_arena_size, small_size, per_process_memory_fraction, peer_borrow, peer_borrow_limit";
 
 fn err(message: String) -> ConfigError {
     ConfigError { message }
@@ -237,6 +248,7 @@ fn canonical(key: &str) -> Option<&'static str> {
         "large_handle_divisions" => "large_handle_divisions",
         "split_chunks" => "split_chunks",
         "stitch_free_ends" => "stitch_free_ends",
+        "free_ends_after" => "free_ends_after",
         "min_growth" => "min_growth",
         "va_arena_size" => "va_arena_size",
         "small_size" => "small_size",
@@ -307,6 +319,7 @@ impl Config {
             "stitching" => self.stitching = parse_bool(key, value)?,
             "split_chunks" => self.split_chunks = parse_bool(key, value)?,
             "stitch_free_ends" => self.stitch_free_ends = parse_bool(key, value)?,
+            "free_ends_after" => self.free_ends_after = parse_u64(key, value)?,
             "vmmDefragment" => {
                 let negative = value.strip_prefix('-');
                 let v = parse_u64(key, negative.unwrap_or(value))?;

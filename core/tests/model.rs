@@ -216,6 +216,15 @@ proptest! {
     }
 
     #[test]
+    fn settled_free_end_stitching_matches_model(ops in proptest::collection::vec(op(), 1..250), latency in 0u32..3) {
+        // Free ends by default once settled (`free_ends_after`), here after 8 requests without
+        // growth, so that random programs reach it; cached stitched blocks grown and reused
+        // oldest first.
+        let cfg = Config::parse("free_ends_after:8,frag_limit:0,min_handle_size:2MB,max_handle_size:2MB,min_growth:2MB").unwrap();
+        run(&ops, cfg, 64 * MIB, true, latency)?;
+    }
+
+    #[test]
     fn stitching_off_matches_model(ops in proptest::collection::vec(op(), 1..150)) {
         // Without stitching, fragmentation may cause OOMs anywhere.
         run(&ops, Config::parse("stitching:false").unwrap(), 256 * MIB, false, 1)?;

@@ -4,7 +4,8 @@
 //! one-granule handles and no room to grow, so that only such a stitch can serve: the request is
 //! served without new memory (and, with room, a stitch that grows new memory grows less), no
 //! byte of a handle is handed out twice (`check_invariants`), the block is reused from the same
-//! address once freed, and nothing leaks.
+//! address once freed, and nothing leaks. Without the option, the same holds once a job has
+//! settled (`free_ends_after`).
 
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, Device, Error, StreamHandle};
@@ -24,7 +25,12 @@ fn fragments(free_ends: bool) -> (Allocator<SimulatedDevice>, Vec<u64>) {
 
 /// `fragments` on a device of `capacity` bytes.
 fn fragments_on(free_ends: bool, capacity: u64) -> (Allocator<SimulatedDevice>, Vec<u64>) {
-    let cfg = Config::parse(&format!("{GRANULE_HANDLES},stitch_free_ends:{free_ends}")).unwrap();
+    fragments_with(&format!("stitch_free_ends:{free_ends}"), capacity)
+}
+
+/// `fragments_on` with `extra` configuration.
+fn fragments_with(extra: &str, capacity: u64) -> (Allocator<SimulatedDevice>, Vec<u64>) {
+    let cfg = Config::parse(&format!("{GRANULE_HANDLES},{extra}")).unwrap();
     let mut a = Allocator::new(SimulatedDevice::new(capacity), cfg).unwrap();
     // Each on a stream of its own, so that each is a segment of its own (a segment grows in
     // place only for its own stream); the simulated device completes their work at once.
@@ -115,4 +121,38 @@ fn a_stitch_that_grows_maps_a_free_end_and_grows_less() {
     assert_eq!(without, 4 * MIB as i64);
     assert_eq!(with, 2 * MIB as i64);
     assert_eq!(p % (2 * MIB), MIB, "served from the free end on");
+}
+
+/// Reserved bytes after a 3 MiB request on the fragments with 2 MiB of room, `after` requests
+/// having been served from cached memory since the last growth (`free_ends_after:SETTLE`).
+fn growth_once_settled(after: u64) -> i64 {
+    const SETTLE: u64 = 8;
+    let (mut a, mut live) = fragments_with(&format!("free_ends_after:{SETTLE}"), 12 * MIB);
+    for _ in 0..after {
+        // 512 KiB from the free bytes of the large pool: no new memory.
+        let p = a.malloc(MIB / 2, S).unwrap();
+        a.free(p).unwrap();
+    }
+    assert_eq!(a.stats().reserved_bytes.all.current, 10 * MIB as i64);
+    let before = a.stats();
+    let p = a.malloc(3 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert!(a.device().accessible(p, 3 * MIB));
+    assert_eq!(
+        a.stats().num_stitches,
+        before.num_stitches + 1,
+        "served by a stitch"
+    );
+    live.push(p);
+    let grown = a.stats().reserved_bytes.all.current - before.reserved_bytes.all.current;
+    teardown(a, live);
+    grown
+}
+
+#[test]
+fn a_settled_job_stitches_free_ends_before_it_grows() {
+    // Still growing (7 requests since the last growth, fewer than 8): the whole free chunk and a
+    // new granule; settled (8): the free megabyte at a chunk's end and the whole chunk.
+    assert_eq!(growth_once_settled(7), 2 * MIB as i64);
+    assert_eq!(growth_once_settled(8), 0);
 }

@@ -1,8 +1,7 @@
 //! Reuse of cached stitched blocks: a request that no free block fits is served by a freed
 //! stitched block whose chunks are free again, with no driver call, even when many cached blocks
-//! that fit it better have had their chunks taken since they were freed (the search looks at the
-//! best-fitting ones and at the most recently freed ones: `reuse_candidates` in
-//! `core/src/allocator/policy.rs`).
+//! that fit it better have had their chunks taken since they were freed (the search looks at
+//! every cached block that fits: `reuse_order` in `core/src/allocator/policy.rs`).
 
 use gmlake_core::sim::SimulatedDevice;
 use gmlake_core::{Allocator, Config, StreamHandle};

@@ -19,7 +19,8 @@ pub enum Preset {
     /// `Config::default()`.
     Default,
     /// Eager stitching with small handles and tight garbage-collection bounds, so that stitching,
-    /// reuse and StitchFree happen within a few operations.
+    /// reuse and StitchFree happen within a few operations, and stitches over chunks' free ends
+    /// once 4 requests in a row needed no new memory (`free_ends_after`).
     EagerStitch,
     /// Stitching off (`stitching:false`): the plain caching allocator.
     NoStitch,
@@ -37,7 +38,7 @@ impl Preset {
     pub fn config_string(self) -> &'static str {
         match self {
             Preset::Default => "",
-            Preset::EagerStitch => "frag_limit:0,max_handle_size:8MB,min_growth:2MB,max_stitch_mappings:12,stitched_bytes_limit:48MB",
+            Preset::EagerStitch => "frag_limit:0,max_handle_size:8MB,min_growth:2MB,max_stitch_mappings:12,stitched_bytes_limit:48MB,free_ends_after:4",
             Preset::NoStitch => "stitching:false",
             Preset::PeerBorrow => "frag_limit:0,max_handle_size:8MB,min_growth:2MB,peer_borrow:on,peer_borrow_limit:64MB",
         }

@@ -173,6 +173,7 @@ impl<D: Device> Allocator<D> {
             }
         }
         segm.reindex();
+        self.last_growth = self.requests;
     }
 
     /// The large-pool segment of stream `s` to grow in place for a request of `rounded` bytes, and

@@ -49,6 +49,7 @@ impl<D: Device> Allocator<D> {
         rounded: u64,
         l: LaneIdx,
     ) -> u64 {
+        self.requests += 1;
         let st = &mut self.stats;
         st.allocation.update(stat_pool, 1);
         st.active.update(stat_pool, 1);

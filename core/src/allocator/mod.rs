@@ -94,6 +94,12 @@ pub struct Allocator<D: Device> {
     handle_size: u64,
     /// The largest rounded request so far, in bytes (see `split_for`).
     largest_request: u64,
+    /// Requests served so far, and that count when reserved memory last grew (while serving the
+    /// next): how long the job has run without new memory (`policy::ends_now`).
+    requests: u64,
+    last_growth: u64,
+    /// Stitched blocks made so far: the next one's `born`.
+    stitch_births: u64,
     /// The caller's context id for what the calls now under way do (history and snapshots).
     context: u64,
     history: history::History,
@@ -172,6 +178,9 @@ impl<D: Device> Allocator<D> {
             tick: 0,
             handle_size: 0,
             largest_request: 0,
+            requests: 0,
+            last_growth: 0,
+            stitch_births: 0,
             context: 0,
             history: history::History::default(),
             borrowing: None,

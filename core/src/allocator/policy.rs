@@ -14,9 +14,9 @@
 //! 1. best fit ([`pick_fit`]; what was freed last at once where it serves: [`reclaims_parked`])
 //!    among free blocks of its pool on its stream, then on other streams whose last use has
 //!    completed; a small request then tries large-pool blocks before the small pool grows;
-//! 2. a cached stitched block ([`reuse_candidates`]; the one freed last first, likewise);
+//! 2. a cached stitched block ([`reuse_order`]: the oldest that fits);
 //! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]), growing a cached
-//!    stitched block that maps some ([`growable_candidates`]); opt-in, chunks' free ends too;
+//!    stitched block that maps some ([`growable_candidates`]); settled, free ends ([`ends_now`]);
 //! 4. new memory for only what the free chunks lack, stitched with them ([`stitch_growing_pays`],
 //!    opt-in with free ends: [`ends_pay`]); else growth in place ([`extension_bytes`]) or a new
 //!    segment, of handles sized by [`handle_size`];
@@ -33,9 +33,9 @@
 //! recently freed first past [`over_stitch_bounds`], except those of private pools in use.
 //!
 //! # Complexity
-//! With `f` the free blocks of a pool and `k` a bounded probe count: best fit and placement
-//! O(k + log f); reuse of a cached stitched block O(k × pieces); a stitch O(free blocks + chunks
-//! they hold + k) (the slow path, only when no free block fits); growth O(segments).
+//! With `f` the free blocks of a pool, `n` the cached stitched blocks that fit and `k` a bounded
+//! probe count: best fit and placement O(k + log f); reuse O(n log n + n × pieces); a stitch
+//! O(free blocks + chunks they hold + k) (only when no free block fits); growth O(segments).
 
 use super::types::*;
 use super::{Allocator, Miss, Served};
@@ -48,11 +48,9 @@ use alloc::vec::Vec;
 /// whole chunk, before the smallest. 64, or all, did no better on nine traces (gpt2m_ckpt worse).
 pub(super) const FIT_PROBES: usize = 16;
 
-/// How many cached stitched blocks a reuse examines in each of its two orders (best fitting, most
-/// recently freed), and a stitch for one to grow; each costs a look-up per piece.
+/// How many cached stitched blocks a stitch examines for one to grow; each costs a look-up per
+/// piece.
 pub(super) const REUSE_PROBES: usize = 64;
-/// How many of the most recently freed cached stitched blocks a reuse scans for a fitting size.
-pub(super) const REUSE_RECENT_SCAN: usize = 4 * REUSE_PROBES;
 
 /// Whether a request that found no room may borrow a peer's memory (`peer.rs`, last: NVLink is
 /// slower): a large default-pool request outside captures (a graph's pool keeps its memory).
@@ -141,9 +139,8 @@ pub(super) fn under_pressure(reserved: u64, cap: u64) -> bool {
 
 /// A cut waits for its chunk's last use (a stream synchronization) rather than leave the chunk
 /// whole: a live GPU runs behind its CPU, and with events completing only at a synchronization,
-/// skipping such cuts cost llama_generate 0.034 utilization and 90x driver time, and made
-/// llama_sft run out of memory at 1.01 x its live bytes; waiting costs 0-48 waits a trace
-/// (`docs/design.md`, "Cuts on a GPU that runs behind").
+/// skipping such cuts cost llama_generate 0.034 utilization and 90x driver time, and llama_sft an
+/// OOM at 1.01 x its live bytes; 0-48 waits a trace ("Cuts on a GPU that runs behind").
 pub(super) const WAIT_TO_CUT: bool = true;
 
 /// A whole free chunk of at least this many bytes may be cut whatever the free memory: a tensor
@@ -204,18 +201,28 @@ pub(super) fn worth_stitching(free_chunk_bytes: u64, free_chunks: usize, rounded
     free_chunk_bytes >= rounded && free_chunks >= 2
 }
 
+/// Whether a stitch may map chunks' free ends where whole free chunks fall short: always with
+/// `stitch_free_ends`, else once `free_ends_after` requests in a row were served without new
+/// memory (`since`: requests served since the one that grew it, counted with it). A settled job
+/// has seen its working set; a growth then raises the peak of every later step. 38 traces, 8
+/// passes: peaks flat from pass 3 on all (36 before), pass-1 utilization up on 13, nowhere
+/// lower, driver time equal (`docs/design.md`, "Settling").
+pub(super) fn ends_now(cfg: &Config, since: u64) -> bool {
+    cfg.stitching && (cfg.stitch_free_ends || since > cfg.free_ends_after)
+}
+
 /// The free ends a stitch maps, `(tail, head)`, where whole chunks lack `lack` bytes and the
-/// largest free tail, head hold `t`, `h`: the smaller covering `lack`, or both; else (or off) None.
-pub(super) fn free_ends_for(cfg: &Config, t: u64, h: u64, lack: u64) -> Option<(bool, bool)> {
+/// largest free tail, head hold `t`, `h`: the smaller covering `lack`, or both; else None.
+pub(super) fn free_ends_for(t: u64, h: u64, lack: u64) -> Option<(bool, bool)> {
     let (alone_t, alone_h) = (t >= lack && t > 0, h >= lack && h > 0);
     let pick = [(alone_t, alone_h), (t <= h, h < t), (true, true)];
     let i = [usize::from(alone_t && alone_h), 2][usize::from(!alone_t && !alone_h)];
     let fits = alone_t || alone_h || (t > 0 && h > 0 && t + h >= lack);
-    (cfg.stitching && cfg.stitch_free_ends && fits).then_some(pick[i])
+    fits.then_some(pick[i])
 }
 
-/// Whether a stitch growing new memory for the `lack` bytes whole chunks lack maps free ends of
-/// `ends` bytes too: where its growth (`grown`, in granules) is then smaller; off by default.
+/// Whether a growing stitch maps free ends of `ends` bytes too (opt-in): where its growth for the
+/// `lack` bytes whole chunks lack (`grown`, in granules) is then smaller.
 pub(super) fn ends_pay<F: Fn(u64) -> u64>(cfg: &Config, lack: u64, ends: u64, grown: F) -> bool {
     cfg.stitch_free_ends && ends > 0 && ends < lack && grown(lack - ends) < grown(lack)
 }
@@ -302,31 +309,23 @@ pub(super) fn reclaims_parked(held: u64, rounded: u64) -> bool {
     held == rounded
 }
 
-/// The cached stitched blocks a reuse for `rounded` bytes tries, in order: the [`REUSE_PROBES`]
-/// best fitting of at most [`reuse_max`] bytes (`fitting`: `(size, id)` of the pool's cached blocks
-/// of at least `rounded` bytes, smallest first), then the [`REUSE_PROBES`] most recently freed of a
-/// fitting size among the [`REUSE_RECENT_SCAN`] most recently freed (`recent`: the pool's cached
-/// blocks, most recently freed first; `size_of` gives a block's size). Why both: where hundreds
-/// are cached, the best fitting mostly had their chunks taken since; the one freed last had its
-/// chunks free most recently. neox_sample's warm passes: new stitches 377-629 to 94-213 a pass,
-/// no other trace changed ("A generation trace that never settled"). O(REUSE_RECENT_SCAN + log n).
-pub(super) fn reuse_candidates(
-    fitting: impl Iterator<Item = (u64, StitchId)>,
-    recent: impl Iterator<Item = StitchId>,
-    size_of: impl Fn(StitchId) -> u64,
-    rounded: u64,
+/// The cached stitched blocks a reuse tries: all that fit (`fitting`: `(size, born, id)` of the
+/// pool's cached blocks of at least the request's size, smallest first) up to `max` bytes
+/// ([`reuse_max`]), oldest first (`born`: when made or last grown). Why: a job repeating its steps
+/// repeats its choices: up to a request that made a new stitch in the step before, every block a
+/// step finds was there before and older ones come first; at that request the block made then is
+/// free. So a step after one with no growth makes no new stitch (`core/tests/settling.rs`); best
+/// fitting first, neox_sample made 94-213 new stitches every warm pass, none from its fourth now.
+pub(super) fn reuse_order(
+    fitting: impl Iterator<Item = (u64, u64, StitchId)>,
     max: u64,
 ) -> Vec<StitchId> {
-    let fit = fitting.take_while(|&(size, _)| size <= max);
-    let mut cands: Vec<StitchId> = fit.take(REUSE_PROBES).map(|(_, sid)| sid).collect();
-    let n = cands.len();
-    let fits = |sid: StitchId| (rounded..=max).contains(&size_of(sid));
-    let more = recent
-        .take(REUSE_RECENT_SCAN)
-        .filter(|&sid| fits(sid) && !cands[..n].contains(&sid));
-    let more: Vec<StitchId> = more.take(REUSE_PROBES).collect();
-    cands.extend(more);
-    cands
+    let mut by_age: Vec<_> = fitting
+        .take_while(|f| f.0 <= max)
+        .map(|f| (f.1, f.2))
+        .collect();
+    by_age.sort_unstable();
+    by_age.into_iter().map(|(_, sid)| sid).collect()
 }
 
 /// The cached stitched blocks a stitch for `rounded` bytes may grow instead of mapping their
@@ -451,8 +450,9 @@ impl<D: Device> Allocator<D> {
         }
         let stitchable = may_stitch(&self.cfg, rounded, last_resort);
         let floor = growth_floor(&self.cfg, self.gran, last_resort);
+        let ends = ends_now(&self.cfg, self.requests - self.last_growth);
         if stitchable && stitch_before_growth(&self.cfg, last_resort) {
-            if let Some(sid) = self.stitch(rounded, l) {
+            if let Some(sid) = self.stitch(rounded, l, ends) {
                 return Some(Served::Stitched(sid));
             }
             if stitch_growing_pays(&self.cfg, self.gran, rounded, last_resort) {
@@ -481,7 +481,7 @@ impl<D: Device> Allocator<D> {
                 .map(Served::Block),
             // defrag_level 1: stitch only once the device refuses new memory.
             Err(Miss::NoMemory) if stitchable && self.cfg.defrag_level == 1 => {
-                self.stitch(rounded, l).map(Served::Stitched)
+                self.stitch(rounded, l, ends).map(Served::Stitched)
             }
             // Rather than fail, a large request may take a free block of the small pool.
             Err(Miss::NoMemory) if last_resort => self

@@ -71,11 +71,11 @@ impl<D: Device> Allocator<D> {
     /// claims it, and returns it; `None` if the free chunks do not suffice or the device refused
     /// (then nothing changed). Where a cached stitched block already maps some of the chunks it
     /// needs, that block grows instead (`stitch_onto_cached`).
-    pub(super) fn stitch(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
+    pub(super) fn stitch(&mut self, rounded: u64, l: LaneIdx, ends: bool) -> Option<StitchId> {
         let mut cands = self.candidates(l);
         let free_bytes = cands.iter().map(|c| c.bytes).sum::<u64>();
         let worth = policy::worth_stitching(free_bytes, cands.len(), rounded);
-        if !worth && !self.cfg.stitch_free_ends {
+        if !worth && !ends {
             return None;
         }
         sort_for_stitch(&mut cands);
@@ -218,6 +218,9 @@ impl<D: Device> Allocator<D> {
         st.size += extra;
         st.headroom = headroom;
         st.own.extend(own);
+        // Grown, it serves requests it could not before: as a block made now (`policy::reuse_order`).
+        st.born = self.stitch_births;
+        self.stitch_births += 1;
         self.reusable.insert((st.owner, st.servable(), sid));
     }
 
@@ -317,8 +320,10 @@ impl<D: Device> Allocator<D> {
             active: false,
             lent: Vec::new(),
             last_free: 0,
+            born: self.stitch_births,
             fence: Fence::NONE,
         });
+        self.stitch_births += 1;
         self.count_stitch_maps(pieces, true);
         self.stats.stitched_bytes.update(size as i64);
         self.stats.stitched_blocks.update(1);

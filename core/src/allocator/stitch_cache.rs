@@ -105,27 +105,18 @@ impl<D: Device> Allocator<D> {
         self.parked = Some(Parked::Stitched(sid));
     }
 
-    /// Reuses a cached stitched block of lane `l`'s pool for `rounded` bytes: the first of
-    /// [`policy::reuse_candidates`] whose first `rounded` bytes lie on pages free for the lane
-    /// (each check is a look-up per piece). No driver call.
+    /// Reuses a cached stitched block of lane `l`'s pool for `rounded` bytes: the first in
+    /// [`policy::reuse_order`] whose first `rounded` bytes lie on pages free for the lane (each
+    /// check is a look-up per piece). No driver call.
     pub(super) fn reuse_stitched(&mut self, rounded: u64, l: LaneIdx) -> Option<StitchId> {
         if self.reusable.is_empty() {
             return None;
         }
         let max = policy::reuse_max(rounded, &self.cfg);
         let p = self.lane_pool(l);
-        let stitched = &self.stitched;
         let fitting = self.reusable.range((p, rounded, 0)..(p + 1, 0, 0));
-        let fitting = fitting.map(|&(_, size, sid)| (size, sid));
-        let recent = self.stitch_lru.iter().rev().map(|&(_, sid)| sid);
-        let recent = recent.filter(|&sid| stitched[sid].owner == p);
-        let cands = policy::reuse_candidates(
-            fitting,
-            recent,
-            |sid| stitched[sid].servable(),
-            rounded,
-            max,
-        );
+        let fitting = fitting.map(|&(_, size, sid)| (size, self.stitched[sid].born, sid));
+        let cands = policy::reuse_order(fitting, max);
         for sid in cands {
             if self.claim(sid, rounded, l) {
                 self.stats.num_stitch_reuses += 1;

@@ -74,7 +74,7 @@ impl<D: Device> Allocator<D> {
     ) -> Option<(Vec<Candidate>, u64)> {
         let (tail, head) = self.largest_ends(l);
         let (t, h) = (tail.map_or(0, |x| x.0), head.map_or(0, |x| x.0));
-        let (use_t, use_h) = policy::free_ends_for(&self.cfg, t, h, rounded.saturating_sub(whole))?;
+        let (use_t, use_h) = policy::free_ends_for(t, h, rounded.saturating_sub(whole))?;
         let ends = [t, 0][!use_t as usize] + [h, 0][!use_h as usize];
         let mut chosen = Vec::new();
         let mut lead = 0;
