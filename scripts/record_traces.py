@@ -477,6 +477,64 @@ def qwen_moe_sft():
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
     lm_steps(m, opt, 32000, [128, 256, 512, 768, 1024], [1, 2, 4, 8], 10)
 
+def mpt_sft():
+    # MPT-style 1.2B (ALiBi attention, no position embeddings; ninth set), full fine-tuning in
+    # bf16, AdamW, batch 1-8, seq 128-2048, 10 steps.
+    from transformers import MptConfig, MptForCausalLM
+    cfg = MptConfig(d_model=2048, n_heads=16, n_layers=18, expansion_ratio=4, max_seq_len=2048, vocab_size=50432)
+    m = MptForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 50432, [128, 256, 640, 1024, 1536, 2048], [1, 2, 4, 8], 10)
+
+def resnext_dynres():
+    # ResNeXt-50 32x4d (timm, random weights, ninth set): grouped convolutions, fp16 autocast +
+    # GradScaler, SGD with momentum, a new batch (48-160) and resolution (176-320 px) most steps,
+    # 12 steps.
+    import timm
+    m = timm.create_model("resnext50_32x4d", pretrained=False, num_classes=1000).to(dev)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
+    for step in range(12):
+        B = random.choice([48, 96, 128, 160]); S = random.choice(range(176, 321, 48))
+        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
+
+def gptneo_gen():
+    # Sampled generation (temperature, repetition penalty) with a GPT-Neo-style 350M model in fp16
+    # (local and global attention layers; ninth set): batch 1-24, prompts of 32-1024 tokens, 16-160
+    # new tokens (forced), 8 rounds.
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+    cfg = GPTNeoConfig(hidden_size=1024, num_layers=24, num_heads=16, attention_types=[[["global", "local"], 12]], window_size=256, max_position_embeddings=2048, vocab_size=50257)
+    m = GPTNeoForCausalLM(cfg).to(dev, torch.float16).eval()
+    with torch.no_grad():
+        for r in range(8):
+            B = random.choice([1, 6, 12, 24]); L = random.choice([32, 256, 512, 1024])
+            x = torch.randint(0, 50000, (B, L), device=dev)
+            n = random.choice([16, 64, 160])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, temperature=0.8, repetition_penalty=1.1, pad_token_id=0)
+
+def llama_dpo():
+    # DPO-style preference tuning (ninth set): a Llama-style 0.5B policy in bf16 with AdamW and a
+    # frozen copy as reference; each step a chosen and a rejected batch of different lengths
+    # (128-1536 tokens, batch 2-8) through both models, the reference without gradients, 10 steps.
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=20, num_attention_heads=16, num_key_value_heads=4, vocab_size=32000)
+    pol = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
+    ref = LlamaForCausalLM(cfg).to(dev, torch.bfloat16).eval()
+    opt = torch.optim.AdamW(pol.parameters(), lr=1e-6)
+    def logp(m, x):
+        lp = torch.log_softmax(m(input_ids=x).logits[:, :-1].float(), -1)
+        return lp.gather(-1, x[:, 1:, None]).squeeze(-1).sum(-1)
+    for step in range(10):
+        B = random.choice([2, 4, 8])
+        xc = torch.randint(0, 32000, (B, random.choice([128, 384, 768, 1536])), device=dev)
+        xr = torch.randint(0, 32000, (B, random.choice([128, 384, 768, 1536])), device=dev)
+        with torch.no_grad():
+            rc, rr = logp(ref, xc), logp(ref, xr)
+        loss = -torch.nn.functional.logsigmoid(0.1 * ((logp(pol, xc) - rc) - (logp(pol, xr) - rr))).mean()
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -500,7 +558,8 @@ print("RESULT", json.dumps(res))
 # seq2seq model; a seventh: dynamic padding with relative-position attention, a DenseNet at dynamic
 # resolution, sampled generation with a 151,936-token vocabulary, fused AdamW; an eighth: a
 # Falcon-style decoder, a RegNet at dynamic resolution, multi-query sampled generation, a
-# mixture of experts with a shared expert).
+# mixture of experts with a shared expert; a ninth: ALiBi attention, grouped convolutions at
+# dynamic resolution, sampled generation with local attention, two models a step (DPO)).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
@@ -508,7 +567,8 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
              "gpt2_gen_var", "bert_dynpad", "vit_dynres", "llama_packed", "opt_accum", "effnet_dynres",
              "gemma_sft", "phi_ckpt", "t5_beam",
              "deberta_dynpad", "densenet_dynres", "qwen_gen_sample", "stablelm_fused",
-             "falcon_sft", "regnet_dynres", "starcoder_gen", "qwen_moe_sft"]
+             "falcon_sft", "regnet_dynres", "starcoder_gen", "qwen_moe_sft",
+             "mpt_sft", "resnext_dynres", "gptneo_gen", "llama_dpo"]
 
 
 def main():
