@@ -535,6 +535,54 @@ def llama_dpo():
         loss = -torch.nn.functional.logsigmoid(0.1 * ((logp(pol, xc) - rc) - (logp(pol, xr) - rr))).mean()
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def pythia_sft():
+    # GPT-NeoX-style 2.8B (Pythia-2.8B's shape; tenth set), full fine-tuning in bf16 with AdamW,
+    # batch 4-12, seq 512-2048, 8 steps: a job past 40% of the H200, where memory counts as short.
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    cfg = GPTNeoXConfig(hidden_size=2560, num_hidden_layers=32, num_attention_heads=32, intermediate_size=10240, vocab_size=50304, max_position_embeddings=2048)
+    m = GPTNeoXForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 50304, [512, 1024, 1536, 2048], [4, 8, 12], 8)
+
+def vgg_dynres():
+    # VGG-16 with batch norm (timm, random weights, tenth set): plain convolutions with large
+    # activations and a large classifier, bf16 autocast, SGD with momentum, a new batch (16-64)
+    # and resolution (160-288 px) most steps, 12 steps.
+    import timm
+    m = timm.create_model("vgg16_bn", pretrained=False, num_classes=1000).to(dev)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    for step in range(12):
+        B = random.choice([16, 32, 48, 64]); S = random.choice(range(160, 289, 32))
+        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def bart_gen_sample():
+    # Sampled generation (top-k) with a BART-large-style encoder-decoder in fp16 (tenth set):
+    # batch 1-16, sources of 64-1024 tokens, 16-128 new tokens (forced), 6 rounds.
+    from transformers import BartConfig, BartForConditionalGeneration
+    cfg = BartConfig(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, vocab_size=50265, max_position_embeddings=1024)
+    m = BartForConditionalGeneration(cfg).to(dev, torch.float16).eval()
+    with torch.no_grad():
+        for r in range(6):
+            B = random.choice([1, 4, 8, 16]); L = random.choice([64, 256, 512, 1024])
+            x = torch.randint(4, 50000, (B, L), device=dev)
+            n = random.choice([16, 64, 128])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_k=40, decoder_start_token_id=2, pad_token_id=1)
+
+def gemma2_lora():
+    # LoRA (peft, rank 16 on attention and MLP projections) on a Gemma-2-style 2.6B model in bf16
+    # (sliding-window and global layers alternating, logit soft-capping; tenth set), AdamW, batch
+    # 1-8, seq 256-2048, 10 steps.
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+    from peft import LoraConfig, get_peft_model
+    cfg = Gemma2Config(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256, vocab_size=256000, sliding_window=1024)
+    m = Gemma2ForCausalLM(cfg).to(dev, torch.bfloat16)
+    m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    lm_steps(m, opt, 256000, [256, 512, 1024, 2048], [1, 2, 4, 8], 10)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -559,7 +607,9 @@ print("RESULT", json.dumps(res))
 # resolution, sampled generation with a 151,936-token vocabulary, fused AdamW; an eighth: a
 # Falcon-style decoder, a RegNet at dynamic resolution, multi-query sampled generation, a
 # mixture of experts with a shared expert; a ninth: ALiBi attention, grouped convolutions at
-# dynamic resolution, sampled generation with local attention, two models a step (DPO)).
+# dynamic resolution, sampled generation with local attention, two models a step (DPO); a tenth:
+# a job past 40% of the GPU, plain convolutions at dynamic resolution, encoder-decoder sampling,
+# LoRA on sliding-window attention).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
@@ -568,7 +618,8 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
              "gemma_sft", "phi_ckpt", "t5_beam",
              "deberta_dynpad", "densenet_dynres", "qwen_gen_sample", "stablelm_fused",
              "falcon_sft", "regnet_dynres", "starcoder_gen", "qwen_moe_sft",
-             "mpt_sft", "resnext_dynres", "gptneo_gen", "llama_dpo"]
+             "mpt_sft", "resnext_dynres", "gptneo_gen", "llama_dpo",
+             "pythia_sft", "vgg_dynres", "bart_gen_sample", "gemma2_lora"]
 
 
 def main():
