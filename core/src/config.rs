@@ -74,10 +74,11 @@ pub struct Config {
     /// 0.952 to 0.989) and lowered it on 7 (gpt2_gen_var by 0.025), at up to 2.7x PyTorch's
     /// driver time on the given traces; `docs/design.md`, "Stitching the free ends of chunks".
     pub stitch_free_ends: bool,
-    /// After this many requests in a row served without new memory, a request that whole free
-    /// chunks cannot serve tries a stitch over chunks' free ends (as `stitch_free_ends` does
-    /// always) before it grows: the job has settled, and a growth now would raise the peak of
-    /// every step to come. Default [`SETTLED_REQUESTS`]; `docs/design.md`, "Settling".
+    /// After this many requests in a row served without new memory, the job has settled: a
+    /// request that whole free chunks cannot serve tries a stitch over chunks' free ends (as
+    /// `stitch_free_ends` does always) before it grows, since a growth now would raise the peak of
+    /// every step to come, and a job short of memory stops cutting chunks. Default
+    /// [`SETTLED_REQUESTS`]; `docs/design.md`, "Settling" and "Short and settled".
     pub free_ends_after: u64,
     /// Smallest growth of the large pool, in bytes (rounded to the granularity): a request that
     /// needs new memory gets at least this much, and the surplus serves later requests (PyTorch

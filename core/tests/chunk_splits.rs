@@ -137,3 +137,31 @@ fn a_cut_waits_for_the_chunks_last_use() {
     // No cut wanted (192 MiB free, more than twice the largest request): nothing waits.
     assert_eq!(behind(3, 3, None), (0, 0));
 }
+
+/// Handles created for a 16 MiB request on a device that four 64 MiB segments fill (memory is
+/// short, so a whole chunk under a placement is cut whatever its size: otherwise only one at
+/// least four times the request), the first segment (two 32 MiB handles, grown before memory
+/// was short) free, after `warm` requests of 64 MiB served from it since the last growth
+/// (`free_ends_after:4`).
+fn handles_for_a_request_when_short(warm: usize) -> u64 {
+    let cfg = Config::parse("free_ends_after:4").unwrap();
+    let mut a = Allocator::new(SimulatedDevice::new(256 * MIB), cfg).unwrap();
+    let mut live: Vec<u64> = (0..4).map(|_| a.malloc(64 * MIB, S).unwrap()).collect();
+    a.free(live.remove(0)).unwrap();
+    for _ in 0..warm {
+        let p = a.malloc(64 * MIB, S).unwrap();
+        a.free(p).unwrap();
+    }
+    assert_eq!(a.stats().reserved_bytes.all.current, 256 * MIB as i64);
+    let (before, after) = request(&mut a, &mut live, 16 * MIB);
+    teardown(a, live);
+    after.get(DriverCall::CreateHandle) - before.get(DriverCall::CreateHandle)
+}
+
+#[test]
+fn a_settled_job_short_of_memory_cuts_no_more_chunks() {
+    // Three requests since the last growth: still cut; four: settled, the chunk stays whole (its
+    // cut would destroy cached stitched blocks over it, to be stitched again next step).
+    assert_eq!(handles_for_a_request_when_short(3), 2);
+    assert_eq!(handles_for_a_request_when_short(4), 0);
+}

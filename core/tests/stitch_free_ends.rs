@@ -5,10 +5,10 @@
 //! served without new memory (and, with room, a stitch that grows new memory grows less), no
 //! byte of a handle is handed out twice (`check_invariants`), the block is reused from the same
 //! address once freed, and nothing leaks. Without the option, the same holds once a job has
-//! settled (`free_ends_after`).
+//! settled (`free_ends_after`) and while memory is short.
 
 use gmlake_core::sim::SimulatedDevice;
-use gmlake_core::{Allocator, Config, Device, Error, StreamHandle};
+use gmlake_core::{Allocator, Config, Device, StreamHandle};
 
 const MIB: u64 = 1 << 20;
 const S: StreamHandle = StreamHandle(0);
@@ -52,12 +52,37 @@ fn teardown(mut a: Allocator<SimulatedDevice>, live: Vec<u64>) {
     assert_eq!((books.handles, books.ranges, books.mappings), (0, 0, 0));
 }
 
+/// A device with room to spare: memory is not short (`policy::under_pressure`).
+const ROOMY: u64 = 1 << 30;
+
 #[test]
-fn without_free_ends_the_request_does_not_fit() {
-    let (mut a, live) = fragments(false);
-    // 1 MiB free at a chunk's end and a whole 2 MiB chunk: 3 MiB free, but no stitch of whole
-    // chunks holds it and the device has no room to grow.
-    assert!(matches!(a.malloc(3 * MIB, S), Err(Error::OutOfMemory(_))));
+fn with_room_a_job_still_growing_grows_rather_than_map_a_free_end() {
+    let (mut a, mut live) = fragments_on(false, ROOMY);
+    // 1 MiB free at a chunk's end and a whole 2 MiB chunk: no stitch of whole chunks holds 3 MiB.
+    let p = a.malloc(3 * MIB, S).unwrap();
+    assert!(
+        a.stats().reserved_bytes.all.current > 10 * MIB as i64,
+        "new memory"
+    );
+    assert_eq!(p % (2 * MIB), 0, "not from a free end");
+    live.push(p);
+    teardown(a, live);
+}
+
+#[test]
+fn when_memory_is_short_a_free_end_serves_without_the_option() {
+    // The same on a full device: memory is short, and free ends serve by default.
+    let (mut a, mut live) = fragments(false);
+    let p = a.malloc(3 * MIB, S).unwrap();
+    a.check_invariants().unwrap();
+    assert_eq!(
+        a.stats().reserved_bytes.all.current,
+        10 * MIB as i64,
+        "no new memory"
+    );
+    assert_eq!(p % (2 * MIB), MIB, "served from the free end on");
+    assert!(a.device().accessible(p, 3 * MIB));
+    live.push(p);
     teardown(a, live);
 }
 
@@ -100,10 +125,11 @@ fn a_chunks_free_end_starts_a_stitched_block() {
     teardown(a, live);
 }
 
-/// Reserved bytes after a 5 MiB request on the fragments with 4 MiB of room: the free end (1 MiB)
-/// and the whole chunk (2 MiB) lack 2 MiB, the whole chunk alone 3 MiB (4 MiB in granules).
-fn growth_for_five(free_ends: bool) -> (i64, u64) {
-    let (mut a, mut live) = fragments_on(free_ends, 14 * MIB);
+/// Reserved bytes after a 5 MiB request on the fragments on a device of `capacity` bytes: the
+/// free end (1 MiB) and the whole chunk (2 MiB) lack 2 MiB, the whole chunk alone 3 MiB (4 MiB in
+/// granules).
+fn growth_for_five(free_ends: bool, capacity: u64) -> (i64, u64) {
+    let (mut a, mut live) = fragments_on(free_ends, capacity);
     let before = a.stats().reserved_bytes.all.current;
     let p = a.malloc(5 * MIB, S).unwrap();
     a.check_invariants().unwrap();
@@ -116,18 +142,22 @@ fn growth_for_five(free_ends: bool) -> (i64, u64) {
 
 #[test]
 fn a_stitch_that_grows_maps_a_free_end_and_grows_less() {
-    let (without, _) = growth_for_five(false);
-    let (with, p) = growth_for_five(true);
+    let (without, _) = growth_for_five(false, ROOMY);
+    let (with, p) = growth_for_five(true, ROOMY);
     assert_eq!(without, 4 * MIB as i64);
     assert_eq!(with, 2 * MIB as i64);
     assert_eq!(p % (2 * MIB), MIB, "served from the free end on");
+    // With 4 MiB of room, memory is short: the same without the option.
+    let (short, p) = growth_for_five(false, 14 * MIB);
+    assert_eq!(short, 2 * MIB as i64);
+    assert_eq!(p % (2 * MIB), MIB);
 }
 
-/// Reserved bytes after a 3 MiB request on the fragments with 2 MiB of room, `after` requests
+/// Reserved bytes after a 3 MiB request on the fragments with room to spare, `after` requests
 /// having been served from cached memory since the last growth (`free_ends_after:SETTLE`).
 fn growth_once_settled(after: u64) -> i64 {
     const SETTLE: u64 = 8;
-    let (mut a, mut live) = fragments_with(&format!("free_ends_after:{SETTLE}"), 12 * MIB);
+    let (mut a, mut live) = fragments_with(&format!("free_ends_after:{SETTLE}"), ROOMY);
     for _ in 0..after {
         // 512 KiB from the free bytes of the large pool: no new memory.
         let p = a.malloc(MIB / 2, S).unwrap();

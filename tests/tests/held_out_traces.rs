@@ -1,5 +1,5 @@
-//! Replays of the held-out traces (`traces/held-out/`): thirty-nine real workloads recorded on the
-//! H200 after the default configuration was chosen on the three traces of `traces/`, in nine sets
+//! Replays of the held-out traces (`traces/held-out/`): forty-two real workloads recorded on the
+//! H200 after the default configuration was chosen on the three traces of `traces/`, in ten sets
 //! (each recorded after the one before had been studied). The floors are what the default reaches on
 //! them (`docs/design.md`, "Held-out traces"), several below the 0.98 goal: they guard against
 //! regressions, and they are not goals. What must hold everywhere: no OOM, better than PyTorch,
@@ -11,9 +11,9 @@ mod trace_replay;
 /// against issue 20's goal of 2x): a regression guard.
 const DRIVER_RATIO: f64 = 4.0;
 
-/// mpt_sft's guard: 14.3x measured. At 61 GB it passes 40% of the H200, where memory counts as
+/// mpt_sft's guard: 12.2x measured. At 61 GB it passes 40% of the H200, where memory counts as
 /// short and new memory comes in 2 MiB handles (`policy::PRESSURE_PER_MILLE`): 2,915 handles.
-const MPT_DRIVER_RATIO: f64 = 15.0;
+const MPT_DRIVER_RATIO: f64 = 13.0;
 
 /// deberta_dynpad's guard: 5.25x measured. Its 147-490 MB attention tensors each grow as 5-16
 /// handles of at least 32 MiB where PyTorch makes one `cudaMalloc` (`policy::handle_size`).
@@ -206,7 +206,7 @@ fn qwen_moe_sft_reaches_its_floor() {
 
 #[test]
 fn mpt_sft_reaches_its_floor() {
-    check_driver("mpt_sft", 0.988, MPT_DRIVER_RATIO);
+    check_driver("mpt_sft", 0.989, MPT_DRIVER_RATIO);
 }
 
 #[test]
@@ -224,4 +224,21 @@ fn gptneo_gen_reaches_its_floor() {
 #[test]
 fn llama_dpo_reaches_its_floor() {
     check("llama_dpo", 0.991);
+}
+
+#[test]
+fn pythia_sft_reaches_its_floor() {
+    // 19.9x measured: 76 GB live, past 40% of the H200 (see `MPT_DRIVER_RATIO`): 11,604 handles.
+    check_driver("pythia_sft", 0.969, 21.0);
+}
+
+#[test]
+fn vgg_dynres_reaches_its_floor() {
+    // 6.23x measured: PyTorch's cache makes 46 cudaMalloc calls, gmlake 253 handles.
+    check_driver("vgg_dynres", 0.987, 7.0);
+}
+
+#[test]
+fn bart_gen_sample_reaches_its_floor() {
+    check("bart_gen_sample", 0.999);
 }

@@ -81,7 +81,8 @@ impl<D: Device> Allocator<D> {
                 continue;
             }
             self.borrowing = Some((p, lb));
-            let served = match self.stitch_growing(rounded, self.gran, l) {
+            let served = match self.stitch_growing(rounded, self.gran, l, self.cfg.stitch_free_ends)
+            {
                 Ok(Some(sid)) => Some((Served::Stitched(sid), l)),
                 _ => self
                     .grow(lb, PoolKind::Large, bytes)

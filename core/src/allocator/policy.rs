@@ -15,10 +15,10 @@
 //!    among free blocks of its pool on its stream, then on other streams whose last use has
 //!    completed; a small request then tries large-pool blocks before the small pool grows;
 //! 2. a cached stitched block ([`reuse_order`]: the oldest that fits);
-//! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]), growing a cached
-//!    stitched block that maps some ([`growable_candidates`]); settled, free ends ([`ends_now`]);
-//! 4. new memory for only what the free chunks lack, stitched with them ([`stitch_growing_pays`],
-//!    opt-in with free ends: [`ends_pay`]); else growth in place ([`extension_bytes`]) or a new
+//! 3. a new stitch of whole free chunks ([`may_stitch`], [`choose_chunks`]; short or settled, free
+//!    ends too: [`ends_now`]), growing a cached stitched block that maps ([`growable_candidates`]);
+//! 4. new memory for only what the free chunks lack, stitched with them ([`stitch_growing_pays`];
+//!    short, free ends too: [`ends_pay`]); else growth in place ([`extension_bytes`]) or a new
 //!    segment, of handles sized by [`handle_size`];
 //! 5. all cached memory released, then the order once more as a last resort (any size stitches,
 //!    exact growth, large requests take small-pool blocks); not while a CUDA graph is captured;
@@ -48,8 +48,7 @@ use alloc::vec::Vec;
 /// whole chunk, before the smallest. 64, or all, did no better on nine traces (gpt2m_ckpt worse).
 pub(super) const FIT_PROBES: usize = 16;
 
-/// How many cached stitched blocks a stitch examines for one to grow; each costs a look-up per
-/// piece.
+/// How many cached stitched blocks a stitch examines for one to grow (a look-up per piece each).
 pub(super) const REUSE_PROBES: usize = 64;
 
 /// Whether a request that found no room may borrow a peer's memory (`peer.rs`, last: NVLink is
@@ -72,10 +71,9 @@ pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
 }
 
 /// A chunk is cut for a request only while the free reserved bytes are at most this many times
-/// the largest request so far (chunks under [`CUT_ANY_TIME_BYTES`]). A cut (about 100 us of
-/// driver calls on the H200) keeps a chunk stitchable for a request no free block fits, a remote
-/// need while free bytes are several times any request. On six held-out traces: driver time 2-13%
-/// lower on four, utilization within 0.002 (`docs/design.md`, "A second held-out set").
+/// the largest request so far (chunks under [`CUT_ANY_TIME_BYTES`]). A cut (about 100 us on the
+/// H200) keeps a chunk stitchable, a remote need while free bytes are several times any request.
+/// Six held-out traces: driver time 2-13% lower on four, utilization within 0.002.
 pub(super) const SPLIT_FREE_FACTOR: u64 = 2;
 
 /// A whole free chunk is cut for a request only if it is at least this many times the request
@@ -85,11 +83,10 @@ pub(super) const SPLIT_MIN_RATIO: u64 = 4;
 
 /// The size of the physical handles a growth for a request of `rounded` bytes creates: `rounded /
 /// handle_divisions` (`large_handle_divisions` from `large_request_size` up), rounded up to the
-/// granularity `gran`, between `min_handle_size` and `max_handle_size`. Why: a stitch can map a
-/// handle only when all of it is free; small handles keep free memory stitchable, but each costs a
-/// create, a map and an access (30-60 us on the H200). On the three given traces the default
-/// (sixteenths, 32 MiB to 1 GiB; quarters from 2 GiB) reaches 0.986-0.995 utilization at 1.58-1.86
-/// driver x, 2 MiB handles 0.98-0.9998 at 22-121 (`docs/design.md`, "Handle size").
+/// granularity `gran`, between `min_handle_size` and `max_handle_size`. Why: a stitch maps a handle
+/// only when all of it is free; small handles keep memory stitchable but each costs a create, a
+/// map and an access (30-60 us on the H200). Given traces: the default (sixteenths, 32 MiB-1 GiB,
+/// quarters from 2 GiB) 0.986-0.995 at 1.58-1.86 driver x, 2 MiB 0.98-0.9998 at 22-121 x.
 pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
     let cap = (cfg.max_handle_size.div_ceil(gran) * gran).max(gran);
     let large = rounded >= cfg.large_request_size;
@@ -107,9 +104,8 @@ pub(super) fn growth_handle_size(cfg: &Config, gran: u64, rounded: u64, pressed:
 /// The handle size of what a stitch grows for the `grow` bytes its free chunks lack for `rounded`
 /// bytes (`need` = `(rounded, grow)`; `cur`: the request's): a growth of `grow` bytes'
 /// ([`handle_size`]) where that is at most half the request, since one request-sized handle is
-/// broken whole by the next tensor placed in it, and the next stitch grows again. Over 24 traces:
-/// utilization up on five (mistral_lora 0.980 to 0.985), bloom_train 0.004 down (`docs/design.md`,
-/// "Handles of a stitch's growth").
+/// broken whole by the next tensor placed in it, and the next stitch grows again. 24 traces:
+/// utilization up on five (mistral_lora 0.980 to 0.985), bloom_train 0.004 down.
 pub(super) fn shortfall_handle_size(cfg: &Config, gran: u64, need: (u64, u64), cur: u64) -> u64 {
     let fine = cur.min(handle_size(cfg, gran, need.1));
     [cur, fine][(need.1.saturating_mul(2) <= need.0) as usize]
@@ -117,19 +113,18 @@ pub(super) fn shortfall_handle_size(cfg: &Config, gran: u64, need: (u64, u64), c
 
 /// The smallest large-pool growth in bytes: `min_growth` rounded up to the granularity, or none
 /// on the last resort (every byte counts). At one granule (the default), a request grows by what
-/// it lacks only: larger growths (PyTorch's 20 MiB) lowered driver time but cost up to 0.05
-/// utilization on held-out traces (`docs/design.md`, "Held-out traces").
+/// it lacks only: PyTorch's 20 MiB cost up to 0.05 utilization on held-out traces.
 pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
     cfg.min_growth.div_ceil(gran) * gran * u64::from(!last_resort)
 }
 
 /// Reserved memory past this share (per mille) of what the device or the memory fraction allows
-/// is short: new memory comes in one-granule handles, and a whole free chunk is cut for any
-/// placement that would break it (destroying cached stitched blocks that map it): free memory
-/// stays stitchable and a request fails only when live bytes nearly fill the device. Over
-/// 21 traces the smallest device each replays on is at most 1.0084 x its peak live bytes at 400
-/// (1.0388 at 800, 1.0078 at 200, 1.0056 at 0); at 400 replays on a whole H200 make the same
-/// driver calls as without it, at 200 half again, at 0 15x (`docs/design.md`, "Under pressure").
+/// is short: new memory comes in one-granule handles, stitches map chunks' free ends, and until
+/// the job settles a whole free chunk is cut for any placement that would break it (destroying
+/// cached stitched blocks that map it; once settled, cuts only churn: a 61 GB job made 306
+/// handles in passes 3-8, none without). A request fails only when live bytes nearly fill the
+/// device. 21 traces: fit at most 1.0084 x peak live at 400 (1.0388 at 800, 1.0056 at 0), and
+/// at 400 a whole H200 makes the same driver calls (at 0 15x; "Under pressure").
 pub(super) const PRESSURE_PER_MILLE: u64 = 400;
 
 /// Whether memory is short: `reserved` bytes past [`PRESSURE_PER_MILLE`] of `cap`.
@@ -201,14 +196,19 @@ pub(super) fn worth_stitching(free_chunk_bytes: u64, free_chunks: usize, rounded
     free_chunk_bytes >= rounded && free_chunks >= 2
 }
 
-/// Whether a stitch may map chunks' free ends where whole free chunks fall short: always with
-/// `stitch_free_ends`, else once `free_ends_after` requests in a row were served without new
-/// memory (`since`: requests served since the one that grew it, counted with it). A settled job
-/// has seen its working set; a growth then raises the peak of every later step. 38 traces, 8
-/// passes: peaks flat from pass 3 on all (36 before), pass-1 utilization up on 13, nowhere
-/// lower, driver time equal (`docs/design.md`, "Settling").
-pub(super) fn ends_now(cfg: &Config, since: u64) -> bool {
-    cfg.stitching && (cfg.stitch_free_ends || since > cfg.free_ends_after)
+/// Whether the job has settled: `since` requests since the last to grow reserved memory (counted
+/// with it) exceed `free_ends_after`: a growth now would raise every later step's peak.
+pub(super) fn settled(cfg: &Config, since: u64) -> bool {
+    since > cfg.free_ends_after
+}
+
+/// Whether a stitch may map chunks' free ends where whole free chunks fall short: with
+/// `stitch_free_ends`, while memory is short (`pressed`, [`under_pressure`]), or once settled.
+/// A few more mappings, once (the block is cached), avoid a growth. Settled, 38 traces of 8 passes:
+/// peaks flat from pass 3 on all (36 before), pass-1 utilization up on 13, lower on none; short,
+/// fit lower on 30 of 42 (vit_dynres 1.0114 to 1.0019), up by 0.0023 at most ("Settling").
+pub(super) fn ends_now(cfg: &Config, since: u64, pressed: bool) -> bool {
+    cfg.stitching && (cfg.stitch_free_ends || pressed || settled(cfg, since))
 }
 
 /// The free ends a stitch maps, `(tail, head)`, where whole chunks lack `lack` bytes and the
@@ -221,10 +221,11 @@ pub(super) fn free_ends_for(t: u64, h: u64, lack: u64) -> Option<(bool, bool)> {
     fits.then_some(pick[i])
 }
 
-/// Whether a growing stitch maps free ends of `ends` bytes too (opt-in): where its growth for the
-/// `lack` bytes whole chunks lack (`grown`, in granules) is then smaller.
-pub(super) fn ends_pay<F: Fn(u64) -> u64>(cfg: &Config, lack: u64, ends: u64, grown: F) -> bool {
-    cfg.stitch_free_ends && ends > 0 && ends < lack && grown(lack - ends) < grown(lack)
+/// Whether a growing stitch maps free ends of `ends` bytes too (with `stitch_free_ends`, or while
+/// memory is short): where its growth for the `lack` bytes whole chunks lack (`grown`, in
+/// granules) is then smaller.
+pub(super) fn ends_pay<F: Fn(u64) -> u64>(lack: u64, ends: u64, grown: F) -> bool {
+    ends > 0 && ends < lack && grown(lack - ends) < grown(lack)
 }
 
 /// Best fit: among the [`FIT_PROBES`] smallest free blocks of at least `rounded` bytes
@@ -320,10 +321,8 @@ pub(super) fn reuse_order(
     fitting: impl Iterator<Item = (u64, u64, StitchId)>,
     max: u64,
 ) -> Vec<StitchId> {
-    let mut by_age: Vec<_> = fitting
-        .take_while(|f| f.0 <= max)
-        .map(|f| (f.1, f.2))
-        .collect();
+    let fit = fitting.take_while(|f| f.0 <= max);
+    let mut by_age: Vec<_> = fit.map(|f| (f.1, f.2)).collect();
     by_age.sort_unstable();
     by_age.into_iter().map(|(_, sid)| sid).collect()
 }
@@ -450,13 +449,14 @@ impl<D: Device> Allocator<D> {
         }
         let stitchable = may_stitch(&self.cfg, rounded, last_resort);
         let floor = growth_floor(&self.cfg, self.gran, last_resort);
-        let ends = ends_now(&self.cfg, self.requests - self.last_growth);
+        let ends = ends_now(&self.cfg, self.requests - self.last_growth, pressed);
         if stitchable && stitch_before_growth(&self.cfg, last_resort) {
             if let Some(sid) = self.stitch(rounded, l, ends) {
                 return Some(Served::Stitched(sid));
             }
             if stitch_growing_pays(&self.cfg, self.gran, rounded, last_resort) {
-                match self.stitch_growing(rounded, floor, l) {
+                let grow_ends = self.cfg.stitch_free_ends || pressed;
+                match self.stitch_growing(rounded, floor, l, grow_ends) {
                     Ok(Some(sid)) => return Some(Served::Stitched(sid)),
                     Ok(None) | Err(Miss::NoMemory) => {}
                     Err(Miss::Failed(e)) => {

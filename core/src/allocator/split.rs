@@ -22,7 +22,10 @@ impl<D: Device> Allocator<D> {
     ) -> Option<(u64, usize)> {
         let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
         let free = reserved.saturating_sub(self.stats.allocated_bytes.all.current.max(0) as u64);
-        let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap());
+        // Short of memory, every whole chunk under a placement is cut, until the job settles.
+        let since = self.requests - self.last_growth;
+        let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap())
+            && !policy::settled(&self.cfg, since);
         let seg = &self.segments[seg_id];
         // Borrowed memory is not cut: recreating it would take the peer's memory again. A chunk
         // that may be cut lies inside the block, so the block's size bounds it: most placements

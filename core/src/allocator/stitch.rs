@@ -218,7 +218,8 @@ impl<D: Device> Allocator<D> {
         st.size += extra;
         st.headroom = headroom;
         st.own.extend(own);
-        // Grown, it serves requests it could not before: as a block made now (`policy::reuse_order`).
+        // Grown, it serves requests it could not before: it counts as made now
+        // (`policy::reuse_order`).
         st.born = self.stitch_births;
         self.stitch_births += 1;
         self.reusable.insert((st.owner, st.servable(), sid));
@@ -338,20 +339,23 @@ impl<D: Device> Allocator<D> {
     /// the segment and for the stitched block, rather than once for each (each handle mapped costs
     /// about 25 us on the H200: `docs/design.md`, "Stitching with new memory").
     ///
-    /// `Ok(None)` if no free chunk qualifies, or if mapping the free chunks failed: the new
-    /// segment then stays, as after any growth. `Err` if the growth failed (nothing changed).
+    /// With `ends`, chunks' free ends may be mapped too where the growth is then smaller
+    /// (`grow_onto_ends`). `Ok(None)` if no free chunk qualifies, or if mapping the free chunks
+    /// failed: the new segment then stays, as after any growth. `Err` if the growth failed
+    /// (nothing changed).
     pub(super) fn stitch_growing(
         &mut self,
         rounded: u64,
         floor: u64,
         l: LaneIdx,
+        ends: bool,
     ) -> Result<Option<StitchId>, Miss> {
         let mut cands = self.candidates(l);
         let have: u64 = cands.iter().map(|c| c.bytes).sum();
         if have == 0 || have >= rounded {
             return Ok(None);
         }
-        if self.cfg.stitch_free_ends {
+        if ends {
             sort_for_stitch(&mut cands);
             if let r @ (Ok(Some(_)) | Err(_)) =
                 self.grow_onto_ends(rounded, floor, (&cands, have), l)

@@ -112,7 +112,7 @@ impl<D: Device> Allocator<D> {
         let ends = tail.map_or(0, |x| x.0) + head.map_or(0, |x| x.0);
         let g = self.gran;
         let growth = |lack: u64| (lack.div_ceil(g) * g).max(floor);
-        if !policy::ends_pay(&self.cfg, rounded - have, ends, growth) {
+        if !policy::ends_pay(rounded - have, ends, growth) {
             return Ok(None);
         }
         let grow = growth(rounded - have - ends);
