@@ -51,6 +51,23 @@ def lm_steps(m, opt, vocab, Ls, Bs, steps, amp=False, batch_first=False):
             loss = m(input_ids=x, labels=x).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def image_steps(loss_of, opt, Bs, Ss, steps, dtype, scaler=None, channels_last=False):
+    # Image-classification training steps on random images (1000 classes), the batch and then the
+    # size drawn each step in the order the workloads were recorded with; autocast to `dtype`,
+    # a gradient scaler if given, channels_last inputs if asked. `loss_of(x, y)`: the model's loss.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for step in range(steps):
+        B = random.choice(Bs); S = random.choice(Ss)
+        x = torch.randn(B, 3, S, S, device=dev).contiguous(memory_format=fmt)
+        y = torch.randint(0, 1000, (B,), device=dev)
+        with torch.autocast("cuda", dtype=dtype):
+            loss = loss_of(x, y)
+        if scaler is None:
+            loss.backward(); opt.step()
+        else:
+            scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+        opt.zero_grad(set_to_none=True)
+
 def bert_mlm():
     # BERT-large masked-LM pre-training, fp32 weights, bf16 autocast, AdamW.
     from transformers import BertConfig, BertForMaskedLM
@@ -153,12 +170,7 @@ def resnet_train():
     cfg = ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck", num_labels=1000)
     m = ResNetForImageClassification(cfg).to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    for step in range(10):
-        B = random.choice([64, 128, 192]); S = random.choice([160, 192, 224, 256])
-        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = m(pixel_values=x, labels=y).loss
-        scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: m(pixel_values=x, labels=y).loss, opt, [64, 128, 192], [160, 192, 224, 256], 10, torch.float16, scaler)
 
 def neox_sample():
     # Sampled generation (top-p) with a 1B GPT-NeoX-style model: growing KV caches, varying
@@ -245,12 +257,7 @@ def convnext_train():
     cfg = ConvNextConfig(depths=[3, 3, 27, 3], hidden_sizes=[128, 256, 512, 1024], num_labels=1000)
     m = ConvNextForImageClassification(cfg).to(dev)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    for step in range(10):
-        B = random.choice([32, 64, 128]); S = random.choice([192, 224, 256])
-        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = m(pixel_values=x, labels=y).loss
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: m(pixel_values=x, labels=y).loss, opt, [32, 64, 128], [192, 224, 256], 10, torch.bfloat16)
 
 def gpt2_gen_var():
     # Greedy generation with a GPT-2-medium-sized model in fp16: batch 1-8, prompts of 16-512
@@ -286,12 +293,7 @@ def vit_dynres():
     from transformers import ViTConfig, ViTForImageClassification
     m = ViTForImageClassification(ViTConfig(image_size=224, num_labels=1000)).to(dev)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    for step in range(12):
-        B = random.choice([16, 32, 64]); S = random.choice(range(160, 385, 32))
-        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = m(pixel_values=x, labels=y, interpolate_pos_encoding=True).loss
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: m(pixel_values=x, labels=y, interpolate_pos_encoding=True).loss, opt, [16, 32, 64], range(160, 385, 32), 12, torch.bfloat16)
 
 def llama_packed():
     # Packed sequences (fifth set): a Llama-3-style 0.6B model with a 128,256-token vocabulary,
@@ -333,13 +335,7 @@ def effnet_dynres():
     import timm
     m = timm.create_model("efficientnet_b3", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    for step in range(12):
-        B = random.choice([32, 64, 96]); S = random.choice(range(224, 321, 32))
-        x = torch.randn(B, 3, S, S, device=dev).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96], range(224, 321, 32), 12, torch.bfloat16, channels_last=True)
 
 def gemma_sft():
     # Gemma-style 0.4B with a 256,000-token vocabulary (sixth set), full fine-tuning in bf16,
@@ -398,12 +394,7 @@ def densenet_dynres():
     import timm
     m = timm.create_model("densenet121", pretrained=False, num_classes=1000).to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    for step in range(12):
-        B = random.choice([32, 64, 96, 128]); S = random.choice(range(192, 321, 32))
-        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(192, 321, 32), 12, torch.float16, scaler)
 
 def qwen_gen_sample():
     # Sampled generation (top-k) with a Qwen2-0.5B-style model in bf16 (seventh set; 151,936-token
@@ -445,13 +436,7 @@ def regnet_dynres():
     import timm
     m = timm.create_model("regnety_032", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-    for step in range(12):
-        B = random.choice([32, 64, 96]); S = random.choice(range(160, 289, 32))
-        x = torch.randn(B, 3, S, S, device=dev).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96], range(160, 289, 32), 12, torch.bfloat16, channels_last=True)
 
 def starcoder_gen():
     # Sampled generation (nucleus) with a GPTBigCode-style 350M model (multi-query attention, one
@@ -493,12 +478,7 @@ def resnext_dynres():
     import timm
     m = timm.create_model("resnext50_32x4d", pretrained=False, num_classes=1000).to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    for step in range(12):
-        B = random.choice([48, 96, 128, 160]); S = random.choice(range(176, 321, 48))
-        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [48, 96, 128, 160], range(176, 321, 48), 12, torch.float16, scaler)
 
 def gptneo_gen():
     # Sampled generation (temperature, repetition penalty) with a GPT-Neo-style 350M model in fp16
@@ -551,12 +531,7 @@ def vgg_dynres():
     import timm
     m = timm.create_model("vgg16_bn", pretrained=False, num_classes=1000).to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    for step in range(12):
-        B = random.choice([16, 32, 48, 64]); S = random.choice(range(160, 289, 32))
-        x = torch.randn(B, 3, S, S, device=dev); y = torch.randint(0, 1000, (B,), device=dev)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [16, 32, 48, 64], range(160, 289, 32), 12, torch.bfloat16)
 
 def bart_gen_sample():
     # Sampled generation (top-k) with a BART-large-style encoder-decoder in fp16 (tenth set):
