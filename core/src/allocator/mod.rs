@@ -95,7 +95,7 @@ pub struct Allocator<D: Device> {
     /// The largest rounded request so far, in bytes (see `split_for`).
     largest_request: u64,
     /// Requests served so far, and that count when reserved memory last grew (while serving the
-    /// next): how long the job has run without new memory (`policy::ends_now`).
+    /// next): `since_growth`.
     requests: u64,
     last_growth: u64,
     /// Stitched blocks made so far: the next one's `born`.
@@ -282,6 +282,12 @@ impl<D: Device> Allocator<D> {
     /// too, but against the per-peer limit, not this device's).
     pub(super) fn local_reserved(&self) -> u64 {
         (self.stats.reserved_bytes.all.current - self.stats.borrowed_bytes.current).max(0) as u64
+    }
+
+    /// Requests served since the one that last grew reserved memory, counted with it: how long
+    /// the job has run without new memory (`policy::settled`).
+    pub(super) fn since_growth(&self) -> u64 {
+        self.requests - self.last_growth
     }
 
     /// What reserved memory may reach: the limit, else the device's memory.

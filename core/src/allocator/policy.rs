@@ -449,7 +449,7 @@ impl<D: Device> Allocator<D> {
         }
         let stitchable = may_stitch(&self.cfg, rounded, last_resort);
         let floor = growth_floor(&self.cfg, self.gran, last_resort);
-        let ends = ends_now(&self.cfg, self.requests - self.last_growth, pressed);
+        let ends = ends_now(&self.cfg, self.since_growth(), pressed);
         if stitchable && stitch_before_growth(&self.cfg, last_resort) {
             if let Some(sid) = self.stitch(rounded, l, ends) {
                 return Some(Served::Stitched(sid));

@@ -23,9 +23,8 @@ impl<D: Device> Allocator<D> {
         let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
         let free = reserved.saturating_sub(self.stats.allocated_bytes.all.current.max(0) as u64);
         // Short of memory, every whole chunk under a placement is cut, until the job settles.
-        let since = self.requests - self.last_growth;
         let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap())
-            && !policy::settled(&self.cfg, since);
+            && !policy::settled(&self.cfg, self.since_growth());
         let seg = &self.segments[seg_id];
         // Borrowed memory is not cut: recreating it would take the peer's memory again. A chunk
         // that may be cut lies inside the block, so the block's size bounds it: most placements

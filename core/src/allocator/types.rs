@@ -234,7 +234,8 @@ pub(crate) struct Stitched {
     pub lent: Vec<BlockId>,
     /// When it was last freed (a counter), for LRU garbage collection.
     pub last_free: u64,
-    /// Its place in the order stitched blocks were made: reuse tries older ones first.
+    /// Its place in the order stitched blocks were made or last grown: reuse tries older ones
+    /// first (`policy::reuse_order`).
     pub born: u64,
     /// The work that last used it.
     pub fence: Fence,
