@@ -558,6 +558,52 @@ def gemma2_lora():
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     lm_steps(m, opt, 256000, [256, 512, 1024, 2048], [1, 2, 4, 8], 10)
 
+def mistral_tokens():
+    # A Mistral-style 1.1B (sliding-window attention; eleventh set), full fine-tuning in bf16 with
+    # AdamW, each step about 8k tokens: a sequence length of 128-2048 drawn, batch 8192 // length,
+    # 12 steps (token-budget batching: the batch shrinks as sequences grow).
+    from transformers import MistralConfig, MistralForCausalLM
+    cfg = MistralConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=8, vocab_size=32000, sliding_window=1024)
+    m = MistralForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(12):
+        L = random.choice([128, 256, 384, 640, 1024, 1536, 2048])
+        x = torch.randint(0, 32000, (8192 // L, L), device=dev)
+        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def mobilenet_dynres():
+    # MobileNetV3-Large (timm, random weights, eleventh set): depthwise convolutions, many small
+    # tensors, bf16 autocast, channels_last, SGD with momentum, a new batch (64-256) and resolution
+    # (160-320 px) most steps, 12 steps.
+    import timm
+    m = timm.create_model("mobilenetv3_large_100", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [64, 128, 192, 256], range(160, 321, 32), 12, torch.bfloat16, channels_last=True)
+
+def phi3_gen():
+    # Sampled generation (top-p) with a Phi-3-mini-style 3.8B decoder in fp16 (eleventh set):
+    # batch 1-32, prompts of 64-1024 tokens, 32-192 new tokens (forced), 6 rounds.
+    from transformers import Phi3Config, Phi3ForCausalLM
+    cfg = Phi3Config(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096)
+    m = Phi3ForCausalLM(cfg).to(dev, torch.float16).eval()
+    with torch.no_grad():
+        for r in range(6):
+            B = random.choice([1, 8, 16, 32]); L = random.choice([64, 256, 512, 1024])
+            x = torch.randint(0, 32000, (B, L), device=dev)
+            n = random.choice([32, 96, 192])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_p=0.9, pad_token_id=0)
+
+def gemma2_lora4():
+    # gemma2_lora (tenth set) at a size an H200 holds (eleventh set): LoRA on the Gemma-2-style
+    # 2.6B model, batch 1-4, seq 256-1024, 10 steps.
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+    from peft import LoraConfig, get_peft_model
+    cfg = Gemma2Config(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256, vocab_size=256000, sliding_window=1024)
+    m = Gemma2ForCausalLM(cfg).to(dev, torch.bfloat16)
+    m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    lm_steps(m, opt, 256000, [256, 512, 768, 1024], [1, 2, 4], 10)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -584,7 +630,9 @@ print("RESULT", json.dumps(res))
 # mixture of experts with a shared expert; a ninth: ALiBi attention, grouped convolutions at
 # dynamic resolution, sampled generation with local attention, two models a step (DPO); a tenth:
 # a job past 40% of the GPU, plain convolutions at dynamic resolution, encoder-decoder sampling,
-# LoRA on sliding-window attention).
+# LoRA on sliding-window attention); an eleventh: token-budget batching, depthwise convolutions
+# at dynamic resolution, sampled generation with a 3.8B decoder, the tenth set's LoRA at a size
+# an H200 holds).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
@@ -594,7 +642,8 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
              "deberta_dynpad", "densenet_dynres", "qwen_gen_sample", "stablelm_fused",
              "falcon_sft", "regnet_dynres", "starcoder_gen", "qwen_moe_sft",
              "mpt_sft", "resnext_dynres", "gptneo_gen", "llama_dpo",
-             "pythia_sft", "vgg_dynres", "bart_gen_sample", "gemma2_lora"]
+             "pythia_sft", "vgg_dynres", "bart_gen_sample", "gemma2_lora",
+             "mistral_tokens", "mobilenet_dynres", "phi3_gen", "gemma2_lora4"]
 
 
 def main():
