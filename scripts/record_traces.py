@@ -604,6 +604,57 @@ def gemma2_lora4():
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     lm_steps(m, opt, 256000, [256, 512, 768, 1024], [1, 2, 4], 10)
 
+def qwen2_tokens():
+    # A Qwen2-style 1.5B (151,936-token vocabulary; twelfth set), full fine-tuning in bf16 with
+    # AdamW, each step 16k tokens: a sequence length of 256-4096 drawn, batch 16384 // length,
+    # 10 steps (token-budget batching with multi-GB logits).
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936)
+    m = Qwen2ForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(10):
+        L = random.choice([256, 512, 1024, 2048, 4096])
+        x = torch.randint(0, 151936, (16384 // L, L), device=dev)
+        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def dla_dynres():
+    # DLA-60 (timm, random weights, twelfth set): deep layer aggregation (concatenating nodes),
+    # fp16 autocast + GradScaler, SGD with momentum, a new batch (32-128) and resolution (160-320
+    # px) most steps, 12 steps.
+    import timm
+    m = timm.create_model("dla60", pretrained=False, num_classes=1000).to(dev)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(160, 321, 32), 12, torch.float16, scaler)
+
+def opt_beam():
+    # Beam search (4 beams) with an OPT-2.7B-style decoder in fp16 (twelfth set): batch 1-8,
+    # prompts of 32-512 tokens, 32-128 new tokens (forced), 6 rounds: caches reordered every token.
+    from transformers import OPTConfig, OPTForCausalLM
+    cfg = OPTConfig(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32, vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=2560)
+    m = OPTForCausalLM(cfg).to(dev, torch.float16).eval()
+    with torch.no_grad():
+        for r in range(6):
+            B = random.choice([1, 2, 4, 8]); L = random.choice([32, 128, 256, 512])
+            x = torch.randint(4, 50000, (B, L), device=dev)
+            n = random.choice([32, 64, 128])
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, num_beams=4, do_sample=False, pad_token_id=1)
+
+def wav2vec2_dynlen():
+    # Speech recognition fine-tuning (twelfth set): a Wav2Vec2-base-style model with CTC, fp32
+    # weights, bf16 autocast, AdamW, batches of 4-16 clips of 2-16 s at 16 kHz, 12 steps: a
+    # convolutional feature encoder over raw audio, then a transformer, at a new length each step.
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+    cfg = Wav2Vec2Config(vocab_size=32, ctc_zero_infinity=True)
+    m = Wav2Vec2ForCTC(cfg).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(12):
+        B = random.choice([4, 8, 12, 16]); T = 16000 * random.choice([2, 4, 6, 10, 16])
+        x = torch.randn(B, T, device=dev)
+        y = torch.randint(1, 32, (B, T // 1600), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_values=x, labels=y).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -632,7 +683,8 @@ print("RESULT", json.dumps(res))
 # a job past 40% of the GPU, plain convolutions at dynamic resolution, encoder-decoder sampling,
 # LoRA on sliding-window attention); an eleventh: token-budget batching, depthwise convolutions
 # at dynamic resolution, sampled generation with a 3.8B decoder, the tenth set's LoRA at a size
-# an H200 holds).
+# an H200 holds; a twelfth: token-budget batching with a 151,936-token vocabulary, deep layer
+# aggregation at dynamic resolution, beam search in a decoder-only model, speech at new lengths).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
@@ -643,7 +695,8 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
              "falcon_sft", "regnet_dynres", "starcoder_gen", "qwen_moe_sft",
              "mpt_sft", "resnext_dynres", "gptneo_gen", "llama_dpo",
              "pythia_sft", "vgg_dynres", "bart_gen_sample", "gemma2_lora",
-             "mistral_tokens", "mobilenet_dynres", "phi3_gen", "gemma2_lora4"]
+             "mistral_tokens", "mobilenet_dynres", "phi3_gen", "gemma2_lora4",
+             "qwen2_tokens", "dla_dynres", "opt_beam", "wav2vec2_dynlen"]
 
 
 def main():
