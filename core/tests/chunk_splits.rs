@@ -165,3 +165,41 @@ fn a_settled_job_short_of_memory_cuts_no_more_chunks() {
     assert_eq!(handles_for_a_request_when_short(3), 2);
     assert_eq!(handles_for_a_request_when_short(4), 0);
 }
+
+/// Chunk sizes after a 40 MiB request on two free 64 MiB segments (two 32 MiB handles each),
+/// reserved memory limited to `limit` if given, with the bytes an 80 MiB request (no free block
+/// holds it: a stitch of whole free chunks) then added to reserved memory.
+fn crossing(limit: Option<u64>) -> (Vec<u64>, i64) {
+    let mut a = allocator();
+    // Each on a stream of its own, so that each is a segment of its own.
+    let ps: Vec<u64> = (1..=2)
+        .map(|s| a.malloc(64 * MIB, StreamHandle(s)).unwrap())
+        .collect();
+    for p in ps {
+        a.free(p).unwrap();
+    }
+    a.set_reserved_limit(limit);
+    let mut live = Vec::new();
+    // At a segment's front: all of its first chunk and 8 MiB of its second.
+    request(&mut a, &mut live, 40 * MIB);
+    let sizes = chunk_sizes(&a);
+    let before = a.stats().reserved_bytes.all.current;
+    request(&mut a, &mut live, 80 * MIB);
+    let grown = a.stats().reserved_bytes.all.current - before;
+    teardown(a, live);
+    (sizes, grown)
+}
+
+#[test]
+fn short_of_memory_a_placement_cuts_the_chunk_it_leaves_part_way() {
+    // 128 MiB reserved of 256 MiB allowed: short. The second chunk is cut after the placement's
+    // last granule, and its whole 24 MiB rest joins the other segment's chunks in a stitch.
+    let (whole, cut) = (32 * MIB, [8 * MIB, 24 * MIB]);
+    assert_eq!(
+        crossing(Some(256 * MIB)),
+        (vec![cut[0], cut[1], whole, whole, whole], 0)
+    );
+    // With room, the chunk stays whole under the placement, and the stitch grows by what the
+    // other segment's chunks lack.
+    assert_eq!(crossing(None), (vec![whole; 4], 16 * MIB as i64));
+}

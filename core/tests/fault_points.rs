@@ -1,5 +1,6 @@
 //! Fault points placed *within* one operation: for a segment growth, a stitch (also of a chunk's
-//! free end, with and without new memory), a chunk split, an `empty_cache` and a garbage
+//! free end, with and without new memory), a chunk split (also where a placement crosses chunks,
+//! memory short), an `empty_cache` and a garbage
 //! collection of stitched blocks (StitchFree), every kind of driver
 //! call the operation makes fails at its first, middle and last call of that kind inside the
 //! operation.
@@ -96,6 +97,19 @@ fn scenarios() -> Vec<Scenario> {
                 a.free(p).unwrap();
             },
             op: |a, live| a.malloc(4 * MIB, S).map(|p| live.push(p)),
+            did_it: |before, after| after.num_chunk_splits > before.num_chunk_splits,
+        },
+        Scenario {
+            name: "cuts where a placement crosses chunks",
+            conf: "",
+            // A free 64 MiB segment of two 32 MiB handles on a device with 32 MiB more: memory
+            // is short, and a 40 MiB request at the front cuts the second handle after it.
+            setup: |a, _| {
+                let p = a.malloc(64 * MIB, S).unwrap();
+                a.free(p).unwrap();
+                add_room(a, 32 * MIB);
+            },
+            op: |a, live| a.malloc(40 * MIB, S).map(|p| live.push(p)),
             did_it: |before, after| after.num_chunk_splits > before.num_chunk_splits,
         },
         Scenario {

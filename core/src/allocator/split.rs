@@ -9,6 +9,10 @@ use crate::device::{Device, DriverCall, PhysHandle};
 use crate::stats::PoolKind;
 use alloc::vec::Vec;
 
+/// The most cuts before one placement: its first chunk's, its last chunk's, and a second in a
+/// chunk that held the whole placement past its first granule.
+const MAX_CUTS: usize = 3;
+
 impl<D: Device> Allocator<D> {
     /// Where the whole free chunk under a placement of `rounded` bytes at `at()`, in the free
     /// block `[bstart, bend)` of segment `seg`, would be cut ([`policy::split_allowed`],
@@ -22,9 +26,7 @@ impl<D: Device> Allocator<D> {
     ) -> Option<(u64, usize)> {
         let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
         let free = reserved.saturating_sub(self.stats.allocated_bytes.all.current.max(0) as u64);
-        // Short of memory, every whole chunk under a placement is cut, until the job settles.
-        let pressed = policy::under_pressure(self.local_reserved(), self.reserved_cap())
-            && !policy::settled(&self.cfg, self.since_growth());
+        let pressed = self.cuts_pressed();
         let seg = &self.segments[seg_id];
         // Borrowed memory is not cut: recreating it would take the peer's memory again. A chunk
         // that may be cut lies inside the block, so the block's size bounds it: most placements
@@ -34,21 +36,35 @@ impl<D: Device> Allocator<D> {
             return None;
         }
         let at = at();
-        let ci = seg.chunk_at(at - seg.va);
-        let c = &seg.chunks[ci];
-        if !gate(c.size) {
-            return None;
-        }
-        let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);
-        let view = SplitView {
-            cstart,
-            cend,
-            inside: cstart >= bstart && cend <= bend && at + rounded <= cend && !c.released,
-            stitch_mapped: c.stitch_maps > 0,
-            seg_va: seg.va,
-            pressed,
-        };
-        policy::split_point(&view, at, rounded, self.gran).map(|cut| (cut, ci))
+        // The chunk holding the placement's start, then (only short of memory: the others are
+        // not cut) the one holding its end.
+        let first = seg.chunk_at(at - seg.va);
+        let last = [first, seg.chunk_at(at + rounded - 1 - seg.va)][usize::from(pressed)];
+        [first, last][..1 + usize::from(last != first)]
+            .iter()
+            .find_map(|&ci| {
+                let c = &seg.chunks[ci];
+                let (cstart, cend) = (seg.va + c.offset, seg.va + c.offset + c.size);
+                let view = SplitView {
+                    cstart,
+                    cend,
+                    inside: cstart >= bstart && cend <= bend && !c.released,
+                    holds: cstart <= at && at + rounded <= cend,
+                    stitch_mapped: c.stitch_maps > 0,
+                    seg_va: seg.va,
+                    pressed,
+                };
+                gate(c.size)
+                    .then(|| policy::split_point(&view, at, rounded, self.gran))?
+                    .map(|cut| (cut, ci))
+            })
+    }
+
+    /// Whether cuts are those of memory short: every whole chunk under a placement is cut, until
+    /// the job settles.
+    fn cuts_pressed(&self) -> bool {
+        policy::under_pressure(self.local_reserved(), self.reserved_cap())
+            && !policy::settled(&self.cfg, self.since_growth())
     }
 
     /// Before `rounded` bytes are placed in the free block `b`: cuts the whole free chunk under
@@ -59,12 +75,20 @@ impl<D: Device> Allocator<D> {
         let blk = &self.blocks[b];
         let (seg_id, fence, span) = (blk.seg, blk.fence, (blk.addr, blk.end()));
         // The fence is checked last: its check may record an event.
-        match self.cut_point(seg_id, span, || self.placement(b, rounded), rounded) {
-            Some((cut, ci)) if self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci) => {
-                self.split_chunk(seg_id, ci, cut)
+        // Short of memory, a placement that crosses chunks may cut one at each end, and one in
+        // the middle of a chunk twice (before and after it), looked up again after each cut.
+        let cuts = [1, MAX_CUTS][usize::from(self.cuts_pressed())];
+        for _ in 0..cuts {
+            match self.cut_point(seg_id, span, || self.placement(b, rounded), rounded) {
+                Some((cut, ci)) if self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci) => {
+                    if !self.split_chunk(seg_id, ci, cut) {
+                        return false;
+                    }
+                }
+                _ => break,
             }
-            _ => true,
         }
+        true
     }
 
     /// Whether the chunk's last use (`fence`) is complete, waiting for it where

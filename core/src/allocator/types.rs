@@ -340,8 +340,10 @@ pub(super) struct SplitView {
     /// The chunk's bounds.
     pub cstart: u64,
     pub cend: u64,
-    /// Whether it lies wholly inside the free block and holds the whole placement.
+    /// Whether it lies wholly inside the free block (so it is free) and is mapped.
     pub inside: bool,
+    /// Whether it holds the whole placement.
+    pub holds: bool,
     /// Whether a stitched block maps it.
     pub stitch_mapped: bool,
     /// The start of its segment (cuts fall on granules counted from there).

@@ -62,6 +62,7 @@ fn split_points_fall_on_granules_inside_the_chunk() {
         cstart: 0,
         cend: 64 * G,
         inside: true,
+        holds: true,
         stitch_mapped: false,
         seg_va: 0,
         pressed: false,
@@ -88,6 +89,35 @@ fn split_points_fall_on_granules_inside_the_chunk() {
         None,
         "nothing left to cut off"
     );
+    // A placement of 20 granules from 10.5 crosses the chunks [0, 16) and [16, 32): short of
+    // memory, the first is cut at the granule holding its start, the second after its end.
+    let (at, len) = (10 * G + G / 2, 20 * G);
+    let first = SplitView {
+        cend: 16 * G,
+        holds: false,
+        stitch_mapped: false,
+        ..pressed
+    };
+    let second = SplitView {
+        cstart: 16 * G,
+        cend: 32 * G,
+        ..first
+    };
+    assert_eq!(split_point(&first, at, len, G), Some(10 * G));
+    assert_eq!(split_point(&second, at, len, G), Some(31 * G));
+    // Not with room, nor where a cached stitched block maps the chunk.
+    for c in [first, second] {
+        let room = SplitView {
+            pressed: false,
+            ..c
+        };
+        let mapped = SplitView {
+            stitch_mapped: true,
+            ..c
+        };
+        assert_eq!(split_point(&room, at, len, G), None);
+        assert_eq!(split_point(&mapped, at, len, G), None);
+    }
 }
 
 #[test]
