@@ -51,6 +51,25 @@ def lm_steps(m, opt, vocab, Ls, Bs, steps, amp=False, batch_first=False):
             loss = m(input_ids=x, labels=x).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def token_steps(m, opt, vocab, Ls, tokens, steps):
+    # Language-model training steps on random tokens with token-budget batching: a sequence
+    # length drawn each step, the batch `tokens // length` (labels = inputs).
+    for step in range(steps):
+        L = random.choice(Ls)
+        x = torch.randint(0, vocab, (tokens // L, L), device=dev)
+        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def gen_rounds(m, rounds, Bs, Ls, ns, tokens, **kw):
+    # Generation rounds without gradients on random prompts: a batch, a prompt length and then a
+    # number of new tokens (forced) drawn each round; token ids in `tokens` (low, high); `kw` to
+    # `generate` (sampling or beams, special tokens).
+    with torch.no_grad():
+        for r in range(rounds):
+            B = random.choice(Bs); L = random.choice(Ls)
+            x = torch.randint(tokens[0], tokens[1], (B, L), device=dev)
+            n = random.choice(ns)
+            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, **kw)
+
 def image_steps(loss_of, opt, Bs, Ss, steps, dtype, scaler=None, channels_last=False):
     # Image-classification training steps on random images (1000 classes), the batch and then the
     # size drawn each step in the order the workloads were recorded with; autocast to `dtype`,
@@ -403,12 +422,7 @@ def qwen_gen_sample():
     from transformers import Qwen2Config, Qwen2ForCausalLM
     cfg = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)
     m = Qwen2ForCausalLM(cfg).to(dev, torch.bfloat16).eval()
-    with torch.no_grad():
-        for r in range(6):
-            B = random.choice([1, 3, 6, 12]); L = random.choice([32, 128, 384, 768])
-            x = torch.randint(0, 151000, (B, L), device=dev)
-            n = random.choice([32, 96, 160])
-            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_k=50, pad_token_id=0)
+    gen_rounds(m, 6, [1, 3, 6, 12], [32, 128, 384, 768], [32, 96, 160], (0, 151000), do_sample=True, top_k=50, pad_token_id=0)
 
 def stablelm_fused():
     # StableLM-style 0.6B (partial rotary, seventh set), full fine-tuning in bf16 with fused AdamW
@@ -445,12 +459,7 @@ def starcoder_gen():
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
     cfg = GPTBigCodeConfig(n_embd=1024, n_layer=24, n_head=16, multi_query=True, vocab_size=49152, n_positions=2048)
     m = GPTBigCodeForCausalLM(cfg).to(dev, torch.float16).eval()
-    with torch.no_grad():
-        for r in range(6):
-            B = random.choice([1, 4, 8, 16]); L = random.choice([64, 256, 512, 1024])
-            x = torch.randint(0, 49000, (B, L), device=dev)
-            n = random.choice([32, 96, 192])
-            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_p=0.9, pad_token_id=0)
+    gen_rounds(m, 6, [1, 4, 8, 16], [64, 256, 512, 1024], [32, 96, 192], (0, 49000), do_sample=True, top_p=0.9, pad_token_id=0)
 
 def qwen_moe_sft():
     # A Qwen2-MoE-style model (16 experts, 4 routed per token, a shared expert; eighth set),
@@ -487,12 +496,7 @@ def gptneo_gen():
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
     cfg = GPTNeoConfig(hidden_size=1024, num_layers=24, num_heads=16, attention_types=[[["global", "local"], 12]], window_size=256, max_position_embeddings=2048, vocab_size=50257)
     m = GPTNeoForCausalLM(cfg).to(dev, torch.float16).eval()
-    with torch.no_grad():
-        for r in range(8):
-            B = random.choice([1, 6, 12, 24]); L = random.choice([32, 256, 512, 1024])
-            x = torch.randint(0, 50000, (B, L), device=dev)
-            n = random.choice([16, 64, 160])
-            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, temperature=0.8, repetition_penalty=1.1, pad_token_id=0)
+    gen_rounds(m, 8, [1, 6, 12, 24], [32, 256, 512, 1024], [16, 64, 160], (0, 50000), do_sample=True, temperature=0.8, repetition_penalty=1.1, pad_token_id=0)
 
 def llama_dpo():
     # DPO-style preference tuning (ninth set): a Llama-style 0.5B policy in bf16 with AdamW and a
@@ -539,24 +543,19 @@ def bart_gen_sample():
     from transformers import BartConfig, BartForConditionalGeneration
     cfg = BartConfig(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, vocab_size=50265, max_position_embeddings=1024)
     m = BartForConditionalGeneration(cfg).to(dev, torch.float16).eval()
-    with torch.no_grad():
-        for r in range(6):
-            B = random.choice([1, 4, 8, 16]); L = random.choice([64, 256, 512, 1024])
-            x = torch.randint(4, 50000, (B, L), device=dev)
-            n = random.choice([16, 64, 128])
-            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_k=40, decoder_start_token_id=2, pad_token_id=1)
+    gen_rounds(m, 6, [1, 4, 8, 16], [64, 256, 512, 1024], [16, 64, 128], (4, 50000), do_sample=True, top_k=40, decoder_start_token_id=2, pad_token_id=1)
 
-def gemma2_lora():
+def gemma2_lora(Ls=(256, 512, 1024, 2048), Bs=(1, 2, 4, 8)):
     # LoRA (peft, rank 16 on attention and MLP projections) on a Gemma-2-style 2.6B model in bf16
     # (sliding-window and global layers alternating, logit soft-capping; tenth set), AdamW, batch
-    # 1-8, seq 256-2048, 10 steps.
+    # 1-8, seq 256-2048 (or the lengths `Ls` and batches `Bs` given), 10 steps.
     from transformers import Gemma2Config, Gemma2ForCausalLM
     from peft import LoraConfig, get_peft_model
     cfg = Gemma2Config(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256, vocab_size=256000, sliding_window=1024)
     m = Gemma2ForCausalLM(cfg).to(dev, torch.bfloat16)
     m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    lm_steps(m, opt, 256000, [256, 512, 1024, 2048], [1, 2, 4, 8], 10)
+    lm_steps(m, opt, 256000, list(Ls), list(Bs), 10)
 
 def mistral_tokens():
     # A Mistral-style 1.1B (sliding-window attention; eleventh set), full fine-tuning in bf16 with
@@ -566,10 +565,7 @@ def mistral_tokens():
     cfg = MistralConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=8, vocab_size=32000, sliding_window=1024)
     m = MistralForCausalLM(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    for step in range(12):
-        L = random.choice([128, 256, 384, 640, 1024, 1536, 2048])
-        x = torch.randint(0, 32000, (8192 // L, L), device=dev)
-        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    token_steps(m, opt, 32000, [128, 256, 384, 640, 1024, 1536, 2048], 8192, 12)
 
 def mobilenet_dynres():
     # MobileNetV3-Large (timm, random weights, eleventh set): depthwise convolutions, many small
@@ -586,23 +582,11 @@ def phi3_gen():
     from transformers import Phi3Config, Phi3ForCausalLM
     cfg = Phi3Config(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096)
     m = Phi3ForCausalLM(cfg).to(dev, torch.float16).eval()
-    with torch.no_grad():
-        for r in range(6):
-            B = random.choice([1, 8, 16, 32]); L = random.choice([64, 256, 512, 1024])
-            x = torch.randint(0, 32000, (B, L), device=dev)
-            n = random.choice([32, 96, 192])
-            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, do_sample=True, top_p=0.9, pad_token_id=0)
+    gen_rounds(m, 6, [1, 8, 16, 32], [64, 256, 512, 1024], [32, 96, 192], (0, 32000), do_sample=True, top_p=0.9, pad_token_id=0)
 
 def gemma2_lora4():
-    # gemma2_lora (tenth set) at a size an H200 holds (eleventh set): LoRA on the Gemma-2-style
-    # 2.6B model, batch 1-4, seq 256-1024, 10 steps.
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-    from peft import LoraConfig, get_peft_model
-    cfg = Gemma2Config(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256, vocab_size=256000, sliding_window=1024)
-    m = Gemma2ForCausalLM(cfg).to(dev, torch.bfloat16)
-    m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-    lm_steps(m, opt, 256000, [256, 512, 768, 1024], [1, 2, 4], 10)
+    # gemma2_lora (tenth set) at a size an H200 holds (eleventh set): batch 1-4, seq 256-1024.
+    gemma2_lora((256, 512, 768, 1024), (1, 2, 4))
 
 def qwen2_tokens():
     # A Qwen2-style 1.5B (151,936-token vocabulary; twelfth set), full fine-tuning in bf16 with
@@ -612,10 +596,7 @@ def qwen2_tokens():
     cfg = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936)
     m = Qwen2ForCausalLM(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    for step in range(10):
-        L = random.choice([256, 512, 1024, 2048, 4096])
-        x = torch.randint(0, 151936, (16384 // L, L), device=dev)
-        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    token_steps(m, opt, 151936, [256, 512, 1024, 2048, 4096], 16384, 10)
 
 def dla_dynres():
     # DLA-60 (timm, random weights, twelfth set): deep layer aggregation (concatenating nodes),
@@ -632,12 +613,7 @@ def opt_beam():
     from transformers import OPTConfig, OPTForCausalLM
     cfg = OPTConfig(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32, vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=2560)
     m = OPTForCausalLM(cfg).to(dev, torch.float16).eval()
-    with torch.no_grad():
-        for r in range(6):
-            B = random.choice([1, 2, 4, 8]); L = random.choice([32, 128, 256, 512])
-            x = torch.randint(4, 50000, (B, L), device=dev)
-            n = random.choice([32, 64, 128])
-            m.generate(input_ids=x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n, num_beams=4, do_sample=False, pad_token_id=1)
+    gen_rounds(m, 6, [1, 2, 4, 8], [32, 128, 256, 512], [32, 64, 128], (4, 50000), num_beams=4, do_sample=False, pad_token_id=1)
 
 def wav2vec2_dynlen():
     # Speech recognition fine-tuning (twelfth set): a Wav2Vec2-base-style model with CTC, fp32

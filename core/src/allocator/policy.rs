@@ -29,7 +29,7 @@
 //!
 //! A `no_split` pool hands out whole blocks only ([`Allocator::serve_whole`]). A free block's
 //! allocation goes to its end that breaks fewer whole chunks ([`placement`]), and a much larger
-//! whole chunk under it may be cut ([`split_point`]). Cached stitched blocks are destroyed least
+//! whole chunk under it may be cut ([`split_point`]; short of memory, also those it crosses). Cached stitched blocks are destroyed least
 //! recently freed first past [`over_stitch_bounds`], except those of private pools in use.
 //!
 //! # Complexity
@@ -154,10 +154,11 @@ pub(super) fn split_allowed(free: u64, largest: u64, chunk: u64) -> bool {
 /// so that the placement breaks chunks of its own size only and the rest stays stitchable. With
 /// room, only a chunk that holds the placement, at least [`SPLIT_MIN_RATIO`] times its size in
 /// granules (`gran`) and mapped by no stitched block: destroying cached stitched blocks to cut
-/// costs more in later stitches than it saves ("What else each measure is worth"). While `pressed`
-/// also the chunks it enters or leaves part way, whatever maps them: 49 traces, fit lower on 27,
-/// higher on 5 by 0.0021 at most ("Cutting where a placement crosses chunks"). The cut falls at
-/// the granule holding the placement's start, or right after the placement where it starts there.
+/// costs more in later stitches than it saves ("What else each measure is worth"). While `pressed`,
+/// one that holds it whatever maps it, and those it enters or leaves part way that none maps: 53
+/// traces, fit lower on 29, higher on 5 by 0.0021 at most ("Cutting where a placement crosses
+/// chunks"). The cut falls at the granule holding the placement's start, or right after the
+/// placement where it starts the chunk (short of memory: enters it at its first granule).
 pub(super) fn split_point(c: &SplitView, at: u64, rounded: u64, gran: u64) -> Option<u64> {
     let need = rounded.div_ceil(gran) * gran;
     let room = c.cend - c.cstart >= SPLIT_MIN_RATIO * need && !c.stitch_mapped;
