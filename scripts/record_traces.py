@@ -631,6 +631,48 @@ def wav2vec2_dynlen():
             loss = m(input_values=x, labels=y).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def llama3b_sft():
+    # A Llama-3-style 3.2B (128,256-token vocabulary; thirteenth set), full fine-tuning in bf16
+    # with AdamW, batch 2-8, seq 512-2048, 8 steps: a job past 40% of the H200.
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=3072, intermediate_size=8192, num_hidden_layers=26, num_attention_heads=24, num_key_value_heads=8, vocab_size=128256)
+    m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    lm_steps(m, opt, 128256, [512, 1024, 1536, 2048], [2, 4, 8], 8)
+
+def t5large_dynpad():
+    # T5-large-style seq2seq fine-tuning in bf16 with AdamW (thirteenth set): each batch (8-32)
+    # padded to its longest source, drawn from a long-tailed length distribution (64-1024), and
+    # targets of 16-256 tokens, 12 steps.
+    from transformers import T5Config, T5ForConditionalGeneration
+    cfg = T5Config(d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24, num_heads=16, d_kv=64, vocab_size=32128, feed_forward_proj="gated-gelu")
+    m = T5ForConditionalGeneration(cfg).to(dev, torch.bfloat16)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(12):
+        B = random.choice([8, 16, 32])
+        S = max(max(min(int(random.lognormvariate(5.3, 0.6)), 1024), 64) for _ in range(B))
+        T = random.choice([16, 64, 128, 256])
+        x = torch.randint(0, 32000, (B, S), device=dev); y = torch.randint(0, 32000, (B, T), device=dev)
+        m(input_ids=x, labels=y).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def gemma_gen_long():
+    # Sampled generation (top-k) with a Gemma-style 2B decoder in bf16 (256,000-token vocabulary;
+    # thirteenth set): batch 2-16, long prompts of 1024-4096 tokens, 32-128 new tokens (forced),
+    # 6 rounds: multi-GB key/value caches of a new size every round.
+    from transformers import GemmaConfig, GemmaForCausalLM
+    cfg = GemmaConfig(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=1, head_dim=256, vocab_size=256000, max_position_embeddings=8192)
+    m = GemmaForCausalLM(cfg).to(dev, torch.bfloat16).eval()
+    gen_rounds(m, 6, [2, 4, 8, 16], [1024, 2048, 3072, 4096], [32, 64, 128], (0, 250000), do_sample=True, top_k=50, pad_token_id=0)
+
+def inception_dynres():
+    # Inception-v3 (timm, random weights, thirteenth set): parallel branches of mixed kernel
+    # sizes, fp16 autocast + GradScaler, SGD with momentum, a new batch (32-128) and resolution
+    # (224-384 px) most steps, 12 steps.
+    import timm
+    m = timm.create_model("inception_v3", pretrained=False, num_classes=1000).to(dev)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(224, 385, 32), 12, torch.float16, scaler)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -660,7 +702,9 @@ print("RESULT", json.dumps(res))
 # LoRA on sliding-window attention); an eleventh: token-budget batching, depthwise convolutions
 # at dynamic resolution, sampled generation with a 3.8B decoder, the tenth set's LoRA at a size
 # an H200 holds; a twelfth: token-budget batching with a 151,936-token vocabulary, deep layer
-# aggregation at dynamic resolution, beam search in a decoder-only model, speech at new lengths).
+# aggregation at dynamic resolution, beam search in a decoder-only model, speech at new lengths; a
+# thirteenth: a 3.2B full fine-tune past 40% of the GPU, seq2seq with dynamic padding, generation
+# from long prompts, mixed-kernel branches at dynamic resolution).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
@@ -672,7 +716,8 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
              "mpt_sft", "resnext_dynres", "gptneo_gen", "llama_dpo",
              "pythia_sft", "vgg_dynres", "bart_gen_sample", "gemma2_lora",
              "mistral_tokens", "mobilenet_dynres", "phi3_gen", "gemma2_lora4",
-             "qwen2_tokens", "dla_dynres", "opt_beam", "wav2vec2_dynlen"]
+             "qwen2_tokens", "dla_dynres", "opt_beam", "wav2vec2_dynlen",
+             "llama3b_sft", "t5large_dynpad", "gemma_gen_long", "inception_dynres"]
 
 
 def main():
