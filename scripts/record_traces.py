@@ -645,7 +645,7 @@ def t5large_dynpad():
     # padded to its longest source, drawn from a long-tailed length distribution (64-1024), and
     # targets of 16-256 tokens, 12 steps.
     from transformers import T5Config, T5ForConditionalGeneration
-    cfg = T5Config(d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24, num_heads=16, d_kv=64, vocab_size=32128, feed_forward_proj="gated-gelu")
+    cfg = T5Config(d_model=1024, d_ff=2816, num_layers=24, num_decoder_layers=24, num_heads=16, d_kv=64, vocab_size=32128, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0)
     m = T5ForConditionalGeneration(cfg).to(dev, torch.bfloat16)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
     for step in range(12):

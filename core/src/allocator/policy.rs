@@ -29,8 +29,9 @@
 //!
 //! A `no_split` pool hands out whole blocks only ([`Allocator::serve_whole`]). A free block's
 //! allocation goes to its end that breaks fewer whole chunks ([`placement`]), and a much larger
-//! whole chunk under it may be cut ([`split_point`]; short of memory, also those it crosses). Cached stitched blocks are destroyed least
-//! recently freed first past [`over_stitch_bounds`], except those of private pools in use.
+//! whole chunk under it may be cut ([`split_point`]; short of memory, also those it crosses).
+//! Cached stitched blocks go least recently freed first past [`over_stitch_bounds`] (not those of
+//! private pools in use).
 //!
 //! # Complexity
 //! With `f` the free blocks of a pool, `n` the cached stitched blocks that fit and `k` a bounded
@@ -70,10 +71,9 @@ pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
     [PoolKind::Large, PoolKind::Small][(rounded <= cfg.small_size) as usize]
 }
 
-/// A chunk is cut for a request only while the free reserved bytes are at most this many times
-/// the largest request so far (chunks under [`CUT_ANY_TIME_BYTES`]). A cut (about 100 us on the
-/// H200) keeps a chunk stitchable, a remote need while free bytes are several times any request.
-/// Six held-out traces: driver time 2-13% lower on four, utilization within 0.002.
+/// A chunk under [`CUT_ANY_TIME_BYTES`] is cut only while the free reserved bytes are at most this
+/// many times the largest request so far: a cut (about 100 us) keeps a chunk stitchable, a remote
+/// need while free bytes are ample. Six traces: driver time 2-13% lower on four, same utilization.
 pub(super) const SPLIT_FREE_FACTOR: u64 = 2;
 
 /// A whole free chunk is cut for a request only if it is at least this many times the request
@@ -95,10 +95,16 @@ pub(super) fn handle_size(cfg: &Config, gran: u64, rounded: u64) -> u64 {
     (rounded.div_ceil(k).div_ceil(gran) * gran).clamp(floor, cap)
 }
 
-/// The handle size of a growth for `rounded` bytes: [`handle_size`], or one granule when memory
-/// is short ([`under_pressure`]), where every partly used handle is memory lost to stitching.
+/// While memory is short, a growth's handles hold this fraction of its request, one granule at
+/// least (so larger only from 2 GiB): a partly used one strands 1/1024 of it at most. A 3.2B job
+/// past 40% of the H200: 20.2 to 10.6 x PyTorch's driver time, fit within 0.0006 on 56 traces.
+pub(super) const SHORT_HANDLE_DIVISIONS: u64 = 1024;
+
+/// The handle size of a growth for `rounded` bytes: [`handle_size`], or when memory is short
+/// ([`under_pressure`]: a partly used handle is memory lost) a [`SHORT_HANDLE_DIVISIONS`]th.
 pub(super) fn growth_handle_size(cfg: &Config, gran: u64, rounded: u64, pressed: bool) -> u64 {
-    [handle_size(cfg, gran, rounded), gran][pressed as usize]
+    let short = (rounded / SHORT_HANDLE_DIVISIONS).div_ceil(gran).max(1) * gran;
+    [handle_size(cfg, gran, rounded), short][pressed as usize]
 }
 
 /// The handle size of what a stitch grows for the `grow` bytes its free chunks lack for `rounded`
@@ -111,20 +117,17 @@ pub(super) fn shortfall_handle_size(cfg: &Config, gran: u64, need: (u64, u64), c
     [cur, fine][(need.1.saturating_mul(2) <= need.0) as usize]
 }
 
-/// The smallest large-pool growth in bytes: `min_growth` rounded up to the granularity, or none
-/// on the last resort (every byte counts). At one granule (the default), a request grows by what
-/// it lacks only: PyTorch's 20 MiB cost up to 0.05 utilization on held-out traces.
+/// The smallest large-pool growth: `min_growth` in granules, none on the last resort. At one
+/// granule (the default) a request grows by what it lacks: PyTorch's 20 MiB cost up to 0.05.
 pub(super) fn growth_floor(cfg: &Config, gran: u64, last_resort: bool) -> u64 {
     cfg.min_growth.div_ceil(gran) * gran * u64::from(!last_resort)
 }
 
 /// Reserved memory past this share (per mille) of what the device or the memory fraction allows
-/// is short: new memory comes in one-granule handles, stitches map chunks' free ends, and until
-/// the job settles a whole free chunk is cut for any placement that would break it (destroying
-/// cached stitched blocks that map it; once settled, cuts only churn: a 61 GB job made 306
-/// handles in passes 3-8, none without). A request fails only when live bytes nearly fill the
-/// device. 21 traces: fit at most 1.0084 x peak live at 400 (1.0388 at 800, 1.0056 at 0), and
-/// at 400 a whole H200 makes the same driver calls (at 0 15x; "Under pressure").
+/// is short: small handles ([`SHORT_HANDLE_DIVISIONS`]), stitches over chunks' free ends, and until
+/// the job settles cuts of the whole free chunks a placement would break ([`split_point`]). 21
+/// traces: fit at most 1.0084 x peak live at 400 (1.0388 at 800, 1.0056 at 0), and at 400 a whole
+/// H200 makes the same driver calls (at 0 15x; "Under pressure").
 pub(super) const PRESSURE_PER_MILLE: u64 = 400;
 
 /// Whether memory is short: `reserved` bytes past [`PRESSURE_PER_MILLE`] of `cap`.
@@ -138,10 +141,9 @@ pub(super) fn under_pressure(reserved: u64, cap: u64) -> bool {
 /// OOM at 1.01 x its live bytes; 0-48 waits a trace ("Cuts on a GPU that runs behind").
 pub(super) const WAIT_TO_CUT: bool = true;
 
-/// A whole free chunk of at least this many bytes may be cut whatever the free memory: a tensor
-/// in it otherwise strands the rest, often pieces of the largest requests' cached stitched blocks,
-/// which then grow again in the next step. 27 traces: utilization up on gpt2m_ckpt, opt_accum,
-/// down nowhere; three held out for it: unchanged (`docs/design.md`, "Cutting big chunks").
+/// A whole free chunk of at least this many bytes may be cut whatever the free memory: a tensor in
+/// it strands the rest, often pieces of cached stitched blocks that then grow again. 27 traces:
+/// utilization up on gpt2m_ckpt, opt_accum, down nowhere ("Cutting big chunks").
 pub(super) const CUT_ANY_TIME_BYTES: u64 = 64 << 20;
 
 /// Whether a chunk of `chunk` bytes may be cut now: at least [`CUT_ANY_TIME_BYTES`], or `free`
@@ -176,15 +178,14 @@ pub(super) fn may_stitch(cfg: &Config, rounded: u64, last_resort: bool) -> bool 
     cfg.stitching && (rounded >= cfg.frag_limit || last_resort)
 }
 
-/// Whether to stitch before asking the device for new memory (`defrag_level` 0, the default, or
-/// the last resort); level 1 stitches once the device refuses, level 2 on the last resort only.
+/// Whether to stitch before asking for new memory (`defrag_level` 0, the default, or the last
+/// resort); level 1 stitches once the device refuses, level 2 on the last resort only.
 pub(super) fn stitch_before_growth(cfg: &Config, last_resort: bool) -> bool {
     cfg.defrag_level == 0 || last_resort
 }
 
-/// Whether new memory for only what the free chunks lack should be stitched with them rather than
-/// grown as a segment of its own: for requests larger than one growth (`docs/design.md`,
-/// "Stitching with new memory"); a smaller one is served more cheaply by a growth alone.
+/// Whether new memory for only what free chunks lack is stitched with them rather than grown as a
+/// segment: for requests over one growth ("Stitching with new memory"); a growth serves the rest.
 pub(super) fn stitch_growing_pays(cfg: &Config, gran: u64, bytes: u64, last: bool) -> bool {
     bytes > growth_floor(cfg, gran, false) || last
 }

@@ -127,6 +127,9 @@ fn memory_is_short_past_the_pressure_share_and_then_grows_by_granules() {
     assert!(!under_pressure(at, cap) && under_pressure(at + 1, cap));
     let cfg = Config::default();
     assert_eq!(growth_handle_size(&cfg, G, 1024 * G, true), G);
+    // From 2 GiB up, a 1024th of the request, in granules.
+    assert_eq!(growth_handle_size(&cfg, G, 4096 * G, true), 4 * G);
+    assert_eq!(growth_handle_size(&cfg, G, 4100 * G, true), 5 * G);
     assert_eq!(
         growth_handle_size(&cfg, G, 1024 * G, false),
         handle_size(&cfg, G, 1024 * G)
