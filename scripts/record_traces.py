@@ -51,6 +51,11 @@ def lm_steps(m, opt, vocab, Ls, Bs, steps, amp=False, batch_first=False):
             loss = m(input_ids=x, labels=x).loss
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
+def bf16_sft(m, vocab, Ls, Bs, steps, **kw):
+    # Full fine-tuning of the language model `m` in bf16 with AdamW (lr 1e-5): `lm_steps`.
+    m = m.to(dev, torch.bfloat16)
+    lm_steps(m, torch.optim.AdamW(m.parameters(), lr=1e-5), vocab, Ls, Bs, steps, **kw)
+
 def token_steps(m, opt, vocab, Ls, tokens, steps):
     # Language-model training steps on random tokens with token-budget batching: a sequence
     # length drawn each step, the batch `tokens // length` (labels = inputs).
@@ -117,9 +122,7 @@ def llama_sft():
     # A 0.4B Llama-style model, full fine-tuning in bf16 with AdamW, long and varying sequences.
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(hidden_size=1536, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4, vocab_size=32000)
-    m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 32000, [512, 1024, 1536, 2048], [2, 4, 8], 8)
+    bf16_sft(LlamaForCausalLM(cfg), 32000, [512, 1024, 1536, 2048], [2, 4, 8], 8)
 
 def llama_beam():
     # Beam-search generation (4 beams: the KV cache is reordered every step).
@@ -149,9 +152,7 @@ def mixtral_moe():
     # hence tensor sizes, change with every step. bf16 weights, AdamW.
     from transformers import MixtralConfig, MixtralForCausalLM
     cfg = MixtralConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16, num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2, vocab_size=32000)
-    m = MixtralForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 32000, [256, 512, 1024, 2048], [2, 4, 8], 10)
+    bf16_sft(MixtralForCausalLM(cfg), 32000, [256, 512, 1024, 2048], [2, 4, 8], 10)
 
 def roberta_cls():
     # RoBERTa-large sentence classification with dynamic padding, fp16 autocast with a gradient
@@ -220,9 +221,7 @@ def qwen_sft():
     # in bf16 with AdamW.
     from transformers import Qwen2Config, Qwen2ForCausalLM
     cfg = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)
-    m = Qwen2ForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 151936, [512, 1024, 2048], [2, 4, 8], 8, batch_first=True)
+    bf16_sft(Qwen2ForCausalLM(cfg), 151936, [512, 1024, 2048], [2, 4, 8], 8, batch_first=True)
 
 def llama3_lora():
     # LoRA (peft, r 8 on q/v) of a 1.2B Llama-3-style model (128,256-token vocabulary) in bf16 with
@@ -240,9 +239,7 @@ def bloom_train():
     # BLOOM-560M-style training (250,880-token vocabulary) in bf16 with AdamW.
     from transformers import BloomConfig, BloomForCausalLM
     cfg = BloomConfig(hidden_size=1024, n_layer=24, n_head=16, vocab_size=250880)
-    m = BloomForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 250880, [256, 512, 1024], [2, 4, 8], 8, batch_first=True)
+    bf16_sft(BloomForCausalLM(cfg), 250880, [256, 512, 1024], [2, 4, 8], 8, batch_first=True)
 
 def bart_train():
     # BART-large summarisation-style training, fp32 weights, fp16 autocast + GradScaler, AdamW.
@@ -361,9 +358,7 @@ def gemma_sft():
     # AdamW, batch 1-4, seq 512-2048: multi-GB logits of a new size most steps, 8 steps.
     from transformers import GemmaConfig, GemmaForCausalLM
     cfg = GemmaConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=1, head_dim=128, vocab_size=256000)
-    m = GemmaForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 256000, [512, 1024, 1536, 2048], [1, 2, 4], 8)
+    bf16_sft(GemmaForCausalLM(cfg), 256000, [512, 1024, 1536, 2048], [1, 2, 4], 8)
 
 def phi_ckpt():
     # Phi-style 0.7B (sixth set), fp32 weights, bf16 autocast, gradient checkpointing, AdamW,
@@ -439,9 +434,7 @@ def falcon_sft():
     # MLP; eighth set), full fine-tuning in bf16, AdamW (foreach), batch 1-8, seq 128-2048, 10 steps.
     from transformers import FalconConfig, FalconForCausalLM
     cfg = FalconConfig(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_kv_heads=8, new_decoder_architecture=True, vocab_size=65024)
-    m = FalconForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 65024, [128, 384, 768, 1024, 1536, 2048], [1, 2, 4, 8], 10)
+    bf16_sft(FalconForCausalLM(cfg), 65024, [128, 384, 768, 1024, 1536, 2048], [1, 2, 4, 8], 10)
 
 def regnet_dynres():
     # RegNetY-3.2GF (timm, random weights, eighth set): grouped convolutions and squeeze-excite,
@@ -467,18 +460,14 @@ def qwen_moe_sft():
     # size every layer and step.
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
     cfg = Qwen2MoeConfig(hidden_size=1024, num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=4, intermediate_size=2816, moe_intermediate_size=512, shared_expert_intermediate_size=2048, num_experts=16, num_experts_per_tok=4, vocab_size=32000)
-    m = Qwen2MoeForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 32000, [128, 256, 512, 768, 1024], [1, 2, 4, 8], 10)
+    bf16_sft(Qwen2MoeForCausalLM(cfg), 32000, [128, 256, 512, 768, 1024], [1, 2, 4, 8], 10)
 
 def mpt_sft():
     # MPT-style 1.2B (ALiBi attention, no position embeddings; ninth set), full fine-tuning in
     # bf16, AdamW, batch 1-8, seq 128-2048, 10 steps.
     from transformers import MptConfig, MptForCausalLM
     cfg = MptConfig(d_model=2048, n_heads=16, n_layers=18, expansion_ratio=4, max_seq_len=2048, vocab_size=50432)
-    m = MptForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 50432, [128, 256, 640, 1024, 1536, 2048], [1, 2, 4, 8], 10)
+    bf16_sft(MptForCausalLM(cfg), 50432, [128, 256, 640, 1024, 1536, 2048], [1, 2, 4, 8], 10)
 
 def resnext_dynres():
     # ResNeXt-50 32x4d (timm, random weights, ninth set): grouped convolutions, fp16 autocast +
@@ -524,9 +513,7 @@ def pythia_sft():
     # batch 4-12, seq 512-2048, 8 steps: a job past 40% of the H200, where memory counts as short.
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
     cfg = GPTNeoXConfig(hidden_size=2560, num_hidden_layers=32, num_attention_heads=32, intermediate_size=10240, vocab_size=50304, max_position_embeddings=2048)
-    m = GPTNeoXForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 50304, [512, 1024, 1536, 2048], [4, 8, 12], 8)
+    bf16_sft(GPTNeoXForCausalLM(cfg), 50304, [512, 1024, 1536, 2048], [4, 8, 12], 8)
 
 def vgg_dynres():
     # VGG-16 with batch norm (timm, random weights, tenth set): plain convolutions with large
@@ -636,9 +623,7 @@ def llama3b_sft():
     # with AdamW, batch 2-8, seq 512-2048, 8 steps: a job past 40% of the H200.
     from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(hidden_size=3072, intermediate_size=8192, num_hidden_layers=26, num_attention_heads=24, num_key_value_heads=8, vocab_size=128256)
-    m = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-    lm_steps(m, opt, 128256, [512, 1024, 1536, 2048], [2, 4, 8], 8)
+    bf16_sft(LlamaForCausalLM(cfg), 128256, [512, 1024, 1536, 2048], [2, 4, 8], 8)
 
 def t5large_dynpad():
     # T5-large-style seq2seq fine-tuning in bf16 with AdamW (thirteenth set): each batch (8-32)

@@ -76,16 +76,21 @@ impl<D: Device> Allocator<D> {
         let (seg_id, fence, span) = (blk.seg, blk.fence, (blk.addr, blk.end()));
         // The fence is checked last: its check may record an event.
         // Short of memory, a placement that crosses chunks may cut one at each end, and one in
-        // the middle of a chunk twice (before and after it), looked up again after each cut.
-        let cuts = [1, MAX_CUTS][usize::from(self.cuts_pressed())];
-        for _ in 0..cuts {
-            match self.cut_point(seg_id, span, || self.placement(b, rounded), rounded) {
-                Some((cut, ci)) if self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci) => {
-                    if !self.split_chunk(seg_id, ci, cut) {
-                        return false;
-                    }
-                }
-                _ => break,
+        // the middle of a chunk twice (before and after it), looked up again after each cut;
+        // with room, one cut. Most placements make none and end at the first look-up.
+        let mut cuts = 0;
+        while let Some((cut, ci)) =
+            self.cut_point(seg_id, span, || self.placement(b, rounded), rounded)
+        {
+            if !(self.fence_passed(fence) && self.unstitch_chunk(seg_id, ci)) {
+                break;
+            }
+            if !self.split_chunk(seg_id, ci, cut) {
+                return false;
+            }
+            cuts += 1;
+            if cuts == MAX_CUTS || !self.cuts_pressed() {
+                break;
             }
         }
         true
