@@ -39,7 +39,11 @@ impl<D: Device> Allocator<D> {
         // The chunk holding the placement's start, then (only short of memory: the others are
         // not cut) the one holding its end.
         let first = seg.chunk_at(at - seg.va);
-        let last = [first, seg.chunk_at(at + rounded - 1 - seg.va)][usize::from(pressed)];
+        let last = if pressed {
+            seg.chunk_at(at + rounded - 1 - seg.va)
+        } else {
+            first
+        };
         [first, last][..1 + usize::from(last != first)]
             .iter()
             .find_map(|&ci| {
