@@ -658,6 +658,46 @@ def inception_dynres():
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
     image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(224, 385, 32), 12, torch.float16, scaler)
 
+def res2net_dynres():
+    # Res2Net-50 26w4s (timm, random weights, fourteenth set): multi-scale splits inside each
+    # block, bf16 autocast, channels_last, SGD with momentum, a new batch (32-128) and resolution
+    # (160-320 px) most steps, 16 steps.
+    import timm
+    m = timm.create_model("res2net50_26w_4s", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(160, 321, 32), 16, torch.bfloat16, channels_last=True)
+
+def electra_dynpad():
+    # ELECTRA-large-style classification (fourteenth set), fp32 weights, bf16 autocast, AdamW,
+    # dynamic padding: each batch (16-64) padded to its longest length drawn from a long-tailed
+    # distribution (32-512), 20 steps.
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+    cfg = ElectraConfig(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=30522, num_labels=3)
+    m = ElectraForSequenceClassification(cfg).to(dev)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+    for step in range(20):
+        B = random.choice([16, 32, 48, 64])
+        S = max(max(min(int(random.lognormvariate(4.6, 0.7)), 512), 32) for _ in range(B))
+        x = torch.randint(0, 30522, (B, S), device=dev); y = torch.randint(0, 3, (B,), device=dev)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_ids=x, labels=y).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def mistral_gen():
+    # Greedy generation with a Mistral-style 1.1B (sliding-window attention) in fp16 (fourteenth
+    # set): batch 1-32, prompts of 128-2048 tokens, 32-256 new tokens (forced), 8 rounds.
+    from transformers import MistralConfig, MistralForCausalLM
+    cfg = MistralConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=8, vocab_size=32000, sliding_window=1024)
+    m = MistralForCausalLM(cfg).to(dev, torch.float16).eval()
+    gen_rounds(m, 8, [1, 8, 16, 32], [128, 512, 1024, 2048], [32, 128, 256], (0, 32000), do_sample=False, pad_token_id=0)
+
+def gptj_sft():
+    # A GPT-J-style 1.3B (rotary on part of each head, attention and MLP in parallel; fourteenth
+    # set), full fine-tuning in bf16 with AdamW, batch 1-8, seq 256-2048, 12 steps.
+    from transformers import GPTJConfig, GPTJForCausalLM
+    cfg = GPTJConfig(n_embd=2048, n_layer=24, n_head=16, rotary_dim=64, vocab_size=50400, n_positions=2048)
+    bf16_sft(GPTJForCausalLM(cfg), 50400, [256, 512, 1024, 1536, 2048], [1, 2, 4, 8], 12)
+
 globals()[wl]()
 torch.cuda.synchronize()
 s = torch.cuda.memory_stats()
@@ -689,7 +729,9 @@ print("RESULT", json.dumps(res))
 # an H200 holds; a twelfth: token-budget batching with a 151,936-token vocabulary, deep layer
 # aggregation at dynamic resolution, beam search in a decoder-only model, speech at new lengths; a
 # thirteenth: a 3.2B full fine-tune past 40% of the GPU, seq2seq with dynamic padding, generation
-# from long prompts, mixed-kernel branches at dynamic resolution).
+# from long prompts, mixed-kernel branches at dynamic resolution; a fourteenth: multi-scale splits at
+# dynamic resolution, dynamic padding with a large encoder, greedy generation with sliding-window
+# attention, a parallel-block decoder's full fine-tune).
 WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "vit_train",
              "mixtral_moe", "roberta_cls", "whisper_train", "resnet_train", "neox_sample",
              "mistral_lora",
@@ -702,7 +744,8 @@ WORKLOADS = ["bert_mlm", "t5_train", "gpt2m_ckpt", "llama_sft", "llama_beam", "v
              "pythia_sft", "vgg_dynres", "bart_gen_sample", "gemma2_lora",
              "mistral_tokens", "mobilenet_dynres", "phi3_gen", "gemma2_lora4",
              "qwen2_tokens", "dla_dynres", "opt_beam", "wav2vec2_dynlen",
-             "llama3b_sft", "t5large_dynpad", "gemma_gen_long", "inception_dynres"]
+             "llama3b_sft", "t5large_dynpad", "gemma_gen_long", "inception_dynres",
+             "res2net_dynres", "electra_dynpad", "mistral_gen", "gptj_sft"]
 
 
 def main():
