@@ -1,11 +1,15 @@
-//! Replays of the held-out traces (`traces/held-out/`): fifty-three real workloads recorded on the
-//! H200 after the default configuration was chosen on the three traces of `traces/`, in 13 sets
+//! Replays of the held-out traces (`traces/held-out/`): fifty-six real workloads recorded on the
+//! H200 after the default configuration was chosen on the three traces of `traces/`, in 14 sets
 //! (each recorded after the one before had been studied). The floors are what the default reaches on
 //! them (`docs/design.md`, "Held-out traces"), several below the 0.98 goal: they guard against
 //! regressions, and they are not goals. What must hold everywhere: no OOM, better than PyTorch,
 //! no OOM at PyTorch's own peak reserved memory, nothing left on the device.
 
 mod trace_replay;
+
+use gmlake_core::replay::TraceAction;
+use gmlake_core::Config;
+use gmlake_replay::passes::replay_passes;
 
 /// The most driver time over PyTorch's estimate on a held-out trace without a guard of its own
 /// (1.2x-3.8x, against issue 20's goal of 2x): a regression guard.
@@ -62,7 +66,7 @@ floors! {
     gemma_sft: 0.990;
     phi_ckpt: 0.996;
     t5_beam: 0.982;
-    deberta_dynpad: 0.974, DEBERTA_DRIVER_RATIO;
+    deberta_dynpad: 0.972, DEBERTA_DRIVER_RATIO;
     densenet_dynres: 0.980;
     qwen_gen_sample: 0.978;
     stablelm_fused: 0.989;
@@ -75,7 +79,7 @@ floors! {
     resnext_dynres: 0.992, 4.5;
     // 5.42x measured: PyTorch's cache makes 84 cudaMalloc calls, gmlake 307 handles.
     gptneo_gen: 0.999, 6.0;
-    llama_dpo: 0.991;
+    llama_dpo: 0.990;
     // 15.0x measured: 76 GB live, past 40% of the H200 (see `MPT_DRIVER_RATIO`).
     pythia_sft: 0.980, 16.0;
     // 6.23x measured: PyTorch's cache makes 46 cudaMalloc calls, gmlake 253 handles.
@@ -90,9 +94,45 @@ floors! {
     qwen2_tokens: 0.989, 12.0;
     dla_dynres: 0.981;
     opt_beam: 0.985;
-    wav2vec2_dynlen: 0.992;
+    wav2vec2_dynlen: 0.985;
     // 10.6x measured: 82 GB live, past 40% of the H200 (see `MPT_DRIVER_RATIO`).
-    llama3b_sft: 0.989, 11.5;
+    llama3b_sft: 0.988, 11.5;
     gemma_gen_long: 0.997;
     inception_dynres: 0.995;
+    res2net_dynres: 0.995;
+    electra_dynpad: 0.995;
+    mistral_gen: 0.996;
+}
+
+/// Warm passes settle (issue 24's bar): each trace replayed 4 times on one allocator, as a job
+/// repeats its steps, makes from the third pass on no new handle and fewer than 1 new stitch per
+/// 1000 allocations, at a flat peak. These two stitched again in pass 3 (15 and 12 times) while the
+/// memory their second pass grew was used first by the steps before the request that grew it
+/// (`policy::grows_late`).
+#[test]
+fn warm_passes_settle_from_the_third() {
+    for name in ["vgg_dynres", "resnet_train"] {
+        let events = trace_replay::trace("traces/held-out", name);
+        let allocs = events
+            .iter()
+            .filter(|e| e.action == TraceAction::Alloc)
+            .count() as u64;
+        let cfg = Config::default();
+        let rows = replay_passes(&events, &cfg, trace_replay::H200_BYTES, 4, false).unwrap();
+        for p in &rows[2..] {
+            assert_eq!(
+                (p.handles_created, p.ooms),
+                (0, 0),
+                "{name}: pass {}",
+                p.pass
+            );
+            assert!(
+                p.new_stitches * 1000 < allocs,
+                "{name}: {} new stitches in pass {} of {allocs} allocations",
+                p.new_stitches,
+                p.pass
+            );
+            assert_eq!(p.peak_reserved_bytes, rows[2].peak_reserved_bytes, "{name}");
+        }
+    }
 }

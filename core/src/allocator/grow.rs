@@ -126,6 +126,7 @@ impl<D: Device> Allocator<D> {
             size: 0,
             lane: l,
             pool,
+            late: self.growth_late,
             live_chunks: 0,
             chunks: Vec::new(),
             first_block: 0,
@@ -178,11 +179,12 @@ impl<D: Device> Allocator<D> {
 
     /// The large-pool segment of stream `s` to grow in place for a request of `rounded` bytes, and
     /// by how many bytes (at least `floor`): the one needing the smallest growth
-    /// ([`policy::extension_bytes`]) among those with free address space after them. O(segments).
+    /// ([`policy::extension_bytes`]) among those with free address space after them and memory of
+    /// the kind this growth makes (late or not: [`policy::grows_late`]). O(segments).
     pub(super) fn extendable(&self, l: LaneIdx, rounded: u64, floor: u64) -> Option<(SegId, u64)> {
         let mut best: Option<(SegId, u64)> = None;
         for (id, seg) in self.segments.iter() {
-            if seg.lane != l || seg.pool != PoolKind::Large {
+            if seg.lane != l || seg.pool != PoolKind::Large || seg.late != self.growth_late {
                 continue;
             }
             let blk = &self.blocks[seg.last_block];

@@ -13,6 +13,7 @@ mod checkpoint;
 mod grow;
 mod history;
 mod live;
+mod order;
 mod parked;
 mod peer;
 mod policy;
@@ -98,6 +99,12 @@ pub struct Allocator<D: Device> {
     /// next): `since_growth`.
     requests: u64,
     last_growth: u64,
+    /// Whether the job has settled at some point ([`policy::settled`]).
+    settled_once: bool,
+    /// The most live bytes a request has asked to reach so far (allocated bytes plus the request).
+    live_peak: u64,
+    /// Whether memory grown for the request under way is late ([`policy::grows_late`]).
+    growth_late: bool,
     /// Stitched blocks made so far: the next one's `born`.
     stitch_births: u64,
     /// The caller's context id for what the calls now under way do (history and snapshots).
@@ -180,6 +187,9 @@ impl<D: Device> Allocator<D> {
             largest_request: 0,
             requests: 0,
             last_growth: 0,
+            settled_once: false,
+            live_peak: 0,
+            growth_late: false,
             stitch_births: 0,
             context: 0,
             history: history::History::default(),

@@ -145,7 +145,9 @@ impl<D: Device> Allocator<D> {
         };
         let blk = &self.blocks[b];
         let seg = &self.segments[blk.seg];
+        // Late memory goes last in best fit: whether it would go first is not known here.
         if !policy::reclaims_parked(blk.size, rounded)
+            || seg.late
             || seg.lane != l
             || seg.pool != pool
             || self.pools.no_split(self.lane_pool(l))
@@ -167,6 +169,7 @@ impl<D: Device> Allocator<D> {
                 seg.whole_span(start, end)
             },
             small_pool: small,
+            late: seg.late,
         };
         // No other block sorts before it (the neighbours go into it).
         let first = self.free[l as usize]

@@ -7,7 +7,7 @@
 //! over PyTorch's `cudaMalloc` time for the same trace. What was tried and not kept is in
 //! `docs/design.md`.
 //!
-//! # The allocation order ([`Allocator::place`], [`Allocator::serve`])
+//! # The allocation order ([`super::Allocator::place`], [`super::Allocator::serve`], walked in `order.rs`)
 //! A request is rounded up to [`super::MIN_BLOCK_SIZE`] bytes, assigned a pool kind
 //! ([`pool_for`]) and served, within its memory pool (the default or a private one), by the first
 //! of these that succeeds (GMLake's order, ASPLOS 2024, its bugs fixed: `docs/design.md`):
@@ -27,7 +27,7 @@
 //! 7. with `peer_borrow` on, memory borrowed from a peer GPU ([`may_borrow`], [`peer_limit`]);
 //! 8. out of memory.
 //!
-//! A `no_split` pool hands out whole blocks only ([`Allocator::serve_whole`]). A free block's
+//! A `no_split` pool hands out whole blocks only ([`super::Allocator::serve_whole`]). A free block's
 //! allocation goes to its end that breaks fewer whole chunks ([`placement`]), and a much larger
 //! whole chunk under it may be cut ([`split_point`]; short of memory, also those it crosses).
 //! Cached stitched blocks go least recently freed first past [`over_stitch_bounds`] (not those of
@@ -39,15 +39,17 @@
 //! O(free blocks + chunks they hold + k) (only when no free block fits); growth O(segments).
 
 use super::types::*;
-use super::{Allocator, Miss, Served};
 use crate::config::Config;
-use crate::device::{Device, DeviceError};
 use crate::stats::PoolKind;
 use alloc::vec::Vec;
 
 /// How many of the smallest fitting free blocks best fit examines for one whose use breaks no
 /// whole chunk, before the smallest. 64, or all, did no better on nine traces (gpt2m_ckpt worse).
 pub(super) const FIT_PROBES: usize = 16;
+
+/// How many of the smallest fitting free blocks best fit looks at in all: late memory
+/// ([`grows_late`]) does not count toward [`FIT_PROBES`], so that it shifts no earlier choice.
+pub(super) const FIT_SCAN: usize = 4 * FIT_PROBES;
 
 /// How many cached stitched blocks a stitch examines for one to grow (a look-up per piece each).
 pub(super) const REUSE_PROBES: usize = 64;
@@ -66,7 +68,7 @@ pub(super) fn peer_limit(cfg: &Config, total: u64, gran: u64) -> u64 {
 
 /// The pool of a request of `rounded` bytes: the small pool (one-granule segments) up to
 /// `small_size`, as PyTorch's `kSmallSize`. A small request takes a free large-pool block before
-/// the small pool grows ([`Allocator::serve`]), and is counted under the pool it uses.
+/// the small pool grows ([`super::Allocator::serve`]), and is counted under the pool it uses.
 pub(super) fn pool_for(rounded: u64, cfg: &Config) -> PoolKind {
     [PoolKind::Large, PoolKind::Small][(rounded <= cfg.small_size) as usize]
 }
@@ -202,6 +204,20 @@ pub(super) fn settled(cfg: &Config, since: u64) -> bool {
     since > cfg.free_ends_after
 }
 
+/// Whether memory grown now is *late*: the job has settled at some point (`settled_once`), the
+/// request does not take live bytes past their most so far (`raises_live_peak`: memory for more
+/// work is working memory) and memory is not short (`pressed`: there every byte is packed). Best
+/// fit takes late memory last ([`pick_fit`]) and growth in place joins memory of its own kind only.
+/// Why: a growth in a settled job patches fragmentation at one request of a step; if the next step
+/// used that memory earlier, every later choice would differ, and stitch or grow anew. Held back,
+/// the requests before it repeat their choices and the one that grew it finds it. 56 traces of 8
+/// passes: from pass 3 no new handle, stitches below 1 per 1000 allocations everywhere (resnet_train
+/// 1.36 and vgg_dynres 3.97 before); pass-1 utilization down on 4 by at most 0.0072 (wav2vec2_dynlen),
+/// fit equal ("Late memory last").
+pub(super) fn grows_late(settled_once: bool, raises_live_peak: bool, pressed: bool) -> bool {
+    settled_once && !raises_live_peak && !pressed
+}
+
 /// Whether a stitch may map chunks' free ends where whole free chunks fall short: with
 /// `stitch_free_ends`, while memory is short (`pressed`, [`under_pressure`]), or once settled.
 /// A few more mappings, once (the block is cached), avoid a growth. Settled, 38 traces of 8 passes:
@@ -229,24 +245,35 @@ pub(super) fn ends_pay<F: Fn(u64) -> u64>(lack: u64, ends: u64, grown: F) -> boo
 }
 
 /// Best fit: among the [`FIT_PROBES`] smallest free blocks of at least `rounded` bytes
-/// (`smallest_first`), the first whose use breaks no whole physical chunk; else the smallest.
-/// `view` gives what is known of a block, or `None` if the stream may not use it yet. Why: a free
-/// chunk broken by a small tensor cannot be stitched until that tensor goes, so among near-equal
-/// fits the one that keeps chunks whole is worth a few bytes more. O(FIT_PROBES).
+/// (`smallest_first`) that are not late memory ([`grows_late`]), the first whose use breaks no
+/// whole physical chunk; else such a late block; else the smallest earlier block, else the
+/// smallest late one. `view` gives what is known of a block, or `None` if the stream may not use
+/// it yet. Why: a free chunk broken by a small tensor cannot be stitched until that tensor goes,
+/// so among near-equal fits the one that keeps chunks whole is worth a few bytes more. O([`FIT_SCAN`]).
 pub(super) fn pick_fit(
     smallest_first: impl Iterator<Item = BlockId>,
     rounded: u64,
     view: impl Fn(BlockId) -> Option<FitView>,
 ) -> Option<BlockId> {
-    let mut first = None;
-    for b in smallest_first.take(FIT_PROBES) {
+    // The first block keeping whole chunks and the smallest, of earlier and of late memory.
+    let (mut whole, mut smallest) = ([None; 2], [None; 2]);
+    let mut probes = 0;
+    for b in smallest_first.take(FIT_SCAN) {
         let Some(v) = view(b) else { continue };
-        if v.keeps_whole_chunks(rounded) {
+        let late = usize::from(v.late);
+        if late == 0 && v.keeps_whole_chunks(rounded) {
             return Some(b);
         }
-        first.get_or_insert(b);
+        if v.keeps_whole_chunks(rounded) {
+            whole[late].get_or_insert(b);
+        }
+        smallest[late].get_or_insert(b);
+        probes += 1 - late;
+        if probes == FIT_PROBES {
+            break;
+        }
     }
-    first
+    whole[1].or(smallest[0]).or(smallest[1])
 }
 
 /// Where `rounded` bytes of the free block `v` go: at whichever end uses up or breaks fewer bytes
@@ -359,140 +386,6 @@ pub(super) fn over_stitch_bounds(bytes_maps: (u64, u64), cfg: &Config, total: u6
 /// granule. The segment with the smallest such growth is grown (its tail saves the most).
 pub(super) fn extension_bytes(rounded: u64, tail: u64, floor: u64, gran: u64) -> u64 {
     (rounded.saturating_sub(tail).div_ceil(gran) * gran).max(floor.max(gran))
-}
-
-impl<D: Device> Allocator<D> {
-    /// The allocation order for `rounded` bytes in `pool` on stream `s`, with the retry after
-    /// releasing cached memory (PyTorch's `release_cached_blocks` retry), and the chunk cut before
-    /// a free block is handed out. `Err` carries the device failure that stopped the search, if
-    /// the device failed otherwise than by running out of memory.
-    pub(super) fn place(
-        &mut self,
-        rounded: u64,
-        pool: PoolKind,
-        l: LaneIdx,
-    ) -> Result<(Served, LaneIdx), Option<DeviceError>> {
-        self.largest_request = self.largest_request.max(rounded);
-        let mut device_error = None;
-        let mut served = self.serve(rounded, pool, l, false, &mut device_error);
-        let mut lane = l;
-        let borrow =
-            served.is_none() && may_borrow(&self.cfg, pool, self.lane_pool(l), self.capturing());
-        // Free borrowed memory serves before a release would give it back to borrow it again.
-        if borrow && device_error.is_none() {
-            (served, lane) = self.reuse_borrowed(rounded, l);
-        }
-        // No release during a capture: it synchronizes (PyTorch skips it there too).
-        if served.is_none() && device_error.is_none() && !self.capturing() {
-            self.stats.num_alloc_retries += 1;
-            match self.release_cached() {
-                Ok(()) => served = self.serve(rounded, pool, l, true, &mut device_error),
-                Err(e) => device_error = Some(e),
-            }
-        }
-        if served.is_none() && device_error.is_none() {
-            (served, lane) = self.borrow_from_pools(rounded, pool, l);
-        }
-        if served.is_none() && borrow {
-            (served, lane) = self.borrow_from_peers(rounded, l);
-            device_error = device_error.filter(|_| served.is_none());
-        }
-        if let Some(Served::Block(b)) = served {
-            served = self.prepare_block(b, rounded, pool, lane);
-        }
-        served.map(|s| (s, lane)).ok_or(device_error)
-    }
-
-    /// Runs the allocation order once (module documentation). `last_resort` is set on the retry
-    /// after releasing cached memory. A device failure other than running out of memory stops the
-    /// search and is left in `device_error`.
-    pub(super) fn serve(
-        &mut self,
-        rounded: u64,
-        pool: PoolKind,
-        l: LaneIdx,
-        last_resort: bool,
-        device_error: &mut Option<DeviceError>,
-    ) -> Option<Served> {
-        if let Some(b) = self.reclaim_parked_block(rounded, pool, l) {
-            return Some(Served::Again(b));
-        }
-        let whole_only = self.pools.no_split(self.lane_pool(l));
-        if whole_only || self.parked_free_extent() >= rounded {
-            self.unpark(); // its bytes could serve: the order sees them as free
-        }
-        if whole_only {
-            return self.serve_whole(rounded, pool, l, device_error);
-        }
-        if let Some(b) = self.best_fit(pool, l, rounded) {
-            return Some(Served::Block(b));
-        }
-        if let Some(sid) = self.reclaim_parked(rounded, l) {
-            return Some(Served::Stitched(sid));
-        }
-        self.unpark();
-        let reserved = self.stats.reserved_bytes.all.current.max(0) as u64;
-        let pressed = under_pressure(reserved + rounded, self.reserved_cap());
-        self.handle_size = growth_handle_size(&self.cfg, self.gran, rounded, pressed);
-        if pool == PoolKind::Small {
-            // A growth adds to reserved memory for certain; a broken chunk only while the tensor
-            // lives (llama_beam: 0.960 utilization instead of 0.985 without this).
-            if let Some(b) = self.best_fit(PoolKind::Large, l, rounded) {
-                return Some(Served::Block(b));
-            }
-            let seg = self.grow(l, PoolKind::Small, self.gran);
-            let seg = seg.map_err(|m| m.report(device_error)).ok()?;
-            return Some(Served::Block(self.segments[seg].first_block));
-        }
-        if let Some(sid) = self.reuse_stitched(rounded, l) {
-            return Some(Served::Stitched(sid));
-        }
-        let stitchable = may_stitch(&self.cfg, rounded, last_resort);
-        let floor = growth_floor(&self.cfg, self.gran, last_resort);
-        let ends = ends_now(&self.cfg, self.since_growth(), pressed);
-        if stitchable && stitch_before_growth(&self.cfg, last_resort) {
-            if let Some(sid) = self.stitch(rounded, l, ends) {
-                return Some(Served::Stitched(sid));
-            }
-            if stitch_growing_pays(&self.cfg, self.gran, rounded, last_resort) {
-                let grow_ends = self.cfg.stitch_free_ends || pressed;
-                match self.stitch_growing(rounded, floor, l, grow_ends) {
-                    Ok(Some(sid)) => return Some(Served::Stitched(sid)),
-                    Ok(None) | Err(Miss::NoMemory) => {}
-                    Err(Miss::Failed(e)) => {
-                        *device_error = Some(e);
-                        return None;
-                    }
-                }
-            }
-        }
-        let grown = match self.extendable(l, rounded, floor) {
-            Some((seg, bytes)) => self.extend(seg, bytes),
-            None => {
-                let bytes = (rounded.div_ceil(self.gran) * self.gran).max(floor);
-                self.grow(l, PoolKind::Large, bytes)
-                    .map(|seg| self.segments[seg].first_block)
-            }
-        };
-        match grown {
-            Ok(b) if self.blocks[b].size >= rounded => Some(Served::Block(b)),
-            Ok(_) => self
-                .best_fit(PoolKind::Large, l, rounded)
-                .map(Served::Block),
-            // defrag_level 1: stitch only once the device refuses new memory.
-            Err(Miss::NoMemory) if stitchable && self.cfg.defrag_level == 1 => {
-                self.stitch(rounded, l, ends).map(Served::Stitched)
-            }
-            // Rather than fail, a large request may take a free block of the small pool.
-            Err(Miss::NoMemory) if last_resort => self
-                .best_fit(PoolKind::Small, l, rounded)
-                .map(Served::Block),
-            Err(m) => {
-                m.report(device_error);
-                None
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ impl<D: Device> Allocator<D> {
             addr: blk.addr,
             whole: blk.whole,
             small_pool: self.segments[blk.seg].pool == PoolKind::Small,
+            late: self.segments[blk.seg].late,
         }
     }
 

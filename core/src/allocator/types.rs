@@ -88,6 +88,8 @@ pub(crate) struct Segment {
     /// The lane (memory pool and stream) whose free lists hold its free blocks.
     pub lane: LaneIdx,
     pub pool: PoolKind,
+    /// Late memory ([`super::policy::grows_late`]): best fit takes it last.
+    pub late: bool,
     pub chunks: Vec<Chunk>,
     pub live_chunks: u32,
     pub first_block: BlockId,
@@ -321,6 +323,7 @@ pub(super) struct FitView {
     pub addr: u64,
     pub whole: (u64, u64),
     pub small_pool: bool,
+    pub late: bool,
 }
 
 impl FitView {
@@ -388,6 +391,7 @@ mod tests {
             size: 0,
             lane: 0,
             pool: PoolKind::Large,
+            late: false,
             chunks: Vec::new(),
             live_chunks: 0,
             first_block: 0,

@@ -144,12 +144,14 @@ fn best_fit_prefers_a_block_that_keeps_chunks_whole() {
             addr: 0,
             whole: (0, 10 * G),
             small_pool: false,
+            late: false,
         },
         FitView {
             size: 12 * G,
             addr: 100 * G,
             whole: (u64::MAX, 0),
             small_pool: false,
+            late: false,
         },
     ];
     let pick = pick_fit(0..2, G, |b| Some(views[b as usize]));
@@ -160,4 +162,72 @@ fn best_fit_prefers_a_block_that_keeps_chunks_whole() {
         Some(0),
         "the smallest usable when none keeps chunks whole"
     );
+}
+
+/// A free block of `size` granules at `at` granules: whole chunks all through it (`whole`: a
+/// placement breaks one) or none.
+fn fit(size: u64, at: u64, whole: bool, late: bool) -> FitView {
+    let addr = at * G;
+    let span = if whole {
+        (addr, addr + size * G)
+    } else {
+        (u64::MAX, 0)
+    };
+    FitView {
+        size: size * G,
+        addr,
+        whole: span,
+        small_pool: false,
+        late,
+    }
+}
+
+#[test]
+fn best_fit_takes_late_memory_last() {
+    // Smallest first: late and keeping chunks whole, early breaking a chunk, early keeping them.
+    let views = [
+        fit(4, 0, false, true),
+        fit(5, 10, true, false),
+        fit(6, 20, false, false),
+    ];
+    let pick = |v: &[FitView]| pick_fit(0..v.len() as BlockId, 2 * G, |b| Some(v[b as usize]));
+    assert_eq!(
+        pick(&views),
+        Some(2),
+        "an earlier block keeping chunks whole"
+    );
+    assert_eq!(
+        pick(&views[..2]),
+        Some(0),
+        "else a late one keeping them whole"
+    );
+    let breaking = [fit(4, 0, true, true), fit(5, 10, true, false)];
+    assert_eq!(pick(&breaking), Some(1), "else the smallest earlier block");
+    assert_eq!(pick(&breaking[..1]), Some(0), "else the smallest late one");
+    // Late blocks do not count toward the probes: an earlier block keeping chunks whole after
+    // FIT_PROBES late ones and FIT_PROBES - 1 earlier ones is still found.
+    let mut many = alloc::vec![fit(3, 0, true, true); FIT_PROBES];
+    many.extend(core::iter::repeat_n(fit(4, 0, true, false), FIT_PROBES - 1));
+    many.push(fit(5, 50, false, false));
+    assert_eq!(pick(&many), Some(2 * FIT_PROBES as BlockId - 1));
+    many.insert(FIT_PROBES, fit(4, 0, true, false));
+    assert_eq!(
+        pick(&many),
+        Some(FIT_PROBES as BlockId),
+        "not past FIT_PROBES earlier ones"
+    );
+}
+
+#[test]
+fn memory_is_late_when_a_settled_job_grows_below_its_live_peak_with_room() {
+    assert!(grows_late(true, false, false));
+    assert!(
+        !grows_late(false, false, false),
+        "not before the job has settled"
+    );
+    assert!(
+        !grows_late(true, true, false),
+        "not for more live bytes than ever"
+    );
+    assert!(!grows_late(true, false, true), "not while memory is short");
 }
