@@ -92,6 +92,20 @@ def image_steps(loss_of, opt, Bs, Ss, steps, dtype, scaler=None, channels_last=F
             scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
         opt.zero_grad(set_to_none=True)
 
+def timm_steps(name, opt_of, Bs, Ss, steps, dtype, scaler=False, channels_last=False):
+    # A timm classifier `name` (random weights, 1000 classes, channels_last if asked) trained by
+    # `image_steps` on cross-entropy with the optimizer `opt_of(parameters)`, a GradScaler if
+    # `scaler`.
+    import timm
+    m = timm.create_model(name, pretrained=False, num_classes=1000)
+    m = m.to(dev, memory_format=torch.channels_last) if channels_last else m.to(dev)
+    opt = opt_of(m.parameters())
+    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, Bs, Ss, steps, dtype, torch.amp.GradScaler() if scaler else None, channels_last)
+
+def sgd(lr):
+    # SGD with momentum 0.9 at learning rate `lr`, for `timm_steps`.
+    return lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)
+
 def bert_mlm():
     # BERT-large masked-LM pre-training, fp32 weights, bf16 autocast, AdamW.
     from transformers import BertConfig, BertForMaskedLM
@@ -348,10 +362,7 @@ def opt_accum():
 def effnet_dynres():
     # EfficientNet-B3 (timm, random weights, fifth set), channels-last, bf16 autocast, AdamW, a new
     # batch (32-96) and resolution (224-320 px) most steps, 12 steps.
-    import timm
-    m = timm.create_model("efficientnet_b3", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96], range(224, 321, 32), 12, torch.bfloat16, channels_last=True)
+    timm_steps("efficientnet_b3", lambda p: torch.optim.AdamW(p, lr=1e-4), [32, 64, 96], range(224, 321, 32), 12, torch.bfloat16, channels_last=True)
 
 def gemma_sft():
     # Gemma-style 0.4B with a 256,000-token vocabulary (sixth set), full fine-tuning in bf16,
@@ -405,10 +416,7 @@ def densenet_dynres():
     # DenseNet-121 (timm, random weights, seventh set): concatenation-heavy activations, fp16
     # autocast + GradScaler, SGD with momentum, a new batch (32-128) and resolution (192-320 px)
     # most steps, 12 steps.
-    import timm
-    m = timm.create_model("densenet121", pretrained=False, num_classes=1000).to(dev)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(192, 321, 32), 12, torch.float16, scaler)
+    timm_steps("densenet121", sgd(0.1), [32, 64, 96, 128], range(192, 321, 32), 12, torch.float16, scaler=True)
 
 def qwen_gen_sample():
     # Sampled generation (top-k) with a Qwen2-0.5B-style model in bf16 (seventh set; 151,936-token
@@ -440,10 +448,7 @@ def regnet_dynres():
     # RegNetY-3.2GF (timm, random weights, eighth set): grouped convolutions and squeeze-excite,
     # channels_last, bf16 autocast, AdamW, a new batch (32-96) and resolution (160-288 px) most
     # steps, 12 steps.
-    import timm
-    m = timm.create_model("regnety_032", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96], range(160, 289, 32), 12, torch.bfloat16, channels_last=True)
+    timm_steps("regnety_032", lambda p: torch.optim.AdamW(p, lr=1e-3), [32, 64, 96], range(160, 289, 32), 12, torch.bfloat16, channels_last=True)
 
 def starcoder_gen():
     # Sampled generation (nucleus) with a GPTBigCode-style 350M model (multi-query attention, one
@@ -473,10 +478,7 @@ def resnext_dynres():
     # ResNeXt-50 32x4d (timm, random weights, ninth set): grouped convolutions, fp16 autocast +
     # GradScaler, SGD with momentum, a new batch (48-160) and resolution (176-320 px) most steps,
     # 12 steps.
-    import timm
-    m = timm.create_model("resnext50_32x4d", pretrained=False, num_classes=1000).to(dev)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [48, 96, 128, 160], range(176, 321, 48), 12, torch.float16, scaler)
+    timm_steps("resnext50_32x4d", sgd(0.1), [48, 96, 128, 160], range(176, 321, 48), 12, torch.float16, scaler=True)
 
 def gptneo_gen():
     # Sampled generation (temperature, repetition penalty) with a GPT-Neo-style 350M model in fp16
@@ -519,10 +521,7 @@ def vgg_dynres():
     # VGG-16 with batch norm (timm, random weights, tenth set): plain convolutions with large
     # activations and a large classifier, bf16 autocast, SGD with momentum, a new batch (16-64)
     # and resolution (160-288 px) most steps, 12 steps.
-    import timm
-    m = timm.create_model("vgg16_bn", pretrained=False, num_classes=1000).to(dev)
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [16, 32, 48, 64], range(160, 289, 32), 12, torch.bfloat16)
+    timm_steps("vgg16_bn", sgd(0.01), [16, 32, 48, 64], range(160, 289, 32), 12, torch.bfloat16)
 
 def bart_gen_sample():
     # Sampled generation (top-k) with a BART-large-style encoder-decoder in fp16 (tenth set):
@@ -558,10 +557,7 @@ def mobilenet_dynres():
     # MobileNetV3-Large (timm, random weights, eleventh set): depthwise convolutions, many small
     # tensors, bf16 autocast, channels_last, SGD with momentum, a new batch (64-256) and resolution
     # (160-320 px) most steps, 12 steps.
-    import timm
-    m = timm.create_model("mobilenetv3_large_100", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [64, 128, 192, 256], range(160, 321, 32), 12, torch.bfloat16, channels_last=True)
+    timm_steps("mobilenetv3_large_100", sgd(0.1), [64, 128, 192, 256], range(160, 321, 32), 12, torch.bfloat16, channels_last=True)
 
 def phi3_gen():
     # Sampled generation (top-p) with a Phi-3-mini-style 3.8B decoder in fp16 (eleventh set):
@@ -589,10 +585,7 @@ def dla_dynres():
     # DLA-60 (timm, random weights, twelfth set): deep layer aggregation (concatenating nodes),
     # fp16 autocast + GradScaler, SGD with momentum, a new batch (32-128) and resolution (160-320
     # px) most steps, 12 steps.
-    import timm
-    m = timm.create_model("dla60", pretrained=False, num_classes=1000).to(dev)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(160, 321, 32), 12, torch.float16, scaler)
+    timm_steps("dla60", sgd(0.1), [32, 64, 96, 128], range(160, 321, 32), 12, torch.float16, scaler=True)
 
 def opt_beam():
     # Beam search (4 beams) with an OPT-2.7B-style decoder in fp16 (twelfth set): batch 1-8,
@@ -653,19 +646,13 @@ def inception_dynres():
     # Inception-v3 (timm, random weights, thirteenth set): parallel branches of mixed kernel
     # sizes, fp16 autocast + GradScaler, SGD with momentum, a new batch (32-128) and resolution
     # (224-384 px) most steps, 12 steps.
-    import timm
-    m = timm.create_model("inception_v3", pretrained=False, num_classes=1000).to(dev)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9); scaler = torch.amp.GradScaler()
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(224, 385, 32), 12, torch.float16, scaler)
+    timm_steps("inception_v3", sgd(0.1), [32, 64, 96, 128], range(224, 385, 32), 12, torch.float16, scaler=True)
 
 def res2net_dynres():
     # Res2Net-50 26w4s (timm, random weights, fourteenth set): multi-scale splits inside each
     # block, bf16 autocast, channels_last, SGD with momentum, a new batch (32-128) and resolution
     # (160-320 px) most steps, 16 steps.
-    import timm
-    m = timm.create_model("res2net50_26w_4s", pretrained=False, num_classes=1000).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-    image_steps(lambda x, y: torch.nn.functional.cross_entropy(m(x), y), opt, [32, 64, 96, 128], range(160, 321, 32), 16, torch.bfloat16, channels_last=True)
+    timm_steps("res2net50_26w_4s", sgd(0.1), [32, 64, 96, 128], range(160, 321, 32), 16, torch.bfloat16, channels_last=True)
 
 def electra_dynpad():
     # ELECTRA-large-style classification (fourteenth set), fp32 weights, bf16 autocast, AdamW,
