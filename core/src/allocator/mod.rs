@@ -320,7 +320,7 @@ impl<D: Device> Allocator<D> {
     /// `Device` when the device failed otherwise. The allocator is unchanged by a failure, except
     /// that cached memory may have been released.
     pub fn malloc(&mut self, size: u64, stream: StreamHandle) -> Result<u64> {
-        self.malloc_lane(size, stream, pools::DEFAULT_POOL)
+        self.malloc_lane(size, stream, DEFAULT_POOL)
     }
 
     /// `malloc` from pool `p` (an existing pool).

@@ -79,7 +79,7 @@ pub(super) const REUSE_PROBES: usize = 64;
 /// Whether a request that found no room may borrow a peer's memory (`peer.rs`, last: NVLink is
 /// slower): a large default-pool request outside captures (a graph's pool keeps its memory).
 pub(super) fn may_borrow(cfg: &Config, kind: PoolKind, owner: PoolIdx, capture: bool) -> bool {
-    cfg.peer_borrow && kind == PoolKind::Large && owner == super::pools::DEFAULT_POOL && !capture
+    cfg.peer_borrow && kind == PoolKind::Large && owner == DEFAULT_POOL && !capture
 }
 
 /// The most bytes borrowed from one peer, in whole granules: `peer_borrow_limit`, else a quarter

@@ -34,9 +34,6 @@ impl PoolId {
     pub const DEFAULT: PoolId = PoolId(0, 0);
 }
 
-/// The default pool's index.
-pub(crate) const DEFAULT_POOL: PoolIdx = 0;
-
 /// One pool's books.
 #[derive(Clone, Debug)]
 pub(crate) struct PoolState {

@@ -39,9 +39,7 @@ impl<D: Device> Allocator<D> {
         // Memory of one pool never serves another, except borrowed memory (`peer.rs`), which
         // the default pool's stitched blocks map.
         let (mine, theirs) = (self.lane_pool(self.segments[seg].lane), self.lane_pool(l));
-        if mine != theirs
-            && !(self.segments[seg].peer.is_some() && theirs == super::pools::DEFAULT_POOL)
-        {
+        if mine != theirs && !(self.segments[seg].peer.is_some() && theirs == DEFAULT_POOL) {
             return None;
         }
         let mut b = Some(self.segments[seg].first_block);

@@ -11,6 +11,9 @@ pub(crate) type StitchId = u32;
 pub(crate) type StreamIdx = u32;
 /// Index of a memory pool: 0 is the default pool, others are private pools (`pools.rs`).
 pub(crate) type PoolIdx = u32;
+
+/// The default pool's index.
+pub(crate) const DEFAULT_POOL: PoolIdx = 0;
 /// Index of a lane: the free blocks of one pool on one stream (`pools.rs`).
 pub(crate) type LaneIdx = u32;
 
